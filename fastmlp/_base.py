@@ -1,0 +1,417 @@
+"""The estimator machinery shared by MLPClassifier and MLPRegressor.
+
+Parameters, defaults and fitted attributes follow scikit-learn's MLP; the
+work is done by the compiled kernels (see src/) through the solver drivers
+in fastmlp.solvers.
+"""
+
+import time
+import warnings
+from abc import ABC, abstractmethod
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+
+from . import _forward
+from ._init import init_theta
+from ._network import HIDDEN_ACTIVATIONS, Layout
+from ._threads import blas_threads, effective_n_threads
+from ._validation import as_float_input, check_X_predict
+from .exceptions import DivergenceWarning
+from .solvers.first_order import FIRST_ORDER_SOLVERS, EpochRunner, Optimizer
+from .solvers.objective import Objective, kernel_input
+from .solvers.quasi_newton import lbfgs
+
+SOLVERS = ("lbfgs",) + FIRST_ORDER_SOLVERS
+
+
+class BaseMLP(BaseEstimator, ABC):
+    """Base class for fastmlp's estimators; use the derived classes."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(HIDDEN_ACTIVATIONS))],
+        "solver": [StrOptions(set(SOLVERS))],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "l1": [Interval(Real, 0, None, closed="left")],
+        "init": [StrOptions({"glorot", "he"})],
+        "negative_slope": [Interval(Real, 0, 1, closed="left")],
+        "rho": [None, Interval(Real, 0, 1, closed="left")],
+        "n_threads": [None, Interval(Integral, None, -1, closed="right"),
+                      Interval(Integral, 1, None, closed="left")],
+    }
+
+    @abstractmethod
+    def __init__(self, hidden_layer_sizes, activation, *, solver, alpha,
+                 batch_size, learning_rate, learning_rate_init, power_t,
+                 max_iter, loss, shuffle, random_state, tol, verbose,
+                 warm_start, momentum, nesterovs_momentum, early_stopping,
+                 validation_fraction, beta_1, beta_2, epsilon,
+                 n_iter_no_change, max_fun, l1, init, negative_slope, rho,
+                 n_threads):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.loss = loss
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.l1 = l1
+        self.init = init
+        self.negative_slope = negative_slope
+        self.rho = rho
+        self.n_threads = n_threads
+
+    # ----------------------------------------------------------- subclasses
+    @abstractmethod
+    def _validate_targets(self, y, X, incremental, first_pass):
+        """Return (Y, y): the target matrix in X's dtype, and y as given."""
+
+    @abstractmethod
+    def _output_spec(self, Y):
+        """Return (output activation name, loss code) for this problem."""
+
+    @abstractmethod
+    def _score_outputs(self, out, y, sample_weight):
+        """Validation score of network outputs out against targets y."""
+
+    # ----------------------------------------------------------- parameters
+    def _hidden_sizes(self):
+        sizes = self.hidden_layer_sizes
+        if not hasattr(sizes, "__iter__"):
+            sizes = [sizes]
+        sizes = list(sizes)
+        for s in sizes:
+            if isinstance(s, (bool, np.bool_)) or not isinstance(s, (Integral, np.integer)) or s <= 0:
+                raise ValueError(
+                    f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}."
+                )
+        return [int(s) for s in sizes]
+
+    def _layer_activations(self, n_layers):
+        return [self.activation] * (n_layers - 1) + [self.out_activation_]
+
+    @property
+    def _theta(self):
+        """The flat parameter vector that coefs_ and intercepts_ view.
+
+        If coefs_ or intercepts_ were replaced by other arrays, they are
+        packed into a new vector (and become views of it again).
+        """
+        theta = self.__dict__.get("_theta_vec")
+        views = self.coefs_ + self.intercepts_
+        if theta is None or not all(v.base is theta for v in views):
+            dtype = np.result_type(*views)
+            theta = self._layout.pack(self.coefs_, self.intercepts_, dtype)
+            self._set_theta(theta)
+        return theta
+
+    def _set_theta(self, theta):
+        self._theta_vec = theta
+        self.coefs_, self.intercepts_ = self._layout.views(theta)
+
+    @property
+    def _layout(self):
+        layout = self.__dict__.get("_layout_obj")
+        if layout is None:
+            units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+            layout = Layout(units, self._layer_activations(len(units) - 1),
+                            self.negative_slope)
+            self._layout_obj = layout
+        return layout
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # coefs_/intercepts_ carry the parameters; the vector they view and
+        # the derived layout are rebuilt on load.
+        state.pop("_theta_vec", None)
+        state.pop("_layout_obj", None)
+        state.pop("_runner", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "coefs_" in state:
+            self._theta  # re-pack so coefs_/intercepts_ view one vector
+
+    # ------------------------------------------------------------------ fit
+    def _initialize(self, Y, units, dtype):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = Y.shape[1]
+        self.n_layers_ = len(units)
+        self.out_activation_, self._loss_code = self._output_spec(Y)
+        self.__dict__.pop("_layout_obj", None)
+        self._layout_obj = Layout(units, self._layer_activations(len(units) - 1),
+                               self.negative_slope)
+        self._random_state = check_random_state(self.random_state)
+        theta = init_theta(self._layout_obj, self.init, self._layer_activations(len(units) - 1),
+                           self._random_state, dtype)
+        self._set_theta(theta)
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping and self.solver != "lbfgs":
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
+        hidden = self._hidden_sizes()
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        dtype = None if first_pass else self._theta.dtype
+        X = as_float_input(self, X, reset=first_pass, dtype=dtype)
+        Y, y = self._validate_targets(y, X, incremental, first_pass)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype,
+                                                 ensure_non_negative=True)
+        units = [X.shape[1]] + hidden + [Y.shape[1]]
+        if first_pass:
+            self._initialize(Y, units, X.dtype)
+        elif list(self._layout.units) != units:
+            raise ValueError(
+                f"The network has layer sizes {list(self._layout.units)} but this "
+                f"data and hidden_layer_sizes need {units}; fit a new model "
+                "(warm_start=False) to change them."
+            )
+        else:
+            self._random_state = check_random_state(self.random_state)
+        n_threads = effective_n_threads(self.n_threads)
+        with blas_threads(n_threads):
+            if self.solver == "lbfgs":
+                self._fit_lbfgs(X, Y, sample_weight, n_threads)
+            else:
+                self._fit_stochastic(X, Y, y, sample_weight, incremental, n_threads)
+        return self
+
+    def _fit_lbfgs(self, X, Y, sample_weight, n_threads):
+        objective = Objective(self._layout, X, Y, sample_weight, self._loss_code,
+                              self.alpha, self.l1, n_threads)
+        start = time.perf_counter()
+
+        def on_iteration(loss):
+            self.loss_curve_.append(loss)
+            if self.verbose:
+                print("Iteration %d, loss = %.8f, time = %.3fs"
+                      % (len(self.loss_curve_), loss, time.perf_counter() - start))
+
+        theta, loss, n_iter, res = lbfgs(
+            objective, self._theta, max_iter=self.max_iter, max_fun=self.max_fun,
+            tol=self.tol, on_iteration=on_iteration)
+        self._theta[:] = theta
+        self.loss_ = float(loss)
+        if res is None:
+            warnings.warn("Training interrupted by user.")
+            self.n_iter_ = len(self.loss_curve_)
+            return
+        self.n_iter_ = min(n_iter, self.max_iter)
+        if res.status != 0:
+            warnings.warn(
+                f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                f"(status={res.status}): {res.message}. Increase max_iter or "
+                "max_fun, or scale the data.",
+                ConvergenceWarning,
+            )
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped"
+            )
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _fit_stochastic(self, X, Y, y, sample_weight, incremental, n_threads):
+        theta = self._theta
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = Optimizer(
+                self.solver, theta.size, theta.dtype,
+                learning_rate_init=self.learning_rate_init, momentum=self.momentum,
+                nesterovs_momentum=self.nesterovs_momentum, beta_1=self.beta_1,
+                beta_2=self.beta_2, epsilon=self.epsilon, rho=self.rho,
+                learning_rate=self.learning_rate, power_t=self.power_t)
+        optimizer = self._optimizer
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+
+        n = X.shape[0]
+        all_rows = np.arange(n, dtype=np.int64)
+        val_rows = y_val = sw_val = None
+        if self.early_stopping:
+            stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
+            train_rows, val_rows = train_test_split(
+                all_rows, random_state=self._random_state,
+                test_size=self.validation_fraction, stratify=stratify)
+            if val_rows.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+            y_val = y[val_rows]
+            sw_val = None if sample_weight is None else sample_weight[val_rows]
+        else:
+            train_rows = all_rows
+        n_train = train_rows.shape[0]
+        batch_size = self._batch_size(n_train)
+        runner = EpochRunner(self._layout, theta.dtype, batch_size, not sp.issparse(X))
+        rng_state = np.array([self._random_state.randint(0, 2**63 - 1, dtype=np.int64)],
+                             dtype=np.uint64)
+        Xk = kernel_input(X)
+        snapshot = theta.copy()
+        if self.early_stopping and not hasattr(self, "_best_theta"):
+            self._best_theta = theta.copy()
+
+        self.n_iter_ = 0
+        try:
+            for _ in range(self.max_iter):
+                snapshot[:] = theta
+                start = time.perf_counter()
+                loss, finite = runner.run(
+                    theta, Xk, Y, sample_weight, train_rows, rng_state, self.shuffle,
+                    optimizer, self._loss_code, self.alpha, self.l1, n_threads)
+                if not finite:
+                    theta[:] = snapshot
+                    warnings.warn(
+                        f"Training diverged at epoch {self.n_iter_ + 1}: the loss or a "
+                        "parameter became non-finite. The parameters of the last finite "
+                        "epoch are kept. Lower learning_rate_init or scale the inputs.",
+                        DivergenceWarning,
+                    )
+                    break
+                self.n_iter_ += 1
+                self.loss_ = loss
+                self.t_ += n_train
+                self.loss_curve_.append(loss)
+                val_score = None
+                if self.early_stopping:
+                    val_score = self._validation_score(Xk, val_rows, y_val, sw_val, n_threads)
+                self._update_no_improvement_count(val_score, theta)
+                if self.verbose:
+                    self._print_progress(loss, val_score, time.perf_counter() - start)
+                optimizer.iteration_ends(self.t_)
+                if self._no_improvement_count > self.n_iter_no_change:
+                    what = "Validation score" if self.early_stopping else "Training loss"
+                    msg = (f"{what} did not improve more than tol={self.tol:f} for "
+                           f"{self.n_iter_no_change} consecutive epochs.")
+                    if optimizer.trigger_stopping(msg, self.verbose):
+                        break
+                    self._no_improvement_count = 0
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        "Stochastic Optimizer: Maximum iterations (%d) reached and the "
+                        "optimization hasn't converged yet." % self.max_iter,
+                        ConvergenceWarning,
+                    )
+        except KeyboardInterrupt:
+            theta[:] = snapshot
+            warnings.warn("Training interrupted by user.")
+        if self.early_stopping:
+            theta[:] = self._best_theta
+
+    def _print_progress(self, loss, val_score, seconds):
+        line = "Iteration %d, loss = %.8f" % (self.n_iter_, loss)
+        if val_score is not None:
+            line += ", validation score = %.6f" % val_score
+        print(line + ", time = %.3fs" % seconds)
+
+    def _update_no_improvement_count(self, val_score, theta):
+        if val_score is not None:
+            self.validation_scores_.append(val_score)
+            if val_score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if val_score > self.best_validation_score_:
+                self.best_validation_score_ = val_score
+                self._best_theta[:] = theta
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    def _validation_score(self, Xk, rows, y, sample_weight, n_threads):
+        out = self._network_output(Xk, rows, n_threads)
+        if not np.isfinite(out).all():
+            return np.nan
+        return self._score_outputs(out, y, sample_weight)
+
+    # -------------------------------------------------------------- predict
+    def _network_output(self, Xk, rows, n_threads):
+        theta = self._theta
+        out = np.empty((rows.shape[0], self.n_outputs_), dtype=theta.dtype)
+        _forward.predict(theta, Xk, self._layout.net, out, rows, 1024, n_threads)
+        return out
+
+    def _forward(self, X):
+        """Validated X -> output-layer activations (n_samples, n_outputs)."""
+        check_is_fitted(self, "coefs_")
+        theta = self._theta
+        X = check_X_predict(self, X, theta.dtype)
+        n = X.shape[0]
+        n_threads = effective_n_threads(self.n_threads)
+        rows = np.arange(n, dtype=np.int64)
+        if n >= 2048 and n_threads != effective_n_threads(-1):
+            with blas_threads(n_threads):
+                return self._network_output(kernel_input(X), rows, n_threads)
+        return self._network_output(kernel_input(X), rows, n_threads)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags

@@ -1,0 +1,289 @@
+"""MLPClassifier: scikit-learn's MLP classifier API on fastmlp's kernels."""
+
+import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.metrics import accuracy_score
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
+from sklearn.utils.validation import check_array, check_consistent_length, column_or_1d
+
+from ._base import BaseMLP
+from ._network import LOSS_HINGE, LOSS_HINGE_BINARY, LOSS_LOG, LOSS_SQUARED
+from .solvers.first_order import FIRST_ORDER_SOLVERS
+
+
+class MLPClassifier(ClassifierMixin, BaseMLP):
+    """Multi-layer perceptron classifier.
+
+    A drop-in replacement for :class:`sklearn.neural_network.MLPClassifier`:
+    the same parameters, defaults and fitted attributes, trained by compiled
+    (Cython, OpenMP, BLAS) kernels. The parameters below after ``max_fun``
+    are fastmlp's additions; their defaults change nothing.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+        The ith element is the number of neurons in the ith hidden layer.
+    activation : {'identity', 'logistic', 'tanh', 'relu', 'leaky_relu'}, default='relu'
+        Activation of the hidden layers.
+    solver : {'adam', 'sgd', 'lbfgs', 'adagrad', 'adadelta', 'rmsprop'}, default='adam'
+        'sgd' uses ``learning_rate``, ``momentum`` and ``nesterovs_momentum``;
+        'adam' uses ``beta_1``, ``beta_2``, ``epsilon``; 'rmsprop' and
+        'adadelta' use ``rho`` and ``epsilon``; 'adagrad' uses ``epsilon``.
+        'adadelta' scales its step by ``learning_rate_init``, as PyTorch and
+        Keras do: set ``learning_rate_init=1.0`` for Zeiler's original rule.
+    alpha : float, default=0.0001
+        Strength of the L2 penalty, divided by the batch's sample weight sum.
+    batch_size : int or 'auto', default='auto'
+        ``min(200, n_samples)`` when 'auto'. Not used by 'lbfgs'.
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Schedule of 'sgd', as in scikit-learn.
+    learning_rate_init : float, default=0.001
+    power_t : float, default=0.5
+    max_iter : int, default=200
+        Epochs for the first-order solvers, iterations for 'lbfgs'.
+    shuffle : bool, default=True
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights, the validation split and the shuffling.
+        Same seed, data and thread count: bit-identical results.
+    tol : float, default=1e-4
+    verbose : bool, default=False
+        Print loss, validation score and time per epoch.
+    warm_start : bool, default=False
+    momentum : float, default=0.9
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+    validation_fraction : float, default=0.1
+    beta_1 : float, default=0.9
+    beta_2 : float, default=0.999
+    epsilon : float, default=1e-8
+    n_iter_no_change : int, default=10
+    max_fun : int, default=15000
+    loss : {'log_loss', 'hinge', 'squared_error'}, default='log_loss'
+        'log_loss': cross-entropy with a softmax output (multiclass) or
+        binary log-loss with logistic outputs (binary, multilabel).
+        'hinge': Crammer-Singer multiclass hinge (per-label hinge for binary
+        and multilabel) on identity outputs; no ``predict_proba``.
+        'squared_error': half squared error between the softmax/logistic
+        outputs and the one-hot targets.
+    l1 : float, default=0.0
+        Strength of an L1 penalty on the weights, scaled like ``alpha``.
+    init : {'glorot', 'he'}, default='glorot'
+        'glorot' is scikit-learn's initialisation; 'he' draws N(0, 2/fan_in).
+    negative_slope : float, default=0.01
+        Slope of 'leaky_relu' for negative inputs.
+    rho : float or None, default=None
+        Decay of 'rmsprop' and 'adadelta' (None: 0.9 and 0.95).
+    n_threads : int or None, default=None
+        Cores used by fit and predict (OpenMP loops and BLAS). None:
+        ``OMP_NUM_THREADS`` if set, else all usable cores; -1: all cores.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    loss_ : float
+    best_loss_ : float or None
+    loss_curve_ : list of float
+    validation_scores_ : list of float or None
+    best_validation_score_ : float or None
+    t_ : int
+    coefs_ : list of ndarray
+        Weight matrices, views into one flat parameter vector.
+    intercepts_ : list of ndarray
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+    n_iter_ : int
+    n_layers_ : int
+    n_outputs_ : int
+    out_activation_ : str
+    """
+
+    _parameter_constraints: dict = {
+        **BaseMLP._parameter_constraints,
+        "loss": [StrOptions({"log_loss", "hinge", "squared_error"})],
+    }
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto",
+                 learning_rate="constant", learning_rate_init=0.001,
+                 power_t=0.5, max_iter=200, shuffle=True, random_state=None,
+                 tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 loss="log_loss", l1=0.0, init="glorot", negative_slope=0.01,
+                 rho=None, n_threads=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, loss=loss, shuffle=shuffle,
+            random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1,
+            beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun, l1=l1, init=init, negative_slope=negative_slope,
+            rho=rho, n_threads=n_threads)
+
+    # ------------------------------------------------------------- targets
+    def _validate_targets(self, y, X, incremental, first_pass):
+        y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        check_classification_targets(y)
+        if first_pass and not incremental:
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+            if self._label_binarizer.y_type_ != "multilabel-indicator" and len(self.classes_) < 2:
+                raise ValueError(
+                    "The classifier needs samples of at least 2 classes in the data, "
+                    f"but the data contains only one class: {self.classes_[0]!r}."
+                )
+        else:
+            classes = unique_labels(y)
+            if self.warm_start and not incremental:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as "
+                        f"in the previous call to fit. Previously got {self.classes_}, "
+                        f"`y` has {classes}"
+                    )
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                    f"{self.classes_}. 'y' has {classes}."
+                )
+        Y = np.ascontiguousarray(self._label_binarizer.transform(y), dtype=X.dtype)
+        return Y, y
+
+    def _output_spec(self, Y):
+        multiclass = self._label_binarizer.y_type_ == "multiclass"
+        if self.loss == "hinge":
+            return "identity", (LOSS_HINGE if multiclass else LOSS_HINGE_BINARY)
+        code = LOSS_LOG if self.loss == "log_loss" else LOSS_SQUARED
+        return ("softmax" if multiclass else "logistic"), code
+
+    # ------------------------------------------------------------- predict
+    def _labels(self, out):
+        lb = self._label_binarizer
+        threshold = 0.0 if self.out_activation_ == "identity" else 0.5
+        if lb.y_type_ == "multiclass":
+            return self.classes_[np.argmax(out, axis=1)]
+        if lb.y_type_ == "binary":
+            return self.classes_[(out[:, 0] > threshold).astype(np.intp)]
+        return lb.inverse_transform(out, threshold=threshold)
+
+    def _score_outputs(self, out, y, sample_weight):
+        return accuracy_score(y, self._labels(out), sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Predict class labels (or the label indicator matrix, multilabel).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_classes)
+        """
+        return self._labels(self._forward(X))
+
+    def _has_proba(self):
+        if self.loss == "hinge":
+            raise AttributeError("predict_proba is not available when loss='hinge'")
+        return True
+
+    @available_if(_has_proba)
+    def predict_proba(self, X):
+        """Probability estimates, columns ordered as ``classes_``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_prob : ndarray of shape (n_samples, n_classes)
+        """
+        out = self._forward(X)
+        if self.n_outputs_ == 1:
+            p = out[:, 0]
+            return np.column_stack([1 - p, p])
+        return out
+
+    @available_if(_has_proba)
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
+        proba = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            return np.log(proba, out=proba)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to X and y.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels, or a label indicator matrix (multilabel).
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def _check_solver(self):
+        if self.solver not in FIRST_ORDER_SOLVERS:
+            raise AttributeError(
+                f"partial_fit is only available for stochastic optimizers. "
+                f"{self.solver} is not stochastic."
+            )
+        return True
+
+    @available_if(_check_solver)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Update the model with one epoch over the given data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array of shape (n_classes,), default=None
+            All classes, required on the first call.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        first_call = not hasattr(self, "classes_")
+        if first_call:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+            self.classes_ = self._label_binarizer.classes_
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(
+                f"`classes={classes!r}` is not the same as on the last call to "
+                f"partial_fit, was: {self.classes_!r}"
+            )
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags

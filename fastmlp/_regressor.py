@@ -1,0 +1,143 @@
+"""MLPRegressor: scikit-learn's MLP regressor API on fastmlp's kernels."""
+
+import numpy as np
+from sklearn.base import RegressorMixin
+from sklearn.metrics import r2_score
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_array, check_consistent_length, column_or_1d
+
+from ._base import BaseMLP
+from ._classifier import MLPClassifier
+from ._network import LOSS_POISSON, LOSS_SQUARED
+
+
+class MLPRegressor(RegressorMixin, BaseMLP):
+    """Multi-layer perceptron regressor.
+
+    A drop-in replacement for :class:`sklearn.neural_network.MLPRegressor`
+    (same parameters, defaults and fitted attributes), trained by compiled
+    kernels. Single- and multi-output.
+
+    Parameters
+    ----------
+    loss : {'squared_error', 'poisson'}, default='squared_error'
+        Half squared error with identity outputs, or half Poisson deviance
+        with an exponential output (log link; requires ``y >= 0``). With
+        several outputs the squared error is summed over them (scikit-learn
+        averages the reported loss but not its gradient; fastmlp reports the
+        loss it differentiates).
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
+    learning_rate_init, power_t, max_iter, shuffle, random_state, tol,
+    verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
+    validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun,
+    l1, init, negative_slope, rho, n_threads :
+        As for :class:`fastmlp.MLPClassifier`. The early-stopping score is R².
+
+    Attributes
+    ----------
+    loss_, best_loss_, loss_curve_, validation_scores_,
+    best_validation_score_, t_, coefs_, intercepts_, n_features_in_,
+    feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_ :
+        As for :class:`fastmlp.MLPClassifier`.
+    """
+
+    _parameter_constraints: dict = {
+        **BaseMLP._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,),
+                 activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False,
+                 warm_start=False, momentum=0.9, nesterovs_momentum=True,
+                 early_stopping=False, validation_fraction=0.1, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 max_fun=15000, l1=0.0, init="glorot", negative_slope=0.01,
+                 rho=None, n_threads=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, loss=loss, shuffle=shuffle,
+            random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1,
+            beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun, l1=l1, init=init, negative_slope=negative_slope,
+            rho=rho, n_threads=n_threads)
+
+    def _validate_targets(self, y, X, incremental, first_pass):
+        y = check_array(y, ensure_2d=False, dtype="numeric", input_name="y")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("loss='poisson' requires y >= 0; y has negative values.")
+        Y = np.ascontiguousarray(y.reshape(y.shape[0], -1), dtype=X.dtype)
+        if not first_pass and Y.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"y has {Y.shape[1]} outputs but the model was fitted with {self.n_outputs_}."
+            )
+        return Y, y
+
+    def _output_spec(self, Y):
+        if self.loss == "poisson":
+            return "exp", LOSS_POISSON
+        return "identity", LOSS_SQUARED
+
+    def _score_outputs(self, out, y, sample_weight):
+        return r2_score(y, out[:, 0] if out.shape[1] == 1 else out,
+                        sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Predict using the network.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        """
+        out = self._forward(X)
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to X and y.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    _check_solver = MLPClassifier._check_solver
+
+    @available_if(_check_solver)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Update the model with one epoch over the given data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)

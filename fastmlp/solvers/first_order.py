@@ -1,0 +1,122 @@
+"""First-order solvers: the update rules and the compiled epoch's workspace.
+
+The rules themselves run in src/_updates.pxd; this module holds their
+hyper-parameters, their state between calls (so partial_fit continues where
+it stopped), the learning-rate schedules that change between epochs, and
+the buffers the compiled epoch needs, allocated once per fit.
+"""
+
+import numpy as np
+
+from .. import _epoch
+
+RULES = {"sgd": 0, "adam": 1, "adagrad": 2, "adadelta": 3, "rmsprop": 4}
+FIRST_ORDER_SOLVERS = tuple(RULES)
+# Decay of the squared-gradient average when rho=None (Hinton's lecture
+# notes for RMSProp, Zeiler 2012 for AdaDelta).
+DEFAULT_RHO = {"rmsprop": 0.9, "adadelta": 0.95}
+
+
+class Optimizer:
+    """An update rule, its state over theta and its learning-rate schedule.
+
+    Parameters
+    ----------
+    solver : str
+        One of FIRST_ORDER_SOLVERS.
+    n_params : int
+    dtype : numpy dtype of theta.
+    learning_rate_init, momentum, nesterovs_momentum, beta_1, beta_2,
+    epsilon, rho, learning_rate, power_t :
+        As the estimators document them. learning_rate ('constant',
+        'invscaling', 'adaptive') applies to 'sgd' only, as in scikit-learn.
+    """
+
+    def __init__(self, solver, n_params, dtype, *, learning_rate_init,
+                 momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, rho=None,
+                 learning_rate="constant", power_t=0.5):
+        self.solver = solver
+        self.learning_rate_init = float(learning_rate_init)
+        self.learning_rate = float(learning_rate_init)
+        self.momentum = float(momentum)
+        self.nesterovs_momentum = bool(nesterovs_momentum)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+        self.rho = float(DEFAULT_RHO.get(solver, 0.9) if rho is None else rho)
+        self.schedule = learning_rate if solver == "sgd" else "constant"
+        self.power_t = float(power_t)
+        # Row 0: velocity / first moment / squared-gradient average;
+        # row 1: second moment (Adam) or squared-update average (AdaDelta).
+        self.state = np.zeros((2, n_params), dtype=dtype)
+        self.step = np.zeros(1, dtype=np.int64)
+
+    def rule(self):
+        """The fields of _updates.Rule for this epoch."""
+        return {
+            "kind": RULES[self.solver],
+            "lr": self.learning_rate,
+            "momentum": self.momentum,
+            "nesterov": self.nesterovs_momentum,
+            "beta1": self.beta_1,
+            "beta2": self.beta_2,
+            "eps": self.epsilon,
+            "rho": self.rho,
+        }
+
+    def iteration_ends(self, time_step):
+        """Update the learning rate after an epoch (time_step: samples seen)."""
+        if self.schedule == "invscaling":
+            self.learning_rate = self.learning_rate_init / (time_step + 1) ** self.power_t
+
+    def trigger_stopping(self, msg, verbose):
+        """Stop, or with the 'adaptive' schedule divide the rate by 5 first."""
+        if self.schedule != "adaptive":
+            if verbose:
+                print(msg + " Stopping.")
+            return True
+        if self.learning_rate <= 1e-6:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self.learning_rate /= 5.0
+        if verbose:
+            print(msg + " Setting learning rate to %f" % self.learning_rate)
+        return False
+
+
+class EpochRunner:
+    """The compiled epoch and its buffers, allocated once per fit.
+
+    Parameters
+    ----------
+    layout : Layout
+    dtype : numpy dtype
+    batch_size : int
+    dense_input : bool
+        False for CSR input, which needs no gather buffer.
+    """
+
+    def __init__(self, layout, dtype, batch_size, dense_input):
+        B = int(batch_size)
+        units = layout.units
+        self.layout = layout
+        self.batch_size = B
+        self.grad = np.empty(layout.n_params, dtype=dtype)
+        self.acts = np.empty(B * int(units[1:].sum()), dtype=dtype)
+        self.tmp = np.empty(B * int(units[1:].max()), dtype=dtype)
+        self.xbuf = np.empty(B * int(units[0]) if dense_input else 1, dtype=dtype)
+        self.row_loss = np.empty(B)
+        self.pieces = layout.pieces()
+        self.part = np.empty(3 * max(1, len(self.pieces[3]) - 1))
+
+    def run(self, theta, X, Y, sample_weight, idx, rng_state, shuffle,
+            optimizer, loss_code, alpha, l1, n_threads):
+        """One epoch over rows idx; returns (mean batch loss, finite)."""
+        loss_sum, _, finite = _epoch.run_epoch(
+            theta, self.grad, optimizer.state, X, Y, sample_weight, idx,
+            rng_state, shuffle, self.batch_size, self.layout.net, loss_code,
+            optimizer.rule(), self.pieces, self.acts, self.tmp, self.xbuf,
+            self.row_loss, self.part, optimizer.step, alpha, l1, n_threads)
+        return loss_sum / len(idx), finite

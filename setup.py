@@ -1,0 +1,80 @@
+"""Build the compiled kernels in src/ as extension modules of fastmlp.
+
+OpenMP is used when the compiler supports it (probed at build time);
+without it the kernels build and run single-threaded. FASTMLP_DEBUG=1 builds
+every kernel with bounds checking and wraparound on, for the test suite.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from glob import glob
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTMLP_DEBUG", "0") not in ("", "0")
+
+
+def openmp_flags():
+    """Return (compile, link) flags for OpenMP, or ([], []) if unsupported."""
+    if sys.platform == "win32":
+        return ["/openmp"], []
+    cc = sysconfig.get_config_var("CC") or "cc"
+    flag = ["-fopenmp"]
+    code = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n"
+    tmp = tempfile.mkdtemp()
+    try:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(code)
+        cmd = cc.split() + flag + [src, "-o", os.path.join(tmp, "probe")]
+        ok = subprocess.run(cmd, capture_output=True).returncode == 0
+    except OSError:
+        ok = False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not ok:
+        print("fastmlp: OpenMP not available; building single-threaded kernels")
+        return [], []
+    return flag, flag
+
+
+omp_compile, omp_link = openmp_flags()
+if DEBUG:
+    opt = ["-O0", "-g"]
+else:
+    # -fno-math-errno lets sqrt/exp inline; the associative-math trio lets
+    # reductions vectorise. NaN/inf semantics are kept (no -ffast-math):
+    # divergence detection relies on them.
+    opt = ["-O3", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros",
+           "-fno-trapping-math"]
+
+extensions = [
+    Extension(
+        "fastmlp." + os.path.splitext(os.path.basename(path))[0],
+        [path],
+        include_dirs=[np.get_include(), "src"],
+        extra_compile_args=opt + omp_compile,
+        extra_link_args=omp_link,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+    )
+    for path in sorted(glob(os.path.join("src", "*.pyx")))
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        include_path=["src"],
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": DEBUG,
+            "wraparound": DEBUG,
+            "initializedcheck": DEBUG,
+            "cdivision": not DEBUG,
+        },
+    ),
+)

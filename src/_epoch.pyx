@@ -1,0 +1,153 @@
+"""One whole training epoch of a first-order solver, without the GIL.
+
+Python calls run_epoch once per epoch (so progress, stopping rules and
+callbacks live between epochs); everything inside it, shuffling included,
+is compiled. Buffers are allocated by the caller once per fit.
+"""
+from cython cimport floating
+from libc.math cimport isfinite, pow, sqrt
+from cpython.exc cimport PyErr_CheckSignals
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
+                      rows_contiguous)
+from _args cimport unpack_net, unpack_input
+from _losses cimport output_loss_delta
+from _updates cimport Rule, Pieces, apply_step, RULE_ADAM
+from _rng cimport shuffle as rng_shuffle
+
+# Signals (Ctrl-C) are looked at no more often than this, in seconds.
+cdef double SIGNAL_INTERVAL = 0.05
+
+
+cdef inline double now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + 1e-9 * ts.tv_nsec
+
+
+cdef int check_signals() except -1 with gil:
+    return PyErr_CheckSignals()
+
+
+def run_epoch(floating[::1] theta, floating[::1] grad,
+              floating[:, ::1] opt_state, X, const floating[:, ::1] Y,
+              const floating[::1] sample_weight, long long[::1] idx,
+              unsigned long long[::1] rng_state, bint shuffle,
+              Py_ssize_t batch_size, tuple net, int loss, dict rule,
+              tuple pieces, floating[::1] acts, floating[::1] tmp,
+              floating[::1] xbuf, double[::1] row_loss, double[::1] part,
+              long long[::1] step_count, double alpha, double l1,
+              int n_threads):
+    """Run one epoch over the samples idx (shuffled in place first).
+
+    Parameters
+    ----------
+    theta, grad : flat parameters and gradient workspace.
+    opt_state : (2, n_params) optimiser state, updated in place.
+    X : C/F/strided ndarray or (data, indices, indptr) of a CSR matrix.
+    Y, sample_weight : targets (n_samples, n_outputs) and weights or None.
+    net : (units, w_off, act, slope), see _layers.Net.
+    rule : dict with the Rule fields; rule['lr'] is the base learning rate.
+    pieces : (lo, hi, is_weight, chunk_ptr), see _updates.Pieces.
+    acts, tmp, xbuf, row_loss, part : workspaces sized for batch_size.
+    step_count : [number of updates so far] (Adam's t), updated in place.
+
+    Returns
+    -------
+    loss_sum : sum over batches of (batch loss * batch length).
+    n_batches : batches completed.
+    finite : False if a loss or a parameter became non-finite; the epoch
+        stops there and theta must be restored by the caller.
+    """
+    cdef Net nt = unpack_net(net)
+
+    cdef const long long[::1] p_lo = pieces[0]
+    cdef const long long[::1] p_hi = pieces[1]
+    cdef const signed char[::1] p_w = pieces[2]
+    cdef const long long[::1] p_ptr = pieces[3]
+    cdef Pieces pc
+    pc.lo = &p_lo[0]
+    pc.hi = &p_hi[0]
+    pc.is_weight = &p_w[0]
+    pc.chunk_ptr = &p_ptr[0]
+    pc.n_chunks = p_ptr.shape[0] - 1
+
+    cdef Rule r
+    r.kind = rule['kind']
+    r.lr = rule['lr']
+    r.momentum = rule['momentum']
+    r.nesterov = rule['nesterov']
+    r.beta1 = rule['beta1']
+    r.beta2 = rule['beta2']
+    r.eps = rule['eps']
+    r.rho = rule['rho']
+    cdef double lr0 = r.lr
+
+    cdef Csr csr
+    cdef const floating* X_ptr
+    cdef Py_ssize_t s0 = 0, s1 = 0, n_feat = nt.units[0]
+    unpack_input(X, &csr, &X_ptr, &s0, &s1)
+
+    cdef const floating* sw = NULL
+    if sample_weight is not None:
+        sw = &sample_weight[0]
+
+    cdef Py_ssize_t n = idx.shape[0], start, b, i
+    cdef Py_ssize_t k = nt.units[nt.n_layers]
+    cdef int L = nt.n_layers
+    cdef bint contiguous
+    cdef const floating* X0
+    cdef int ld0
+    cdef floating* out
+    cdef double swsum, data_loss, sq, ab, total = 0, t_last
+    cdef Py_ssize_t n_done = 0
+    cdef bint finite = True
+    cdef long long t
+
+    with nogil:
+        if shuffle:
+            rng_shuffle(&idx[0], n, &rng_state[0])
+        contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, &idx[0], n)
+        t_last = now()
+        start = 0
+        while start < n:
+            b = min(batch_size, n - start)
+            X0 = batch_input(X_ptr, s0, s1, n_feat, &idx[start], b,
+                             contiguous, &xbuf[0], &ld0, n_threads)
+            forward(&nt, &theta[0], X0, ld0, &csr, &idx[start], b, &acts[0],
+                    False, n_threads)
+            if sw == NULL:
+                swsum = b
+            else:
+                swsum = 0
+                for i in range(start, start + b):
+                    swsum += sw[idx[i]]
+            out = slot(&nt, &acts[0], b, L)
+            data_loss = output_loss_delta(
+                out, &theta[0] + nt.w_off[L - 1] + nt.units[L - 1] * k, &Y[0, 0], k,
+                sw, &idx[start], b, 1 / swsum, loss, nt.act[L - 1], &row_loss[0],
+                n_threads)
+            if not isfinite(data_loss):
+                finite = False
+                break
+            backward(&nt, &theta[0], X0, ld0, &csr, &idx[start], b, &acts[0],
+                     &tmp[0], &grad[0], False, n_threads)
+            step_count[0] += 1
+            if r.kind == RULE_ADAM:
+                t = step_count[0]
+                r.lr = lr0 * sqrt(1 - pow(r.beta2, t)) / (1 - pow(r.beta1, t))
+            finite = apply_step(&theta[0], &grad[0], &opt_state[0, 0],
+                                &opt_state[1, 0], &pc, &r,
+                                <floating>(alpha / swsum),
+                                <floating>(l1 / swsum), &part[0], &sq, &ab,
+                                n_threads)
+            total += (data_loss + (0.5 * alpha * sq + l1 * ab) / swsum) * b
+            n_done += 1
+            if not finite:
+                break
+            if now() - t_last > SIGNAL_INTERVAL:
+                check_signals()
+                t_last = now()
+            start += b
+    return total, n_done, finite

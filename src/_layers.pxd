@@ -1,0 +1,245 @@
+# The network as a chain of dense blocks over one flat parameter vector.
+#
+# theta holds, for each layer l, W_l (units[l] x units[l+1], row-major) at
+# w_off[l] followed by its bias b_l. Activations are row-major batch x units.
+# forward() leaves phi(A W + b) of every layer in its slot of `acts`;
+# backward() consumes the output delta in the last slot and overwrites each
+# slot with that layer's delta on the way down (an activation is dead once
+# its delta exists), so one extra batch x max(units) buffer is all it needs.
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memcpy, memset
+from _blas cimport mm_nn, mm_tn, mm_nt
+from _activations cimport bias_act, deriv_set, PAR_MIN
+
+
+cdef struct Net:
+    int n_layers                # L weight layers; units has L + 1 entries
+    const int* units
+    const long long* w_off      # W_l at theta[w_off[l]], b_l right after it
+    const int* act              # act[L - 1] is the output activation
+    double slope                # leaky relu negative slope
+
+
+cdef struct Csr:                # sparse X in CSR form (NULL data when dense)
+    const void* data
+    const int* indices
+    const int* indptr
+
+
+cdef inline floating* slot(const Net* net, floating* acts, Py_ssize_t B,
+                           int l) noexcept nogil:
+    """Activations of layer l >= 1 (layer 0 is the input)."""
+    cdef Py_ssize_t off = 0
+    cdef int i
+    for i in range(1, l):
+        off += net.units[i]
+    return acts + B * off
+
+
+cdef inline void gather_rows(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
+                             const long long* rows, Py_ssize_t B,
+                             Py_ssize_t n_feat, floating* out,
+                             int n_threads) noexcept nogil:
+    """out[r, :] = X[rows[r], :] for any (element) strides s0, s1."""
+    cdef Py_ssize_t r, j
+    cdef const floating* src
+    if s1 == 1:
+        if n_threads > 1 and B * n_feat >= PAR_MIN:
+            for r in prange(B, schedule='static', num_threads=n_threads):
+                memcpy(out + r * n_feat, X + rows[r] * s0,
+                       n_feat * sizeof(floating))
+        else:
+            for r in range(B):
+                memcpy(out + r * n_feat, X + rows[r] * s0,
+                       n_feat * sizeof(floating))
+    else:
+        for r in range(B):
+            src = X + rows[r] * s0
+            for j in range(n_feat):
+                out[r * n_feat + j] = src[j * s1]
+
+
+cdef inline void csr_row_times(const floating* data, const int* indices,
+                               Py_ssize_t p0, Py_ssize_t p1,
+                               const floating* W, Py_ssize_t n_out,
+                               floating* z) noexcept nogil:
+    cdef Py_ssize_t p, j
+    cdef floating v
+    cdef const floating* w
+    memset(z, 0, n_out * sizeof(floating))
+    for p in range(p0, p1):
+        v = data[p]
+        w = W + <Py_ssize_t>indices[p] * n_out
+        for j in range(n_out):
+            z[j] = z[j] + v * w[j]
+
+
+cdef inline void csr_matmul(const Csr* X, const long long* rows, Py_ssize_t B,
+                            const floating* W, Py_ssize_t n_out, floating* Z,
+                            int n_threads) noexcept nogil:
+    """Z = X[rows] @ W for CSR X and dense row-major W."""
+    cdef const floating* data = <const floating*>X.data
+    cdef Py_ssize_t r, i
+    if n_threads > 1 and B > 1 and B * n_out >= PAR_MIN // 8:
+        for r in prange(B, schedule='static', num_threads=n_threads):
+            i = rows[r]
+            csr_row_times(data, X.indices, X.indptr[i], X.indptr[i + 1],
+                          W, n_out, Z + r * n_out)
+    else:
+        for r in range(B):
+            i = rows[r]
+            csr_row_times(data, X.indices, X.indptr[i], X.indptr[i + 1],
+                          W, n_out, Z + r * n_out)
+
+
+cdef inline void csr_grad_cols(const floating* data, const Csr* X,
+                               const long long* rows, Py_ssize_t B,
+                               const floating* D, Py_ssize_t n_out,
+                               floating* dW, Py_ssize_t j0,
+                               Py_ssize_t j1) noexcept nogil:
+    cdef Py_ssize_t r, p, j
+    cdef floating v
+    cdef floating* g
+    cdef const floating* d
+    for r in range(B):
+        d = D + r * n_out
+        for p in range(X.indptr[rows[r]], X.indptr[rows[r] + 1]):
+            v = data[p]
+            g = dW + <Py_ssize_t>X.indices[p] * n_out
+            for j in range(j0, j1):
+                g[j] = g[j] + v * d[j]
+
+
+cdef inline void csr_grad(const Csr* X, const long long* rows, Py_ssize_t B,
+                          const floating* D, Py_ssize_t n_in,
+                          Py_ssize_t n_out, floating* dW, bint accumulate,
+                          int n_threads) noexcept nogil:
+    """dW (+)= X[rows].T @ D; threads own disjoint column blocks of dW."""
+    cdef const floating* data = <const floating*>X.data
+    cdef Py_ssize_t c, n_blocks = (n_out + 31) // 32
+    if not accumulate:
+        memset(dW, 0, n_in * n_out * sizeof(floating))
+    if n_threads > 1 and n_blocks > 1:
+        for c in prange(n_blocks, schedule='static', num_threads=n_threads):
+            csr_grad_cols(data, X, rows, B, D, n_out, dW, c * 32,
+                          min(n_out, c * 32 + 32))
+    else:
+        csr_grad_cols(data, X, rows, B, D, n_out, dW, 0, n_out)
+
+
+cdef inline void col_sums(const floating* D, Py_ssize_t B, Py_ssize_t n,
+                          floating* out, bint accumulate) noexcept nogil:
+    cdef Py_ssize_t r, j
+    cdef const floating* d
+    if not accumulate:
+        memset(out, 0, n * sizeof(floating))
+    for r in range(B):
+        d = D + r * n
+        for j in range(n):
+            out[j] = out[j] + d[j]
+
+
+cdef inline void forward(const Net* net, const floating* theta,
+                         const floating* X0, int ld0, const Csr* Xs,
+                         const long long* rows, Py_ssize_t B, floating* acts,
+                         bint output_act, int n_threads) noexcept nogil:
+    """Fill the activation slots for a batch.
+
+    The input is X0 (B rows, row stride ld0) or, when Xs.data is not NULL,
+    rows `rows` of the CSR matrix Xs. With output_act false the last slot
+    keeps the output layer's pre-bias values A W, for the fused loss.
+    """
+    cdef int l, L = net.n_layers
+    cdef Py_ssize_t n_in, n_out
+    cdef const floating* W
+    cdef const floating* A = X0
+    cdef int lda = ld0
+    cdef floating* Z
+    for l in range(L):
+        n_in = net.units[l]
+        n_out = net.units[l + 1]
+        W = theta + net.w_off[l]
+        Z = slot(net, acts, B, l + 1)
+        if l == 0 and Xs.data != NULL:
+            csr_matmul(Xs, rows, B, W, n_out, Z, n_threads)
+        else:
+            mm_nn(A, lda, W, Z, <int>B, <int>n_in, <int>n_out, 0)
+        if l < L - 1 or output_act:
+            bias_act(Z, W + n_in * n_out, B, n_out, net.act[l],
+                     <floating>net.slope, n_threads)
+        A = Z
+        lda = <int>n_out
+
+
+cdef inline void backward(const Net* net, const floating* theta,
+                          const floating* X0, int ld0, const Csr* Xs,
+                          const long long* rows, Py_ssize_t B, floating* acts,
+                          floating* tmp, floating* grad, bint accumulate,
+                          int n_threads) noexcept nogil:
+    """Gradient of the batch loss, given the output delta in the last slot.
+
+    Writes (or with accumulate, adds) dW_l = A_{l-1}.T delta_l and
+    db_l = sum_rows delta_l into grad, which has theta's layout.
+    """
+    cdef int l, L = net.n_layers
+    cdef Py_ssize_t n_in, n_out
+    cdef const floating* W
+    cdef const floating* A
+    cdef floating* D
+    cdef floating* dW
+    cdef int lda
+    for l in range(L - 1, -1, -1):
+        n_in = net.units[l]
+        n_out = net.units[l + 1]
+        W = theta + net.w_off[l]
+        dW = grad + net.w_off[l]
+        D = slot(net, acts, B, l + 1)
+        if l == 0:
+            A = X0
+            lda = ld0
+        else:
+            A = slot(net, acts, B, l)
+            lda = <int>n_in
+        if l == 0 and Xs.data != NULL:
+            csr_grad(Xs, rows, B, D, n_in, n_out, dW, accumulate, n_threads)
+        else:
+            mm_tn(A, lda, D, dW, <int>B, <int>n_in, <int>n_out,
+                  1 if accumulate else 0)
+        col_sums(D, B, n_out, dW + n_in * n_out, accumulate)
+        if l > 0:
+            mm_nt(D, W, tmp, <int>B, <int>n_out, <int>n_in, 0)
+            deriv_set(tmp, slot(net, acts, B, l), B * n_in, net.act[l - 1],
+                      <floating>net.slope, n_threads)
+
+
+cdef inline const floating* batch_input(
+        const floating* X, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t n_feat,
+        const long long* rows, Py_ssize_t B, bint contiguous, floating* xbuf,
+        int* ld, int n_threads) noexcept nogil:
+    """Row-major input rows for a batch: a pointer into X when the rows are
+    consecutive and unit-stride (no copy), else gathered into xbuf. NULL for
+    CSR input (X NULL), whose first layer reads the matrix directly."""
+    if X == NULL:
+        ld[0] = 0
+        return NULL
+    if contiguous:
+        ld[0] = <int>s0
+        return X + rows[0] * s0
+    gather_rows(X, s0, s1, rows, B, n_feat, xbuf, n_threads)
+    ld[0] = <int>n_feat
+    return xbuf
+
+
+cdef inline bint rows_contiguous(const floating* X, Py_ssize_t s0,
+                                 Py_ssize_t s1, Py_ssize_t n_feat,
+                                 const long long* rows,
+                                 Py_ssize_t n) noexcept nogil:
+    """True if X is dense with unit column stride and rows are consecutive."""
+    cdef Py_ssize_t i
+    if X == NULL or s1 != 1 or s0 < n_feat:
+        return False
+    for i in range(1, n):
+        if rows[i] != rows[i - 1] + 1:
+            return False
+    return True

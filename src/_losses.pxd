@@ -1,0 +1,136 @@
+# Output layer for training: bias, output activation, loss and the output
+# delta dL/dz in one pass over each row, in numerically stable forms
+# (log-sum-exp for softmax, softplus for the logistic, no log(0)).
+#
+# Each row's loss is written to its own slot and summed afterwards in a fixed
+# order, so the result does not depend on how OpenMP schedules the rows.
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, log
+from _activations cimport ACT_IDENTITY, ACT_LOGISTIC, ACT_SOFTMAX, ACT_EXP, PAR_MIN
+from _mathf cimport fexp, flog, logistic, softplus
+
+cdef enum:
+    LOSS_SQUARED = 0
+    LOSS_LOG = 1           # cross-entropy (softmax) or binary log-loss (logistic)
+    LOSS_HINGE = 2         # multiclass Crammer-Singer on one-hot targets
+    LOSS_HINGE_BINARY = 3  # per-output binary hinge (binary and multilabel)
+    LOSS_POISSON = 4       # half Poisson deviance with a log link
+
+
+cdef inline double loss_delta_row(floating* z, const floating* b,
+                                  const floating* y, Py_ssize_t k, int loss,
+                                  int out_act, floating w) noexcept nogil:
+    """Turn the pre-bias outputs z into w * dL/dz in place; return w * L."""
+    cdef Py_ssize_t j, t, jm
+    cdef floating m, s, lse, ysum, g, gp, p
+    cdef double ell = 0
+    if out_act == ACT_SOFTMAX:
+        m = -INFINITY
+        for j in range(k):
+            z[j] = z[j] + b[j]
+            if z[j] > m:
+                m = z[j]
+        s = 0
+        for j in range(k):
+            s = s + fexp(z[j] - m)
+        lse = m + flog(s)
+        if loss == LOSS_LOG:
+            ysum = 0
+            for j in range(k):
+                ell += y[j] * (lse - z[j])
+                ysum = ysum + y[j]
+            for j in range(k):
+                z[j] = w * (ysum * fexp(z[j] - lse) - y[j])
+        else:  # squared error on the probabilities, through the softmax Jacobian
+            gp = 0
+            for j in range(k):
+                p = fexp(z[j] - lse)
+                g = p - y[j]
+                ell += 0.5 * g * g
+                gp = gp + g * p
+                z[j] = p
+            for j in range(k):
+                z[j] = w * z[j] * ((z[j] - y[j]) - gp)
+    elif out_act == ACT_LOGISTIC:
+        for j in range(k):
+            z[j] = z[j] + b[j]
+            if loss == LOSS_LOG:
+                ell += softplus(z[j]) - y[j] * z[j]
+                z[j] = w * (logistic(z[j]) - y[j])
+            else:
+                p = logistic(z[j])
+                g = p - y[j]
+                ell += 0.5 * g * g
+                z[j] = w * g * p * (1 - p)
+    elif out_act == ACT_EXP:  # Poisson, log link
+        for j in range(k):
+            z[j] = z[j] + b[j]
+            p = fexp(z[j])
+            if y[j] > 0:
+                ell += y[j] * log(y[j]) - y[j]
+            ell += p - y[j] * z[j]
+            z[j] = w * (p - y[j])
+    else:  # identity output
+        if loss == LOSS_SQUARED:
+            for j in range(k):
+                g = z[j] + b[j] - y[j]
+                ell += 0.5 * g * g
+                z[j] = w * g
+        elif loss == LOSS_HINGE_BINARY:
+            for j in range(k):
+                g = 2 * y[j] - 1  # target sign
+                m = 1 - g * (z[j] + b[j])
+                if m > 0:
+                    ell += m
+                    z[j] = -w * g
+                else:
+                    z[j] = 0
+        else:  # Crammer-Singer: 1 + max_{j != t} z_j - z_t
+            t = 0
+            for j in range(k):
+                z[j] = z[j] + b[j]
+                if y[j] > y[t]:
+                    t = j
+            jm = 0 if t != 0 else 1
+            for j in range(k):
+                if j != t and z[j] > z[jm]:
+                    jm = j
+            m = 1 + z[jm] - z[t]
+            for j in range(k):
+                z[j] = 0
+            if m > 0:
+                ell = m
+                z[jm] = w
+                z[t] = -w
+    return w * ell
+
+
+cdef inline double output_loss_delta(
+        floating* Z, const floating* b, const floating* Y, Py_ssize_t k,
+        const floating* sw, const long long* rows, Py_ssize_t n_rows,
+        double inv_norm, int loss, int out_act, double* row_loss,
+        int n_threads) noexcept nogil:
+    """Rows r of Z hold outputs of samples rows[r] (targets Y[rows[r]]).
+
+    Z becomes the output delta scaled by sw[rows[r]] * inv_norm; returns the
+    scaled loss summed over the rows.
+    """
+    cdef Py_ssize_t r, i
+    cdef floating w
+    cdef double total = 0
+    if n_threads > 1 and n_rows > 1 and n_rows * k >= PAR_MIN // 4:
+        for r in prange(n_rows, schedule='static', num_threads=n_threads):
+            i = rows[r]
+            row_loss[r] = loss_delta_row(
+                Z + r * k, b, Y + i * k, k, loss, out_act,
+                <floating>(inv_norm * (sw[i] if sw != NULL else 1)))
+    else:
+        for r in range(n_rows):
+            i = rows[r]
+            row_loss[r] = loss_delta_row(
+                Z + r * k, b, Y + i * k, k, loss, out_act,
+                <floating>(inv_norm * (sw[i] if sw != NULL else 1)))
+    for r in range(n_rows):
+        total += row_loss[r]
+    return total

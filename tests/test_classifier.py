@@ -1,0 +1,188 @@
+"""MLPClassifier as a user meets it: learning, problem types, predict."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.datasets import load_digits, make_classification, make_multilabel_classification
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier as SkMLP
+
+from fastmlp import MLPClassifier
+
+SOLVERS = ["adam", "sgd", "lbfgs", "adagrad", "adadelta", "rmsprop"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X / 16.0, y, test_size=0.25, random_state=0)
+
+
+def test_digits_default_accuracy(digits):
+    Xtr, Xte, ytr, yte = digits
+    clf = MLPClassifier(hidden_layer_sizes=(100,), random_state=0, max_iter=300).fit(Xtr, ytr)
+    assert clf.score(Xte, yte) >= 0.97
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_each_solver_reduces_the_loss(solver, digits):
+    Xtr, Xte, ytr, yte = digits
+    lr = {"adadelta": 1.0, "adagrad": 0.05, "sgd": 0.1}.get(solver)
+    kw = {} if lr is None else {"learning_rate_init": lr}
+    if solver == "adadelta":
+        kw["epsilon"] = 1e-6  # Zeiler's value; sqrt(1e-8) makes its first steps tiny
+    clf = MLPClassifier((50,), solver=solver, max_iter=15, random_state=0, tol=0, **kw)
+    with pytest.warns(Warning):
+        clf.fit(Xtr, ytr)
+    assert clf.loss_curve_[-1] < 0.5 * clf.loss_curve_[0]
+    assert clf.score(Xte, yte) > 0.85
+
+
+def test_same_initial_weights_as_scikit_learn(digits):
+    Xtr, _, ytr, _ = digits
+    ours = MLPClassifier((20,), max_iter=1, random_state=3, solver="sgd",
+                         learning_rate_init=1e-12, momentum=0)
+    ref = SkMLP((20,), max_iter=1, random_state=3, solver="sgd",
+                learning_rate_init=1e-12, momentum=0)
+    with pytest.warns(Warning):
+        ours.fit(Xtr, ytr)
+    with pytest.warns(Warning):
+        ref.fit(Xtr, ytr)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, ref.coefs_ + ref.intercepts_):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+    # Same objective, same data: the same loss value as scikit-learn reports.
+    np.testing.assert_allclose(ours.loss_, ref.loss_, rtol=1e-6)
+
+
+def test_lbfgs_matches_scikit_learn(digits):
+    Xtr, _, ytr, _ = digits
+    ours = MLPClassifier((30,), solver="lbfgs", max_iter=40, random_state=0).fit(Xtr, ytr)
+    ref = SkMLP((30,), solver="lbfgs", max_iter=40, random_state=0)
+    with pytest.warns(Warning):
+        ref.fit(Xtr, ytr)
+    np.testing.assert_allclose(ours.loss_, ref.loss_, rtol=1e-4)
+    assert ours.n_iter_ == ref.n_iter_
+
+
+def logic_data(fn):
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
+    y = np.array([fn(a, b) for a, b in X.astype(int)])
+    return X, y
+
+
+@pytest.mark.parametrize("name,fn", [("and", lambda a, b: a & b), ("or", lambda a, b: a | b)])
+def test_no_hidden_layer_learns_and_or(name, fn):
+    X, y = logic_data(fn)
+    clf = MLPClassifier(hidden_layer_sizes=(), solver="lbfgs", alpha=0, random_state=0).fit(X, y)
+    assert (clf.predict(X) == y).all()
+
+
+def test_no_hidden_layer_cannot_learn_xor():
+    X, y = logic_data(lambda a, b: a ^ b)
+    for seed in range(5):
+        clf = MLPClassifier(hidden_layer_sizes=(), solver="lbfgs", alpha=0, random_state=seed)
+        clf.fit(X, y)
+        assert (clf.predict(X) == y).mean() <= 0.75  # a linear boundary gets 3 of 4 at best
+
+
+def test_two_hidden_units_learn_xor():
+    X, y = logic_data(lambda a, b: a ^ b)
+    clf = MLPClassifier(hidden_layer_sizes=(2,), activation="tanh", solver="lbfgs",
+                        alpha=0, random_state=1).fit(X, y)
+    assert (clf.predict(X) == y).all()
+
+
+def test_binary_string_labels_and_proba():
+    X, y = make_classification(200, 8, random_state=0)
+    labels = np.array(["neg", "pos"])[y]
+    clf = MLPClassifier((16,), max_iter=300, random_state=0).fit(X, labels)
+    assert list(clf.classes_) == ["neg", "pos"]
+    assert clf.out_activation_ == "logistic" and clf.n_outputs_ == 1
+    proba = clf.predict_proba(X)
+    assert proba.shape == (200, 2)
+    np.testing.assert_allclose(proba.sum(1), 1)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(1)], clf.predict(X))
+    np.testing.assert_allclose(np.exp(clf.predict_log_proba(X)), proba)
+    assert clf.score(X, labels) > 0.9
+
+
+def test_multilabel():
+    X, Y = make_multilabel_classification(300, 10, n_classes=4, random_state=0)
+    clf = MLPClassifier((32,), max_iter=400, random_state=0).fit(X, Y)
+    assert clf.predict(X).shape == (300, 4)
+    assert clf.predict_proba(X).shape == (300, 4)
+    assert clf.score(X, Y) > 0.5
+    assert clf.out_activation_ == "logistic"
+
+
+@pytest.mark.parametrize("loss", ["hinge", "squared_error"])
+def test_other_losses_learn(loss, digits):
+    Xtr, Xte, ytr, yte = digits
+    clf = MLPClassifier((64,), loss=loss, max_iter=60, random_state=0)
+    with pytest.warns(Warning):
+        clf.fit(Xtr, ytr)
+    assert clf.score(Xte, yte) > 0.93
+    if loss == "hinge":
+        assert clf.out_activation_ == "identity"
+        assert not hasattr(clf, "predict_proba")
+    else:
+        np.testing.assert_allclose(clf.predict_proba(Xte).sum(1), 1, rtol=1e-6)
+
+
+def test_binary_hinge():
+    X, y = make_classification(200, 6, random_state=1)
+    clf = MLPClassifier((16,), loss="hinge", max_iter=300, random_state=0).fit(X, y)
+    assert clf.score(X, y) > 0.9
+
+
+def test_sparse_input_matches_dense(digits):
+    Xtr, Xte, ytr, _ = digits
+    dense = MLPClassifier((20,), max_iter=5, random_state=0)
+    sparse = MLPClassifier((20,), max_iter=5, random_state=0)
+    with pytest.warns(Warning):
+        dense.fit(Xtr, ytr)
+    with pytest.warns(Warning):
+        sparse.fit(sp.csr_matrix(Xtr), ytr)
+    np.testing.assert_allclose(sparse.coefs_[0], dense.coefs_[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sparse.predict_proba(sp.csc_matrix(Xte)),
+                               dense.predict_proba(Xte), rtol=1e-10)
+
+
+def test_float32_trains_and_predicts_in_float32(digits):
+    Xtr, Xte, ytr, yte = digits
+    clf = MLPClassifier((50,), max_iter=50, random_state=0)
+    with pytest.warns(Warning):
+        clf.fit(Xtr.astype(np.float32), ytr)
+    assert all(c.dtype == np.float32 for c in clf.coefs_ + clf.intercepts_)
+    assert clf.predict_proba(Xte.astype(np.float32)).dtype == np.float32
+    assert clf.score(Xte.astype(np.float32), yte) > 0.95
+
+
+def test_partial_fit_matches_one_epoch_of_fit(digits):
+    Xtr, _, ytr, _ = digits
+    a = MLPClassifier((20,), random_state=0, max_iter=1, shuffle=False)
+    with pytest.warns(Warning):
+        a.fit(Xtr, ytr)
+    b = MLPClassifier((20,), random_state=0, shuffle=False)
+    b.partial_fit(Xtr, ytr, classes=np.unique(ytr))
+    np.testing.assert_allclose(a.coefs_[0], b.coefs_[0])
+    b.partial_fit(Xtr[:100], ytr[:100])
+    assert b.loss_curve_[-1] != a.loss_curve_[-1]
+    with pytest.raises(ValueError, match="classes not in"):
+        b.partial_fit(Xtr[:5], np.array([10, 11, 12, 13, 14]))
+
+
+def test_partial_fit_needs_classes_first():
+    with pytest.raises(ValueError, match="classes must be passed"):
+        MLPClassifier().partial_fit(np.zeros((3, 2)), [0, 1, 0])
+    assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")
+
+
+def test_early_stopping_with_string_labels():
+    X, y = make_classification(400, 10, n_informative=5, n_classes=3, random_state=0)
+    labels = np.array(["a", "b", "c"])[y]
+    clf = MLPClassifier((30,), early_stopping=True, max_iter=200, random_state=0).fit(X, labels)
+    assert clf.best_loss_ is None
+    assert len(clf.validation_scores_) == clf.n_iter_
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.n_iter_ < 200

@@ -1,0 +1,157 @@
+"""The compiled epoch against the same epoch written in numpy over the
+compiled objective: batches, update rules, penalties, shuffling, threads."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from fastmlp._network import LOSS_LOG, Layout
+from fastmlp.solvers.first_order import EpochRunner, Optimizer
+from fastmlp.solvers.objective import Objective, kernel_input
+
+SOLVERS = ["sgd", "adam", "adagrad", "adadelta", "rmsprop"]
+
+
+def problem(dtype, n=50, seed=0):
+    rng = np.random.RandomState(seed)
+    layout = Layout([6, 9, 5, 3], ["tanh", "relu", "softmax"])
+    theta = (rng.randn(layout.n_params) * 0.4).astype(dtype)
+    X = rng.randn(n, 6).astype(dtype)
+    Y = np.eye(3, dtype=dtype)[rng.randint(0, 3, n)]
+    sw = rng.uniform(0.5, 2, n).astype(dtype)
+    return layout, theta, X, Y, sw
+
+
+def reference_epoch(layout, theta, X, Y, sw, rows, batch, opt, alpha, l1):
+    """The epoch as scikit-learn's optimisers would run it, in float64."""
+    theta = theta.astype(float).copy()
+    s1 = np.zeros_like(theta)
+    s2 = np.zeros_like(theta)
+    t = 0
+    total = 0.0
+    for start in range(0, len(rows), batch):
+        r = rows[start:start + batch]
+        obj = Objective(layout, X.astype(float), Y.astype(float),
+                        None if sw is None else sw.astype(float), LOSS_LOG, alpha, l1, 1, rows=r)
+        loss, g = obj(theta)
+        total += loss * len(r)
+        t += 1
+        lr = opt.learning_rate
+        if opt.solver == "sgd":
+            s1 = opt.momentum * s1 - lr * g
+            theta += opt.momentum * s1 - lr * g if opt.nesterovs_momentum else s1
+        elif opt.solver == "adam":
+            s1 = opt.beta_1 * s1 + (1 - opt.beta_1) * g
+            s2 = opt.beta_2 * s2 + (1 - opt.beta_2) * g**2
+            lr_t = lr * np.sqrt(1 - opt.beta_2**t) / (1 - opt.beta_1**t)
+            theta -= lr_t * s1 / (np.sqrt(s2) + opt.epsilon)
+        elif opt.solver == "adagrad":
+            s1 += g**2
+            theta -= lr * g / (np.sqrt(s1) + opt.epsilon)
+        elif opt.solver == "rmsprop":
+            s1 = opt.rho * s1 + (1 - opt.rho) * g**2
+            theta -= lr * g / (np.sqrt(s1) + opt.epsilon)
+        else:
+            s1 = opt.rho * s1 + (1 - opt.rho) * g**2
+            d = np.sqrt(s2 + opt.epsilon) / np.sqrt(s1 + opt.epsilon) * g
+            s2 = opt.rho * s2 + (1 - opt.rho) * d**2
+            theta -= lr * d
+    return theta, total / len(rows)
+
+
+def run(layout, theta, X, Y, sw, rows, batch, opt, alpha=0.0, l1=0.0, n_threads=1,
+        shuffle=False, seed=0):
+    runner = EpochRunner(layout, theta.dtype, batch, not sp.issparse(X))
+    rng_state = np.array([seed], dtype=np.uint64)
+    rows = rows.copy()
+    loss, finite = runner.run(theta, kernel_input(X), Y, sw, rows, rng_state, shuffle, opt,
+                              LOSS_LOG, alpha, l1, n_threads)
+    return loss, finite, rows
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_epoch_matches_reference(solver, weighted, dtype):
+    layout, theta, X, Y, sw = problem(dtype)
+    sw = sw if weighted else None
+    lr = 1.0 if solver == "adadelta" else 0.05
+    make = lambda: Optimizer(solver, layout.n_params, dtype, learning_rate_init=lr,
+                             momentum=0.9, nesterovs_momentum=True)
+    rows = np.arange(50, dtype=np.int64)[::-1].copy()  # not contiguous: gathers
+    expected, exp_loss = reference_epoch(layout, theta, X, Y, sw, rows, 16, make(), 0.2, 0.01)
+    got = theta.copy()
+    loss, finite, _ = run(layout, got, X, Y, sw, rows, 16, make(), alpha=0.2, l1=0.01)
+    assert finite
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+    np.testing.assert_allclose(loss, exp_loss, rtol=tol)
+
+
+def test_plain_sgd_full_batch_is_a_gradient_step(dtype):
+    layout, theta, X, Y, _ = problem(dtype)
+    opt = Optimizer("sgd", layout.n_params, dtype, learning_rate_init=0.1, momentum=0.0)
+    rows = np.arange(50, dtype=np.int64)
+    loss0, grad = Objective(layout, X, Y, None, LOSS_LOG, 0.0, 0.0, 1)(theta)
+    got = theta.copy()
+    loss, finite, _ = run(layout, got, X, Y, None, rows, 50, opt)
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(got, theta - dtype.type(0.1) * grad, rtol=tol, atol=tol)
+    np.testing.assert_allclose(loss, loss0, rtol=tol)
+
+
+@pytest.mark.parametrize("order", ["F", "strided", "csr"])
+def test_input_layouts_give_the_same_epoch(order):
+    layout, theta, X, Y, sw = problem(np.float64)
+    rows = np.arange(50, dtype=np.int64)
+    opt = lambda: Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
+    ref = theta.copy()
+    run(layout, ref, X, Y, sw, rows, 8, opt(), alpha=0.1, shuffle=True, seed=3)
+    if order == "F":
+        X2 = np.asfortranarray(X)
+    elif order == "strided":
+        X2 = np.repeat(X, 2, axis=1)[:, ::2]
+        assert not X2.flags.c_contiguous
+    else:
+        X2 = sp.csr_matrix(X)
+    got = theta.copy()
+    run(layout, got, X2, Y, sw, rows, 8, opt(), alpha=0.1, shuffle=True, seed=3)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-14)
+
+
+def test_shuffle_is_seeded():
+    layout, theta, X, Y, sw = problem(np.float64)
+    rows = np.arange(50, dtype=np.int64)
+    opt = lambda: Optimizer("sgd", layout.n_params, np.float64, learning_rate_init=0.1)
+    a, b, c = theta.copy(), theta.copy(), theta.copy()
+    _, _, ra = run(layout, a, X, Y, sw, rows, 10, opt(), shuffle=True, seed=7)
+    _, _, rb = run(layout, b, X, Y, sw, rows, 10, opt(), shuffle=True, seed=7)
+    _, _, rc = run(layout, c, X, Y, sw, rows, 10, opt(), shuffle=True, seed=8)
+    assert np.array_equal(ra, rb) and np.array_equal(a, b)
+    assert not np.array_equal(ra, rc) and not np.array_equal(a, c)
+    assert sorted(ra) == list(range(50))
+
+
+def test_thread_counts_agree():
+    rng = np.random.RandomState(0)
+    layout = Layout([300, 400, 200, 10], ["relu", "relu", "softmax"])
+    theta = (rng.randn(layout.n_params) * 0.05).astype(np.float64)
+    X = rng.randn(600, 300)
+    Y = np.eye(10)[rng.randint(0, 10, 600)]
+    rows = np.arange(600, dtype=np.int64)
+    results = []
+    for n_threads in (1, 2):
+        th = theta.copy()
+        opt = Optimizer("adam", layout.n_params, np.float64, learning_rate_init=1e-3)
+        loss, finite, _ = run(layout, th, X, Y, None, rows, 200, opt, alpha=1e-3,
+                              n_threads=n_threads, shuffle=True)
+        results.append((th, loss))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12)
+
+
+def test_divergence_is_reported():
+    layout, theta, X, Y, _ = problem(np.float64)
+    opt = Optimizer("sgd", layout.n_params, np.float64, learning_rate_init=1e200, momentum=0)
+    rows = np.arange(50, dtype=np.int64)
+    loss, finite, _ = run(layout, theta, X * 1e100, Y, None, rows, 5, opt)
+    assert not finite

@@ -1,0 +1,55 @@
+"""MLPRegressor as a user meets it."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_regression
+
+from fastmlp import MLPRegressor
+
+
+def test_single_output_learns():
+    X, y = make_regression(500, 10, noise=1.0, random_state=0)
+    y = y / y.std()
+    reg = MLPRegressor(hidden_layer_sizes=(64,), max_iter=300, random_state=0).fit(X, y)
+    assert reg.out_activation_ == "identity"
+    assert reg.predict(X).shape == (500,)
+    assert reg.score(X, y) > 0.95
+
+
+def test_multi_output():
+    X, Y = make_regression(400, 8, n_targets=3, noise=0.5, random_state=1)
+    Y = Y / Y.std(0)
+    reg = MLPRegressor(hidden_layer_sizes=(64,), solver="lbfgs", max_iter=300, random_state=0).fit(X, Y)
+    assert reg.n_outputs_ == 3 and reg.predict(X).shape == (400, 3)
+    assert reg.score(X, Y) > 0.95
+
+
+def test_poisson():
+    rng = np.random.RandomState(0)
+    X = rng.randn(800, 4)
+    y = rng.poisson(np.exp(0.5 * X[:, 0] - 0.3 * X[:, 1]))
+    reg = MLPRegressor(loss="poisson", hidden_layer_sizes=(16,), max_iter=300,
+                       random_state=0).fit(X, y)
+    assert reg.out_activation_ == "exp"
+    pred = reg.predict(X)
+    assert (pred > 0).all()
+    assert np.corrcoef(np.log(pred), 0.5 * X[:, 0] - 0.3 * X[:, 1])[0, 1] > 0.9
+    with pytest.raises(ValueError, match="y >= 0"):
+        MLPRegressor(loss="poisson").fit(X, -np.abs(y) - 1)
+
+
+def test_early_stopping_uses_r2():
+    X, y = make_regression(400, 5, noise=5.0, random_state=0)
+    reg = MLPRegressor(hidden_layer_sizes=(32,), early_stopping=True, learning_rate_init=0.01, max_iter=500,
+                       random_state=0).fit(X, y / y.std())
+    assert reg.best_validation_score_ == max(reg.validation_scores_) > 0.8
+
+
+def test_partial_fit_continues():
+    X, y = make_regression(300, 5, random_state=0)
+    y = y / y.std()
+    reg = MLPRegressor(hidden_layer_sizes=(16,), random_state=0, learning_rate_init=0.01)
+    for _ in range(30):
+        reg.partial_fit(X, y)
+    assert reg.n_iter_ == 1 and reg.t_ == 30 * 300
+    assert reg.score(X, y) > 0.8
