@@ -1,5 +1,6 @@
 """The fastmlp command, run as a user runs it."""
 
+import os
 import pickle
 import subprocess
 import sys
@@ -54,9 +55,10 @@ def test_bad_data_file_fails_cleanly(tmp_path, capsys, content, match):
     assert not out_path.exists()
 
 
-def test_console_script_help():
-    result = subprocess.run([sys.executable, "-m", "fastmlp.cli", "train", "--help"],
-                            capture_output=True, text=True)
+def test_console_script_help(tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "fastmlp")
+    result = subprocess.run([script, "train", "--help"], capture_output=True, text=True,
+                            cwd=tmp_path)
     assert result.returncode == 0
     for option in ("--data", "--hidden", "--solver", "--epochs", "-o"):
         assert option in result.stdout

@@ -1,4 +1,11 @@
-"""scikit-learn's own estimator checks, none skipped."""
+"""scikit-learn's own estimator checks.
+
+Two kinds are skipped by scikit-learn itself, for reasons that hold here:
+the array-API checks (they run only with SCIPY_ARRAY_API=1 and an array
+library; fastmlp's kernels compute on numpy arrays only) and the
+decision_function checks (the estimators, like scikit-learn's MLPs, have no
+decision_function).
+"""
 
 import warnings
 
