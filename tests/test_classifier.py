@@ -20,8 +20,31 @@ def digits():
 
 def test_digits_default_accuracy(digits):
     Xtr, Xte, ytr, yte = digits
-    clf = MLPClassifier(hidden_layer_sizes=(100,), random_state=0, max_iter=300).fit(Xtr, ytr)
+    clf = MLPClassifier(hidden_layer_sizes=(100,), random_state=0)
+    with pytest.warns(Warning):  # 200 epochs end before tol is met, as with scikit-learn
+        clf.fit(Xtr, ytr)
     assert clf.score(Xte, yte) >= 0.97
+
+
+@pytest.mark.parametrize("batch_size", [1, 37, 10_000])
+def test_single_sample_minibatch_and_full_batch(batch_size, digits):
+    Xtr, Xte, ytr, yte = digits
+    clf = MLPClassifier((32,), batch_size=batch_size, max_iter=3 if batch_size == 1 else 30,
+                        learning_rate_init=0.001 if batch_size == 1 else 0.01, random_state=0)
+    with pytest.warns(Warning):
+        clf.fit(Xtr, ytr)
+    assert clf.t_ == clf.n_iter_ * len(Xtr)
+    assert clf.score(Xte, yte) > 0.9
+
+
+def test_he_initialisation(digits):
+    Xtr, _, ytr, _ = digits
+    clf0 = MLPClassifier((500,), init="he", max_iter=1, random_state=0, learning_rate_init=1e-12)
+    with pytest.warns(Warning):
+        clf0.fit(Xtr, ytr)
+    W = clf0.coefs_[0]
+    np.testing.assert_allclose(W.std(), np.sqrt(2.0 / 64), rtol=0.05)
+    assert abs(clf0.intercepts_[0]).max() < 1e-9
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
