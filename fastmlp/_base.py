@@ -16,7 +16,8 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils._param_validation import (Interval, InvalidParameterError, Options,
+                                            StrOptions)
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from . import _forward
@@ -25,7 +26,7 @@ from ._network import HIDDEN_ACTIVATIONS, Layout
 from ._threads import blas_threads, effective_n_threads
 from ._validation import as_float_input, check_X_predict
 from .exceptions import DivergenceWarning
-from .solvers.first_order import FIRST_ORDER_SOLVERS, EpochRunner, Optimizer
+from .solvers.first_order import FIRST_ORDER_SOLVERS, SCHEDULES, EpochRunner, Optimizer
 from .solvers.objective import Objective, kernel_input
 from .solvers.quasi_newton import lbfgs
 
@@ -37,11 +38,11 @@ class BaseMLP(BaseEstimator, ABC):
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "activation": [StrOptions(set(HIDDEN_ACTIVATIONS))],
+        "activation": [StrOptions(set(HIDDEN_ACTIVATIONS)), list, tuple],
         "solver": [StrOptions(set(SOLVERS))],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate": [StrOptions(set(SCHEDULES))],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "power_t": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -65,6 +66,11 @@ class BaseMLP(BaseEstimator, ABC):
         "rho": [None, Interval(Real, 0, 1, closed="left")],
         "n_threads": [None, Interval(Integral, None, -1, closed="right"),
                       Interval(Integral, 1, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
+        "callbacks": [None, list, tuple],
+        "lr_step_size": [Interval(Integral, 1, None, closed="left")],
+        "lr_decay": [Interval(Real, 0, 1, closed="right")],
+        "lr_min": [Interval(Real, 0, None, closed="left")],
     }
 
     @abstractmethod
@@ -74,7 +80,7 @@ class BaseMLP(BaseEstimator, ABC):
                  warm_start, momentum, nesterovs_momentum, early_stopping,
                  validation_fraction, beta_1, beta_2, epsilon,
                  n_iter_no_change, max_fun, l1, init, negative_slope, rho,
-                 n_threads):
+                 n_threads, dropout, callbacks, lr_step_size, lr_decay, lr_min):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -104,6 +110,11 @@ class BaseMLP(BaseEstimator, ABC):
         self.negative_slope = negative_slope
         self.rho = rho
         self.n_threads = n_threads
+        self.dropout = dropout
+        self.callbacks = callbacks
+        self.lr_step_size = lr_step_size
+        self.lr_decay = lr_decay
+        self.lr_min = lr_min
 
     # ----------------------------------------------------------- subclasses
     @abstractmethod
@@ -131,8 +142,72 @@ class BaseMLP(BaseEstimator, ABC):
                 )
         return [int(s) for s in sizes]
 
+    def _hidden_activations(self, n_hidden):
+        """One activation name per hidden layer."""
+        if isinstance(self.activation, str):
+            return [self.activation] * n_hidden
+        acts = list(self.activation)
+        if len(acts) != n_hidden:
+            raise ValueError(
+                f"activation has {len(acts)} entries but the network has {n_hidden} "
+                "hidden layer(s): give one activation per hidden layer, or one string."
+            )
+        for a in acts:
+            if a not in HIDDEN_ACTIVATIONS:
+                raise ValueError(
+                    f"activation {a!r} is not one of {sorted(HIDDEN_ACTIVATIONS)}."
+                )
+        return acts
+
     def _layer_activations(self, n_layers):
-        return [self.activation] * (n_layers - 1) + [self.out_activation_]
+        return self._hidden_activations(n_layers - 1) + [self.out_activation_]
+
+    def _glorot_activations(self, n_layers):
+        """The activation whose Glorot factor each weight layer uses: its own
+        for hidden layers; for the output layer, scikit-learn uses the hidden
+        activation, so here the last hidden layer's."""
+        hidden = self._hidden_activations(n_layers - 1)
+        if hidden:
+            return hidden + [hidden[-1]]
+        return [self.activation if isinstance(self.activation, str) else "relu"]
+
+    def _dropout_rates(self, n_hidden):
+        """Dropout rate per hidden layer, or None when there is no dropout."""
+        rates = self.dropout
+        if np.ndim(rates) == 0:
+            rates = [float(rates)] * n_hidden
+        else:
+            rates = [float(r) for r in np.asarray(rates, dtype=float).ravel()]
+            if len(rates) != n_hidden:
+                raise ValueError(
+                    f"dropout has {len(rates)} rates but the network has {n_hidden} "
+                    "hidden layer(s): give one rate per hidden layer, or one number."
+                )
+        for r in rates:
+            if not 0 <= r < 1:
+                raise ValueError(f"dropout rates must be in [0, 1), got {self.dropout!r}.")
+        if not any(rates):
+            return None
+        if self.solver not in FIRST_ORDER_SOLVERS:
+            raise ValueError(
+                f"dropout needs a first-order solver ({', '.join(FIRST_ORDER_SOLVERS)}); "
+                f"solver={self.solver!r} minimises a deterministic full-batch objective."
+            )
+        return rates
+
+    def _checked_callbacks(self):
+        callbacks = list(self.callbacks or ())
+        for cb in callbacks:
+            if not callable(getattr(cb, "on_epoch_end", None)):
+                raise InvalidParameterError(
+                    f"callbacks must be objects with an on_epoch_end(estimator, info) "
+                    f"method; got {cb!r}."
+                )
+        return callbacks
+
+    def _class_weights(self, y, incremental):
+        """Per-sample class weights (classifiers), or None."""
+        return None
 
     @property
     def _theta(self):
@@ -188,9 +263,10 @@ class BaseMLP(BaseEstimator, ABC):
         self._layout_obj = Layout(units, self._layer_activations(len(units) - 1),
                                self.negative_slope)
         self._random_state = check_random_state(self.random_state)
-        theta = init_theta(self._layout_obj, self.init, self._layer_activations(len(units) - 1),
+        theta = init_theta(self._layout_obj, self.init, self._glorot_activations(len(units) - 1),
                            self._random_state, dtype)
         self._set_theta(theta)
+        self.__dict__.pop("_rng_streams", None)
         self.loss_curve_ = []
         self._no_improvement_count = 0
         if self.early_stopping and self.solver != "lbfgs":
@@ -208,6 +284,9 @@ class BaseMLP(BaseEstimator, ABC):
                 f"{type(self).__name__} requires y to be passed, but the target y is None."
             )
         hidden = self._hidden_sizes()
+        self._hidden_activations(len(hidden))
+        dropout = self._dropout_rates(len(hidden))
+        callbacks = self._checked_callbacks()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         dtype = None if first_pass else self._theta.dtype
         X = as_float_input(self, X, reset=first_pass, dtype=dtype)
@@ -215,6 +294,10 @@ class BaseMLP(BaseEstimator, ABC):
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype,
                                                  ensure_non_negative=True)
+        class_weight = self._class_weights(y, incremental)
+        if class_weight is not None:
+            class_weight = class_weight.astype(X.dtype)
+            sample_weight = class_weight if sample_weight is None else sample_weight * class_weight
         units = [X.shape[1]] + hidden + [Y.shape[1]]
         if first_pass:
             self._initialize(Y, units, X.dtype)
@@ -227,23 +310,54 @@ class BaseMLP(BaseEstimator, ABC):
         else:
             self._random_state = check_random_state(self.random_state)
         n_threads = effective_n_threads(self.n_threads)
-        with blas_threads(n_threads):
-            if self.solver == "lbfgs":
-                self._fit_lbfgs(X, Y, sample_weight, n_threads)
-            else:
-                self._fit_stochastic(X, Y, y, sample_weight, incremental, n_threads)
+        for cb in callbacks:
+            if hasattr(cb, "on_train_begin"):
+                cb.on_train_begin(self)
+        try:
+            with blas_threads(n_threads):
+                if self.solver == "lbfgs":
+                    self._fit_lbfgs(X, Y, sample_weight, n_threads, callbacks)
+                else:
+                    self._fit_stochastic(X, Y, y, sample_weight, incremental, n_threads,
+                                         dropout, callbacks)
+        finally:
+            for cb in callbacks:
+                if hasattr(cb, "on_train_end"):
+                    cb.on_train_end(self)
         return self
 
-    def _fit_lbfgs(self, X, Y, sample_weight, n_threads):
+    def _notify(self, callbacks, loss, val_score, val_loss, learning_rate, seconds):
+        """Call every callback's on_epoch_end; True if one asks to stop."""
+        info = {
+            "epoch": len(self.loss_curve_),
+            "loss": loss,
+            "validation_score": val_score,
+            "validation_loss": val_loss,
+            "learning_rate": learning_rate,
+            "seconds": seconds,
+        }
+        stop = False
+        for cb in callbacks:
+            stop = bool(cb.on_epoch_end(self, dict(info))) or stop
+        return stop
+
+    def _fit_lbfgs(self, X, Y, sample_weight, n_threads, callbacks=()):
         objective = Objective(self._layout, X, Y, sample_weight, self._loss_code,
                               self.alpha, self.l1, n_threads)
-        start = time.perf_counter()
+        start = last = time.perf_counter()
+        stopped = False
 
         def on_iteration(loss):
+            nonlocal last, stopped
             self.loss_curve_.append(loss)
+            now = time.perf_counter()
             if self.verbose:
                 print("Iteration %d, loss = %.8f, time = %.3fs"
-                      % (len(self.loss_curve_), loss, time.perf_counter() - start))
+                      % (len(self.loss_curve_), loss, now - start))
+            if callbacks:
+                stopped = self._notify(callbacks, loss, None, None, None, now - last)
+                last = time.perf_counter()
+            return stopped
 
         theta, loss, n_iter, res = lbfgs(
             objective, self._theta, max_iter=self.max_iter, max_fun=self.max_fun,
@@ -255,7 +369,7 @@ class BaseMLP(BaseEstimator, ABC):
             self.n_iter_ = len(self.loss_curve_)
             return
         self.n_iter_ = min(n_iter, self.max_iter)
-        if res.status != 0:
+        if res.status != 0 and not stopped:
             warnings.warn(
                 f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
                 f"(status={res.status}): {res.message}. Increase max_iter or "
@@ -272,7 +386,8 @@ class BaseMLP(BaseEstimator, ABC):
             )
         return int(np.clip(self.batch_size, 1, n_samples))
 
-    def _fit_stochastic(self, X, Y, y, sample_weight, incremental, n_threads):
+    def _fit_stochastic(self, X, Y, y, sample_weight, incremental, n_threads,
+                        dropout=None, callbacks=()):
         theta = self._theta
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = Optimizer(
@@ -280,7 +395,9 @@ class BaseMLP(BaseEstimator, ABC):
                 learning_rate_init=self.learning_rate_init, momentum=self.momentum,
                 nesterovs_momentum=self.nesterovs_momentum, beta_1=self.beta_1,
                 beta_2=self.beta_2, epsilon=self.epsilon, rho=self.rho,
-                learning_rate=self.learning_rate, power_t=self.power_t)
+                learning_rate=self.learning_rate, power_t=self.power_t,
+                n_epochs=self.max_iter, lr_step_size=self.lr_step_size,
+                lr_decay=self.lr_decay, lr_min=self.lr_min)
         optimizer = self._optimizer
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -304,9 +421,25 @@ class BaseMLP(BaseEstimator, ABC):
             train_rows = all_rows
         n_train = train_rows.shape[0]
         batch_size = self._batch_size(n_train)
-        runner = EpochRunner(self._layout, theta.dtype, batch_size, not sp.issparse(X))
-        rng_state = np.array([self._random_state.randint(0, 2**63 - 1, dtype=np.int64)],
-                             dtype=np.uint64)
+        runner = EpochRunner(self._layout, theta.dtype, batch_size, not sp.issparse(X),
+                             dropout)
+        # The shuffling and dropout streams; successive partial_fit calls
+        # continue them (fit starts afresh from random_state, as scikit-learn's).
+        streams = self.__dict__.get("_rng_streams") if incremental else None
+        if streams is None:
+            streams = np.zeros(2, dtype=np.uint64)
+            streams[0] = self._random_state.randint(0, 2**63 - 1, dtype=np.int64)
+        if dropout is not None and streams[1] == 0:
+            streams[1] = self._random_state.randint(1, 2**63 - 1, dtype=np.int64)
+        if incremental:
+            self._rng_streams = streams
+        rng_state, drop_state = streams[0:1], streams[1:2]
+        val_objective = None
+        if self.early_stopping and callbacks:
+            # The validation loss for callbacks: the compiled objective's data
+            # term on the validation rows (no penalty, no dropout).
+            val_objective = Objective(self._layout, X, Y, sample_weight, self._loss_code,
+                                      0.0, 0.0, n_threads, rows=val_rows)
         Xk = kernel_input(X)
         snapshot = theta.copy()
         if self.early_stopping and not hasattr(self, "_best_theta"):
@@ -317,9 +450,11 @@ class BaseMLP(BaseEstimator, ABC):
             for _ in range(self.max_iter):
                 snapshot[:] = theta
                 start = time.perf_counter()
+                learning_rate = optimizer.learning_rate
                 loss, finite = runner.run(
                     theta, Xk, Y, sample_weight, train_rows, rng_state, self.shuffle,
-                    optimizer, self._loss_code, self.alpha, self.l1, n_threads)
+                    optimizer, self._loss_code, self.alpha, self.l1, n_threads,
+                    drop_state)
                 if not finite:
                     theta[:] = snapshot
                     warnings.warn(
@@ -333,13 +468,18 @@ class BaseMLP(BaseEstimator, ABC):
                 self.loss_ = loss
                 self.t_ += n_train
                 self.loss_curve_.append(loss)
-                val_score = None
+                val_score = val_loss = None
                 if self.early_stopping:
                     val_score = self._validation_score(Xk, val_rows, y_val, sw_val, n_threads)
+                    if val_objective is not None:
+                        val_loss = val_objective.loss(theta)
                 self._update_no_improvement_count(val_score, theta)
                 if self.verbose:
                     self._print_progress(loss, val_score, time.perf_counter() - start)
                 optimizer.iteration_ends(self.t_)
+                if callbacks and self._notify(callbacks, loss, val_score, val_loss,
+                                              learning_rate, time.perf_counter() - start):
+                    break
                 if self._no_improvement_count > self.n_iter_no_change:
                     what = "Validation score" if self.early_stopping else "Training loss"
                     msg = (f"{what} did not improve more than tol={self.tol:f} for "

@@ -5,6 +5,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_consistent_length, column_or_1d
@@ -26,8 +27,12 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     ----------
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
         The ith element is the number of neurons in the ith hidden layer.
-    activation : {'identity', 'logistic', 'tanh', 'relu', 'leaky_relu'}, default='relu'
-        Activation of the hidden layers.
+    activation : str or sequence of str, default='relu'
+        Activation of the hidden layers, one of 'identity', 'logistic',
+        'tanh', 'relu', 'leaky_relu'; or one name per hidden layer, such as
+        ``('relu', 'tanh')``. The 'glorot' initialisation uses each hidden
+        layer's own activation for its factor, and the last hidden layer's
+        for the output layer (scikit-learn's rule when all are the same).
     solver : {'adam', 'sgd', 'lbfgs', 'adagrad', 'adadelta', 'rmsprop'}, default='adam'
         'sgd' uses ``learning_rate``, ``momentum`` and ``nesterovs_momentum``;
         'adam' uses ``beta_1``, ``beta_2``, ``epsilon``; 'rmsprop' and
@@ -38,8 +43,14 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         Strength of the L2 penalty, divided by the batch's sample weight sum.
     batch_size : int or 'auto', default='auto'
         ``min(200, n_samples)`` when 'auto'. Not used by 'lbfgs'.
-    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
-        Schedule of 'sgd', as in scikit-learn.
+    learning_rate : {'constant', 'invscaling', 'adaptive', 'cosine', 'step'}, default='constant'
+        Learning-rate schedule. scikit-learn's three apply to 'sgd' only, as
+        in scikit-learn. 'cosine' and 'step' apply to every first-order
+        solver: 'cosine' anneals from ``learning_rate_init`` to ``lr_min``
+        over ``max_iter`` epochs (then stays there); 'step' multiplies the
+        rate by ``lr_decay`` every ``lr_step_size`` epochs. The schedule
+        restarts with each ``fit`` (a warm restart under ``warm_start``) and
+        continues across ``partial_fit`` calls.
     learning_rate_init : float, default=0.001
     power_t : float, default=0.5
     max_iter : int, default=200
@@ -79,6 +90,39 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     n_threads : int or None, default=None
         Cores used by fit and predict (OpenMP loops and BLAS). None:
         ``OMP_NUM_THREADS`` if set, else all usable cores; -1: all cores.
+    dropout : float or sequence of float, default=0.0
+        Inverted dropout on the hidden layers during training with a
+        first-order solver: each hidden unit is zeroed with this probability
+        (one rate, or one per hidden layer) and the survivors are scaled by
+        ``1 / (1 - rate)``. Predictions, the validation score and the
+        validation loss use the whole network. Masks come from random
+        streams seeded by ``random_state``: fits are reproducible, and do not
+        depend on the thread count. ``loss_curve_`` then records the loss
+        of the thinned networks. Not available with 'lbfgs'.
+    callbacks : list of objects or None, default=None
+        Objects with a method ``on_epoch_end(estimator, info)`` called after
+        every epoch (every iteration for 'lbfgs'), whose true return value
+        stops training. See :mod:`fastmlp.callbacks` for ``info`` and for
+        the built-in :class:`~fastmlp.callbacks.History` and
+        :class:`~fastmlp.callbacks.ProgressBar`. With ``early_stopping`` the
+        validation loss is computed only when there are callbacks.
+    lr_step_size : int, default=30
+        Epochs between two decays of ``learning_rate='step'``.
+    lr_decay : float in (0, 1], default=0.1
+        Factor of each decay of ``learning_rate='step'``.
+    lr_min : float, default=0.0
+        Final rate of ``learning_rate='cosine'``.
+    class_weight : dict, list of dict, 'balanced' or None, default=None
+        Weights of the classes, multiplied into ``sample_weight``, as
+        scikit-learn's linear models define them
+        (:func:`sklearn.utils.class_weight.compute_sample_weight`): a dict
+        ``{class_label: weight}`` (missing classes weigh 1), or 'balanced'
+        for ``n_samples / (n_classes * np.bincount(y))`` (counted in samples,
+        not in sample weights). Multilabel y: 'balanced' or a list of one
+        dict ``{0: w_absent, 1: w_present}`` per label, and a sample's weight
+        is the product over its labels (scikit-learn's multi-output rule).
+        ``partial_fit`` accepts dicts only: one batch does not show the
+        class frequencies.
 
     Attributes
     ----------
@@ -87,6 +131,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     best_loss_ : float or None
     loss_curve_ : list of float
     validation_scores_ : list of float or None
+    validation_loss_curve_ : list of float or None
+        Only with a :class:`~fastmlp.callbacks.History` callback: the
+        validation loss per epoch (``early_stopping=True``), else None.
     best_validation_score_ : float or None
     t_ : int
     coefs_ : list of ndarray
@@ -103,6 +150,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     _parameter_constraints: dict = {
         **BaseMLP._parameter_constraints,
         "loss": [StrOptions({"log_loss", "hinge", "squared_error"})],
+        "class_weight": [None, dict, list, StrOptions({"balanced"})],
     }
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *,
@@ -114,7 +162,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  loss="log_loss", l1=0.0, init="glorot", negative_slope=0.01,
-                 rho=None, n_threads=None):
+                 rho=None, n_threads=None, dropout=0.0, callbacks=None,
+                 lr_step_size=30, lr_decay=0.1, lr_min=0.0, class_weight=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -126,7 +175,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1,
             beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
             max_fun=max_fun, l1=l1, init=init, negative_slope=negative_slope,
-            rho=rho, n_threads=n_threads)
+            rho=rho, n_threads=n_threads, dropout=dropout, callbacks=callbacks,
+            lr_step_size=lr_step_size, lr_decay=lr_decay, lr_min=lr_min)
+        self.class_weight = class_weight
 
     # ------------------------------------------------------------- targets
     def _validate_targets(self, y, X, incremental, first_pass):
@@ -159,6 +210,57 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                 )
         Y = np.ascontiguousarray(self._label_binarizer.transform(y), dtype=X.dtype)
         return Y, y
+
+    def _class_weights(self, y, incremental):
+        """Per-sample weights from class_weight, as scikit-learn computes them
+        (sklearn.utils.class_weight.compute_sample_weight), or None."""
+        cw = self.class_weight
+        if cw is None:
+            return None
+        if incremental and isinstance(cw, str):
+            raise ValueError(
+                "class_weight='balanced' is not supported by partial_fit: the class "
+                "frequencies of one batch are not those of the data. Compute them once "
+                "with sklearn.utils.class_weight.compute_class_weight('balanced', "
+                "classes=classes, y=y_all) and pass the result as a dict."
+            )
+        if self._label_binarizer.y_type_ == "multilabel-indicator":
+            if isinstance(cw, dict):
+                raise ValueError(
+                    "For multilabel y, class_weight must be 'balanced' or a list of one "
+                    "dict per label, such as [{0: 1, 1: 5}, ...] (weights of the label's "
+                    "absence and presence); a sample's weight is the product over labels."
+                )
+            if isinstance(cw, list) and len(cw) != y.shape[1]:
+                raise ValueError(
+                    f"class_weight has {len(cw)} dicts but y has {y.shape[1]} labels."
+                )
+            weights = compute_sample_weight(cw, y)
+        else:
+            if isinstance(cw, list):
+                raise ValueError(
+                    "A list of dicts as class_weight is for multilabel y; for binary or "
+                    "multiclass y give one dict {class_label: weight} or 'balanced'."
+                )
+            if isinstance(cw, dict):
+                known = set()
+                for c in self.classes_:
+                    try:
+                        known.add(int(c))
+                    except (TypeError, ValueError):
+                        known.add(str(c))
+                unknown = [k for k in cw if k not in known]
+                if unknown:
+                    raise ValueError(
+                        f"class_weight has keys {unknown} that are not classes; the "
+                        f"classes are {self.classes_.tolist()}."
+                    )
+            per_class = compute_class_weight(cw, classes=self.classes_, y=y)
+            weights = per_class[np.searchsorted(self.classes_, y)]
+        weights = np.asarray(weights, dtype=np.float64)
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("class_weight must give finite, non-negative weights.")
+        return weights
 
     def _output_spec(self, Y):
         multiclass = self._label_binarizer.y_type_ == "multiclass"

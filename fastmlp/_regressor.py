@@ -31,12 +31,13 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     learning_rate_init, power_t, max_iter, shuffle, random_state, tol,
     verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
     validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun,
-    l1, init, negative_slope, rho, n_threads :
+    l1, init, negative_slope, rho, n_threads, dropout, callbacks,
+    lr_step_size, lr_decay, lr_min :
         As for :class:`fastmlp.MLPClassifier`. The early-stopping score is R².
 
     Attributes
     ----------
-    loss_, best_loss_, loss_curve_, validation_scores_,
+    loss_, best_loss_, loss_curve_, validation_scores_, validation_loss_curve_,
     best_validation_score_, t_, coefs_, intercepts_, n_features_in_,
     feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_ :
         As for :class:`fastmlp.MLPClassifier`.
@@ -56,7 +57,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  max_fun=15000, l1=0.0, init="glorot", negative_slope=0.01,
-                 rho=None, n_threads=None):
+                 rho=None, n_threads=None, dropout=0.0, callbacks=None,
+                 lr_step_size=30, lr_decay=0.1, lr_min=0.0):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -68,7 +70,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             validation_fraction=validation_fraction, beta_1=beta_1,
             beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
             max_fun=max_fun, l1=l1, init=init, negative_slope=negative_slope,
-            rho=rho, n_threads=n_threads)
+            rho=rho, n_threads=n_threads, dropout=dropout, callbacks=callbacks,
+            lr_step_size=lr_step_size, lr_decay=lr_decay, lr_min=lr_min)
 
     def _validate_targets(self, y, X, incremental, first_pass):
         y = check_array(y, ensure_2d=False, dtype="numeric", input_name="y")

@@ -16,6 +16,7 @@ cdef inline Net unpack_net(tuple net) except *:
     nt.w_off = &w_off[0]
     nt.act = &act[0]
     nt.slope = net[3]
+    nt.drop = NULL
     return nt
 
 

@@ -14,7 +14,8 @@ from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
 from _args cimport unpack_net, unpack_input
 from _losses cimport output_loss_delta
 from _updates cimport Rule, Pieces, apply_step, RULE_ADAM
-from _rng cimport shuffle as rng_shuffle
+from _rng cimport shuffle as rng_shuffle, next_u64
+from _dropout cimport Dropout
 
 # Signals (Ctrl-C) are looked at no more often than this, in seconds.
 cdef double SIGNAL_INTERVAL = 0.05
@@ -38,7 +39,7 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
               tuple pieces, floating[::1] acts, floating[::1] tmp,
               floating[::1] xbuf, double[::1] row_loss, double[::1] part,
               long long[::1] step_count, double alpha, double l1,
-              int n_threads):
+              int n_threads, tuple dropout=None):
     """Run one epoch over the samples idx (shuffled in place first).
 
     Parameters
@@ -52,6 +53,11 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     pieces : (lo, hi, is_weight, chunk_ptr), see _updates.Pieces.
     acts, tmp, xbuf, row_loss, part : workspaces sized for batch_size.
     step_count : [number of updates so far] (Adam's t), updated in place.
+    dropout : None, or (keep, unit_off, mask, state), see _dropout.Dropout:
+        keep probabilities per hidden layer (float64), unit offsets of the
+        hidden layers (int64), a uint8 mask workspace of batch_size x hidden
+        units, and [the dropout stream's state] (uint64, updated in place;
+        one key is drawn from it per batch).
 
     Returns
     -------
@@ -84,6 +90,18 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     r.rho = rule['rho']
     cdef double lr0 = r.lr
 
+    cdef Dropout dp
+    cdef const double[::1] d_keep
+    cdef const long long[::1] d_off
+    cdef unsigned char[::1] d_mask
+    cdef unsigned long long[::1] d_state
+    if dropout is not None:
+        d_keep, d_off, d_mask, d_state = dropout
+        dp.keep = &d_keep[0]
+        dp.unit_off = &d_off[0]
+        dp.mask = &d_mask[0]
+        nt.drop = &dp
+
     cdef Csr csr
     cdef const floating* X_ptr
     cdef Py_ssize_t s0 = 0, s1 = 0, n_feat = nt.units[0]
@@ -115,6 +133,8 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
             b = min(batch_size, n - start)
             X0 = batch_input(X_ptr, s0, s1, n_feat, &idx[start], b,
                              contiguous, &xbuf[0], &ld0, n_threads)
+            if nt.drop != NULL:
+                dp.key = next_u64(&d_state[0])
             forward(&nt, &theta[0], X0, ld0, &csr, &idx[start], b, &acts[0],
                     False, n_threads)
             if sw == NULL:

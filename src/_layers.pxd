@@ -11,6 +11,7 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 from _blas cimport mm_nn, mm_tn, mm_nt
 from _activations cimport bias_act, deriv_set, PAR_MIN
+from _dropout cimport Dropout, dropout_forward, dropout_backward
 
 
 cdef struct Net:
@@ -19,6 +20,7 @@ cdef struct Net:
     const long long* w_off      # W_l at theta[w_off[l]], b_l right after it
     const int* act              # act[L - 1] is the output activation
     double slope                # leaky relu negative slope
+    const Dropout* drop         # NULL: no dropout (all but the training epoch)
 
 
 cdef struct Csr:                # sparse X in CSR form (NULL data when dense)
@@ -168,6 +170,8 @@ cdef inline void forward(const Net* net, const floating* theta,
         if l < L - 1 or output_act:
             bias_act(Z, W + n_in * n_out, B, n_out, net.act[l],
                      <floating>net.slope, n_threads)
+        if net.drop != NULL and l < L - 1:
+            dropout_forward(net.drop, l, Z, B, n_out, n_threads)
         A = Z
         lda = <int>n_out
 
@@ -209,6 +213,9 @@ cdef inline void backward(const Net* net, const floating* theta,
         col_sums(D, B, n_out, dW + n_in * n_out, accumulate)
         if l > 0:
             mm_nt(D, W, tmp, <int>B, <int>n_out, <int>n_in, 0)
+            if net.drop != NULL:
+                dropout_backward(net.drop, l - 1, tmp, slot(net, acts, B, l),
+                                 B, n_in, n_threads)
             deriv_set(tmp, slot(net, acts, B, l), B * n_in, net.act[l - 1],
                       <floating>net.slope, n_threads)
 

@@ -6,6 +6,8 @@ it stopped), the learning-rate schedules that change between epochs, and
 the buffers the compiled epoch needs, allocated once per fit.
 """
 
+import math
+
 import numpy as np
 
 from .. import _epoch
@@ -15,6 +17,10 @@ FIRST_ORDER_SOLVERS = tuple(RULES)
 # Decay of the squared-gradient average when rho=None (Hinton's lecture
 # notes for RMSProp, Zeiler 2012 for AdaDelta).
 DEFAULT_RHO = {"rmsprop": 0.9, "adadelta": 0.95}
+# scikit-learn's schedules (for 'sgd' only, as there) and fastmlp's (for every
+# first-order solver).
+SKLEARN_SCHEDULES = ("constant", "invscaling", "adaptive")
+SCHEDULES = SKLEARN_SCHEDULES + ("cosine", "step")
 
 
 class Optimizer:
@@ -28,14 +34,22 @@ class Optimizer:
     dtype : numpy dtype of theta.
     learning_rate_init, momentum, nesterovs_momentum, beta_1, beta_2,
     epsilon, rho, learning_rate, power_t :
-        As the estimators document them. learning_rate ('constant',
-        'invscaling', 'adaptive') applies to 'sgd' only, as in scikit-learn.
+        As the estimators document them. scikit-learn's schedules
+        ('constant', 'invscaling', 'adaptive') apply to 'sgd' only, as in
+        scikit-learn; 'cosine' and 'step' apply to every rule.
+    n_epochs : int
+        'cosine' anneals over this many epochs (the estimator's max_iter).
+    lr_step_size, lr_decay : int, float
+        'step' multiplies the rate by lr_decay every lr_step_size epochs.
+    lr_min : float
+        'cosine' ends at this rate.
     """
 
     def __init__(self, solver, n_params, dtype, *, learning_rate_init,
                  momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, rho=None,
-                 learning_rate="constant", power_t=0.5):
+                 learning_rate="constant", power_t=0.5, n_epochs=200,
+                 lr_step_size=30, lr_decay=0.1, lr_min=0.0):
         self.solver = solver
         self.learning_rate_init = float(learning_rate_init)
         self.learning_rate = float(learning_rate_init)
@@ -45,8 +59,16 @@ class Optimizer:
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
         self.rho = float(DEFAULT_RHO.get(solver, 0.9) if rho is None else rho)
-        self.schedule = learning_rate if solver == "sgd" else "constant"
+        if learning_rate not in SKLEARN_SCHEDULES or solver == "sgd":
+            self.schedule = learning_rate
+        else:
+            self.schedule = "constant"
         self.power_t = float(power_t)
+        self.n_epochs = int(n_epochs)
+        self.lr_step_size = int(lr_step_size)
+        self.lr_decay = float(lr_decay)
+        self.lr_min = float(lr_min)
+        self.epochs = 0  # epochs completed under this schedule
         # Row 0: velocity / first moment / squared-gradient average;
         # row 1: second moment (Adam) or squared-update average (AdaDelta).
         self.state = np.zeros((2, n_params), dtype=dtype)
@@ -67,8 +89,18 @@ class Optimizer:
 
     def iteration_ends(self, time_step):
         """Update the learning rate after an epoch (time_step: samples seen)."""
+        self.epochs += 1
         if self.schedule == "invscaling":
             self.learning_rate = self.learning_rate_init / (time_step + 1) ** self.power_t
+        elif self.schedule == "cosine":
+            # Loshchilov & Hutter's cosine annealing (SGDR without restarts),
+            # held at lr_min once n_epochs have passed.
+            frac = min(self.epochs, self.n_epochs) / self.n_epochs
+            self.learning_rate = self.lr_min + 0.5 * (self.learning_rate_init - self.lr_min) * (
+                1 + math.cos(math.pi * frac))
+        elif self.schedule == "step":
+            self.learning_rate = self.learning_rate_init * self.lr_decay ** (
+                self.epochs // self.lr_step_size)
 
     def trigger_stopping(self, msg, verbose):
         """Stop, or with the 'adaptive' schedule divide the rate by 5 first."""
@@ -96,9 +128,11 @@ class EpochRunner:
     batch_size : int
     dense_input : bool
         False for CSR input, which needs no gather buffer.
+    dropout : sequence of float or None
+        Dropout rate of each hidden layer (None or all zeros: no dropout).
     """
 
-    def __init__(self, layout, dtype, batch_size, dense_input):
+    def __init__(self, layout, dtype, batch_size, dense_input, dropout=None):
         B = int(batch_size)
         units = layout.units
         self.layout = layout
@@ -110,13 +144,33 @@ class EpochRunner:
         self.row_loss = np.empty(B)
         self.pieces = layout.pieces()
         self.part = np.empty(3 * max(1, len(self.pieces[3]) - 1))
+        self.dropout = None
+        if dropout is not None and any(p > 0 for p in dropout):
+            hidden = units[1:-1].astype(np.int64)
+            if len(dropout) != len(hidden):
+                raise ValueError("one dropout rate per hidden layer is needed")
+            keep = 1.0 - np.asarray(dropout, dtype=np.float64)
+            unit_off = np.concatenate([[0], np.cumsum(hidden)[:-1]]).astype(np.int64)
+            # 1 where a unit of the last batch was kept (0/1 per batch row).
+            self.mask = np.zeros(B * int(hidden.sum()), dtype=np.uint8)
+            self.dropout = (keep, unit_off, self.mask)
 
     def run(self, theta, X, Y, sample_weight, idx, rng_state, shuffle,
-            optimizer, loss_code, alpha, l1, n_threads):
-        """One epoch over rows idx; returns (mean batch loss, finite)."""
+            optimizer, loss_code, alpha, l1, n_threads, drop_state=None):
+        """One epoch over rows idx; returns (mean batch loss, finite).
+
+        drop_state: the dropout stream's state, a uint64 array of length 1
+        updated in place; required when the runner has dropout.
+        """
+        dropout = None
+        if self.dropout is not None:
+            if drop_state is None:
+                raise ValueError("a dropout runner needs drop_state")
+            dropout = self.dropout + (drop_state,)
         loss_sum, _, finite = _epoch.run_epoch(
             theta, self.grad, optimizer.state, X, Y, sample_weight, idx,
             rng_state, shuffle, self.batch_size, self.layout.net, loss_code,
             optimizer.rule(), self.pieces, self.acts, self.tmp, self.xbuf,
-            self.row_loss, self.part, optimizer.step, alpha, l1, n_threads)
+            self.row_loss, self.part, optimizer.step, alpha, l1, n_threads,
+            dropout)
         return loss_sum / len(idx), finite

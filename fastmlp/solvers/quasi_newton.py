@@ -36,7 +36,9 @@ def lbfgs(objective, theta0, *, max_iter, max_fun, tol, on_iteration=None):
     theta0 : ndarray, dtype of the fit
     max_iter, max_fun, tol : as scikit-learn's 'lbfgs' solver uses them.
     on_iteration : callable(loss) or None
-        Called after every iteration with the current loss.
+        Called after every iteration with the current loss; a true return
+        value stops the minimisation there (scipy's result then has
+        status 99).
 
     Returns
     -------
@@ -51,8 +53,8 @@ def lbfgs(objective, theta0, *, max_iter, max_fun, tol, on_iteration=None):
         return loss, grad.astype(np.float64)
 
     def callback(intermediate_result):
-        if on_iteration is not None:
-            on_iteration(float(intermediate_result.fun))
+        if on_iteration is not None and on_iteration(float(intermediate_result.fun)):
+            raise StopIteration
 
     try:
         res = scipy.optimize.minimize(
