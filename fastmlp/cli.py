@@ -81,6 +81,47 @@ def parse_sizes(text):
     return sizes
 
 
+HIDDEN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu")
+
+
+def parse_activation(text):
+    """'relu', or one activation per hidden layer: 'relu,tanh'."""
+    names = [t.strip() for t in text.split(",")]
+    bad = [n for n in names if n not in HIDDEN_ACTIVATIONS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown activation {bad[0]!r}; choose from {', '.join(HIDDEN_ACTIVATIONS)}, "
+            "or give one per hidden layer, comma-separated")
+    return names[0] if len(names) == 1 else tuple(names)
+
+
+def parse_rates(text):
+    """0.2, or one dropout rate per hidden layer: 0.2,0.5."""
+    try:
+        rates = [float(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a rate like 0.2 or 0.2,0.5; got {text!r}")
+    return rates[0] if len(rates) == 1 else tuple(rates)
+
+
+def save_plot(est, path):
+    """Save the training curves (fastmlp.plot.loss_curve) to an image file."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise CLIError("--plot needs matplotlib: pip install 'fastmlp[plot]' "
+                       "(or pip install matplotlib)") from None
+    from . import plot
+
+    fig = Figure(figsize=(6.4, 4.2))
+    plot.loss_curve(est, ax=fig.subplots())
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot save the plot to {path}: {exc}") from None
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="fastmlp", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,8 +138,10 @@ def build_parser():
                        default="classification")
     train.add_argument("--hidden", type=parse_sizes, default=(100,), metavar="SIZES",
                        help="hidden layer sizes, comma-separated (default: 100)")
-    train.add_argument("--activation", default="relu",
-                       choices=["identity", "logistic", "tanh", "relu", "leaky_relu"])
+    train.add_argument("--activation", default="relu", type=parse_activation,
+                       metavar="NAME[,NAME...]",
+                       help="hidden activation: identity, logistic, tanh, relu or "
+                       "leaky_relu; or one per hidden layer, e.g. relu,tanh (default relu)")
     train.add_argument("--solver", default="adam",
                        choices=["adam", "sgd", "lbfgs", "adagrad", "adadelta", "rmsprop"])
     train.add_argument("--epochs", type=int, default=200,
@@ -108,12 +151,18 @@ def build_parser():
     train.add_argument("--lr", type=float, default=0.001, help="learning_rate_init")
     train.add_argument("--alpha", type=float, default=1e-4, help="L2 penalty")
     train.add_argument("--early-stopping", action="store_true")
+    train.add_argument("--dropout", type=parse_rates, default=0.0, metavar="RATE[,RATE...]",
+                       help="dropout rate of the hidden layers, or one per hidden layer "
+                       "(default 0: none)")
     train.add_argument("--float32", action="store_true", help="train in float32")
     train.add_argument("--test-size", type=float, default=0.25,
                        help="fraction held out for the test score (default 0.25)")
     train.add_argument("--seed", type=int, default=0, help="random_state")
     train.add_argument("--threads", type=int, default=None, help="n_threads")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    train.add_argument("--plot", metavar="FILE.png",
+                       help="save the training curves (loss; with --early-stopping also "
+                       "validation loss and score) to this image; needs matplotlib")
     train.add_argument("-o", "--output", metavar="PATH",
                        help="save the fitted estimator here (a pickle; load it with "
                        "pickle.load or joblib.load)")
@@ -138,8 +187,14 @@ def cmd_train(args):
         X = np.asarray(X, dtype=np.float32)
     classify = args.task == "classification"
     Est = MLPClassifier if classify else MLPRegressor
+    callbacks = None
+    if args.plot:
+        from .callbacks import History
+
+        callbacks = [History()]  # records the validation loss curve
     est = Est(
         hidden_layer_sizes=args.hidden, activation=args.activation, solver=args.solver,
+        dropout=args.dropout, callbacks=callbacks,
         max_iter=args.epochs, batch_size="auto" if args.batch_size is None else args.batch_size,
         learning_rate_init=args.lr, alpha=args.alpha, early_stopping=args.early_stopping,
         random_state=args.seed, n_threads=args.threads, verbose=not args.quiet,
@@ -161,6 +216,9 @@ def cmd_train(args):
     print(f"{name}: {score:.4f}")
     print(f"fit time: {seconds:.3f} s ({est.n_iter_} epochs, "
           f"{1e3 * seconds / max(est.n_iter_, 1):.2f} ms per epoch)")
+    if args.plot:
+        save_plot(est, args.plot)
+        print(f"saved plot: {args.plot}")
     if args.output:
         save_model(est, args.output)
         print(f"saved: {args.output}")

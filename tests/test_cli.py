@@ -62,3 +62,22 @@ def test_console_script_help(tmp_path):
     assert result.returncode == 0
     for option in ("--data", "--hidden", "--solver", "--epochs", "-o"):
         assert option in result.stdout
+
+
+def test_train_plot_dropout_and_per_layer_activations(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib: pip install 'fastmlp[plot]'")
+    png = tmp_path / "curves.png"
+    out_path = tmp_path / "model.pkl"
+    assert main(["train", "--epochs", "6", "--hidden", "16,8", "--activation", "relu,tanh",
+                 "--dropout", "0.1,0.3", "--early-stopping", "--quiet", "--plot", str(png),
+                 "-o", str(out_path)]) == 0
+    assert f"saved plot: {png}" in capsys.readouterr().out
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(out_path, "rb") as f:
+        est = pickle.load(f)
+    assert est.activation == ("relu", "tanh") and est.dropout == (0.1, 0.3)
+    assert len(est.validation_loss_curve_) == est.n_iter_
+    with pytest.raises(SystemExit):
+        main(["train", "--activation", "relu,gelu"])
+    assert "unknown activation 'gelu'" in capsys.readouterr().err
