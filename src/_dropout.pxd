@@ -75,13 +75,12 @@ cdef inline void dropout_forward(const Dropout* dp, int layer, floating* Z,
 cdef inline void unmask_span(floating* T, floating* A,
                              const unsigned char* m, Py_ssize_t n,
                              floating scale, floating back) noexcept nogil:
+    # Branch-free (selects), so the loop vectorises; dropped units hold 0 in
+    # A, which the rescaling leaves at 0.
     cdef Py_ssize_t i
     for i in range(n):
-        if m[i]:
-            T[i] = T[i] * scale
-            A[i] = A[i] * back
-        else:
-            T[i] = 0
+        T[i] = T[i] * scale if m[i] else 0
+        A[i] = A[i] * back
 
 
 cdef inline void dropout_backward(const Dropout* dp, int layer, floating* T,
