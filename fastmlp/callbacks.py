@@ -58,10 +58,18 @@ class History:
     def on_train_begin(self, estimator):
         if not estimator.loss_curve_:  # a fresh model: forget earlier fits
             self.records = []
+        self._val_loss = [r["validation_loss"] for r in self.records
+                          if r["validation_loss"] is not None]
 
     def on_epoch_end(self, estimator, info):
         self.records.append(info)
-        estimator.validation_loss_curve_ = self.validation_loss_curve_
+        if info["validation_loss"] is not None:
+            if not hasattr(self, "_val_loss"):  # on_train_begin not called: a bare caller
+                self._val_loss = []
+            self._val_loss.append(info["validation_loss"])
+            estimator.validation_loss_curve_ = self._val_loss
+        else:
+            estimator.validation_loss_curve_ = None
         return False
 
     def _column(self, key):
