@@ -1,0 +1,233 @@
+"""What the dask estimators share: the distributed fit, and their signature.
+
+A dask estimator is a subclass of the local one (same fitted attributes,
+pickling, in-memory predict) whose ``fit`` trains on the workers.
+"""
+
+import inspect
+import time
+import warnings
+
+import dask
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import validate_data
+
+from ..solvers.quasi_newton import lbfgs
+from ._client import fit_client
+from ._data import align_rows, as_dask_rows, fit_dtype, part_builder
+from ._objective import DistributedObjective
+from ._placement import Placement
+
+DISTRIBUTED_SOLVERS = ("lbfgs",)
+
+
+def with_client(local_cls):
+    """Class decorator: take local_cls's parameters, plus ``client``.
+
+    The signature is built from the local estimator's, so parameters added
+    there appear here too; ``solver`` defaults to 'lbfgs', the distributed one.
+    """
+    sig = inspect.signature(local_cls.__init__)
+    params = [p.replace(default="lbfgs") if p.name == "solver" else p
+              for p in sig.parameters.values()]
+    params.append(inspect.Parameter("client", inspect.Parameter.KEYWORD_ONLY, default=None))
+    signature = sig.replace(parameters=params)
+
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        del values["self"]
+        client = values.pop("client")
+        local_cls.__init__(self, **values)
+        self.client = client
+
+    __init__.__signature__ = signature
+
+    def decorate(cls):
+        cls.__init__ = __init__
+        cls._local_class = local_cls
+        cls._parameter_constraints = {**local_cls._parameter_constraints,
+                                      "client": "no_validation"}
+        return cls
+
+    return decorate
+
+
+class DaskMLPMixin:
+    """Distributed fit, dask-aware predict; put before the local class."""
+
+    _local_class = None
+
+    @property
+    def partial_fit(self):
+        raise AttributeError(
+            "fastmlp.dask estimators have no partial_fit; for a first-order solver on "
+            "dask data wrap the local estimator: dask_ml.wrappers.Incremental("
+            "fastmlp.MLPClassifier(solver='adam')), which calls its partial_fit on "
+            "each block."
+        )
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state["client"] = None  # a live connection: not part of a saved model
+        return state
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit on dask data with full-batch L-BFGS across the workers.
+
+        Parameters
+        ----------
+        X : dask array of shape (n_samples, n_features) or dask DataFrame
+            Cut into row chunks; each chunk stays on one worker.
+        y : dask array, dask Series/DataFrame, or array-like
+            Cut like X's rows.
+        sample_weight : dask array or array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        if self.solver not in DISTRIBUTED_SOLVERS:
+            raise ValueError(
+                f"solver={self.solver!r} is not distributed by fastmlp.dask; use "
+                f"solver='lbfgs' (full-batch, data kept on the workers). For first-order "
+                f"solvers on dask data, wrap the local estimator in "
+                f"dask_ml.wrappers.Incremental (it calls partial_fit block by block)."
+            )
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
+        with fit_client(self.client, self.n_threads) as client:
+            self._fit_distributed(client, X, y, sample_weight)
+        return self
+
+    # ----------------------------------------------------------------- fit
+    def _check_features(self, X, meta, reset):
+        probe = meta if meta is not None else np.empty((0, X.shape[1]))
+        validate_data(self, probe, skip_check_array=True, reset=reset)
+
+    def _fit_distributed(self, client, X, y, sample_weight):
+        hidden = self._hidden_sizes()
+        X, meta = as_dask_rows(X)
+        first_pass = not hasattr(self, "coefs_") or not self.warm_start
+        dtype = fit_dtype(X, None if first_pass else self._theta.dtype)
+        self._check_features(X, meta, reset=first_pass)
+        y = align_rows(y, X, "y", 2)
+        sample_weight = align_rows(sample_weight, X, "sample_weight", 1)
+        targets, n_outputs = self._dask_targets(client, y, first_pass)
+        units = [X.shape[1]] + hidden + [n_outputs]
+        if first_pass:
+            self._initialize(np.empty((0, n_outputs), dtype=dtype), units, dtype)
+        elif list(self._layout.units) != units:
+            raise ValueError(
+                f"The network has layer sizes {list(self._layout.units)} but this "
+                f"data and hidden_layer_sizes need {units}; fit a new model "
+                "(warm_start=False) to change them."
+            )
+        else:
+            self._random_state = check_random_state(self.random_state)
+
+        placement = Placement(
+            client, part_builder(X, y, sample_weight, targets, dtype), X.chunks[0])
+        try:
+            stats = placement.part_stats()
+            total = sum(s[1] for s in stats)
+            if not total > 0:
+                raise ValueError("The sample weights sum to zero: nothing to fit.")
+            objective = DistributedObjective(
+                client, placement, self._layout, self._loss_code, self.alpha, self.l1,
+                self.n_threads, total)
+            self._run_lbfgs(objective)
+        finally:
+            placement.release()
+
+    def _run_lbfgs(self, objective):
+        """The local estimators' L-BFGS, on the distributed objective."""
+        start = time.perf_counter()
+
+        def on_iteration(loss):
+            self.loss_curve_.append(loss)
+            if self.verbose:
+                print("Iteration %d, loss = %.8f, time = %.3fs"
+                      % (len(self.loss_curve_), loss, time.perf_counter() - start))
+
+        theta, loss, n_iter, res = lbfgs(
+            objective, self._theta, max_iter=self.max_iter, max_fun=self.max_fun,
+            tol=self.tol, on_iteration=on_iteration)
+        self._theta[:] = theta
+        self.loss_ = float(loss)
+        if res is None:
+            warnings.warn("Training interrupted by user.")
+            self.n_iter_ = len(self.loss_curve_)
+            return
+        self.n_iter_ = min(n_iter, self.max_iter)
+        if res.status != 0:
+            warnings.warn(
+                f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                f"(status={res.status}): {res.message}. Increase max_iter or "
+                "max_fun, or scale the data.",
+                ConvergenceWarning,
+            )
+
+    # ------------------------------------------------------------- predict
+    def _local_estimator(self):
+        """A local estimator with this one's parameters and fitted state."""
+        params = self.get_params(deep=False)
+        del params["client"]
+        local = self._local_class(**params)
+        state = self.__getstate__()
+        del state["client"]
+        local.__setstate__(state)
+        return local
+
+    def _predict_rows(self, X, lengths=False):
+        """dask X -> 2-D dask array with one column chunk; names checked.
+
+        lengths=True makes the row chunk sizes known (to align y with it).
+        """
+        meta = None
+        if hasattr(X, "to_dask_array"):
+            meta = X._meta
+            X = X.to_dask_array(lengths=True if lengths else None)
+        if X.ndim != 2:
+            raise ValueError(f"Expected a 2-D dask array for X, got {X.ndim}-D.")
+        self._check_features(X, meta, reset=False)
+        if lengths and any(np.isnan(c) for c in X.chunks[0]):
+            X = X.compute_chunk_sizes()
+        if len(X.chunks[1]) > 1:
+            X = X.rechunk({1: -1})
+        return X
+
+    def _map_rows(self, X, method, out_cols, dtype):
+        """method of the local estimator on each row block of the dask array X.
+
+        out_cols None: a 1-D output per block; else that many columns.
+        """
+        local = self._local_estimator()
+        # Names were checked on the dask input; the blocks are plain arrays.
+        local.__dict__.pop("feature_names_in_", None)
+        model = dask.delayed(local, pure=False)
+        if out_cols is None:
+            return X.map_blocks(_apply, model, method, drop_axis=1, dtype=dtype,
+                                meta=np.empty((0,), dtype=dtype))
+        return X.map_blocks(_apply, model, method, chunks=(X.chunks[0], (out_cols,)),
+                            dtype=dtype, meta=np.empty((0, 0), dtype=dtype))
+
+    def _compute(self, *exprs):
+        if self.client is not None:
+            return self.client.compute(list(exprs), sync=True)
+        return dask.compute(*exprs)
+
+    def _score_inputs(self, X, y, sample_weight):
+        """(X rows, y, sample_weight) as dask arrays with the same row chunks."""
+        X = self._predict_rows(X, lengths=True)
+        return X, align_rows(y, X, "y", 2), align_rows(sample_weight, X, "sample_weight", 1)
+
+
+def _apply(block, model, method):
+    return getattr(model, method)(block)

@@ -1,0 +1,136 @@
+"""fastmlp.dask.MLPClassifier: the classifier, trained across a Dask cluster."""
+
+import dask.array as da
+import numpy as np
+from dask.base import is_dask_collection
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+
+from .._classifier import MLPClassifier as LocalMLPClassifier
+from ._base import DaskMLPMixin, with_client
+
+
+class ClassTargets:
+    """Encodes a chunk of labels as the kernels' target matrix (on workers)."""
+
+    def __init__(self, label_binarizer):
+        self.label_binarizer = label_binarizer
+
+    def encode(self, y, index):
+        return self.label_binarizer.transform(y)
+
+
+@with_client(LocalMLPClassifier)
+class MLPClassifier(DaskMLPMixin, LocalMLPClassifier):
+    """Multi-layer perceptron classifier trained on a Dask cluster.
+
+    The parameters, defaults and fitted attributes of
+    :class:`fastmlp.MLPClassifier`, except that ``solver`` defaults to
+    'lbfgs' (the only distributed solver), plus ``client``. ``fit`` takes
+    row-chunked dask arrays or dataframes; each row chunk is loaded once on
+    one worker and stays there while full-batch L-BFGS runs on the client,
+    each evaluation sending the parameters out and getting one partial loss
+    and gradient back per worker.
+
+    Parameters
+    ----------
+    client : distributed.Client or None, default=None
+        The cluster to train on. None: the active client, else a
+        LocalCluster started for the fit (one in-process worker with
+        ``n_threads`` cores) and closed after it.
+    n_threads : int or None, default=None
+        Threads each worker's task uses. None: each worker's thread count
+        (``nthreads``); Dask's OMP_NUM_THREADS=1 on workers is not used.
+    **params
+        As for :class:`fastmlp.MLPClassifier`. Only ``solver='lbfgs'`` is
+        accepted by ``fit``; ``batch_size``, the learning-rate and momentum
+        parameters are unused, as they are by the local 'lbfgs'.
+
+    Notes
+    -----
+    ``predict``, ``predict_proba`` and ``predict_log_proba`` return dask
+    arrays (computed block by block with ``map_blocks``) for dask input and
+    numpy arrays for in-memory input. ``score`` accepts either.
+    The same data, chunking, number of workers and threads per worker give
+    bit-identical fits.
+    """
+
+    def _dask_targets(self, client, y, first_pass):
+        if y.ndim == 1:
+            classes = client.compute(da.unique(y), sync=True)
+            check_classification_targets(classes)
+            lb_input = classes
+        else:
+            values = client.compute(da.unique(y), sync=True)
+            if not np.isin(values, [0, 1]).all():
+                raise ValueError(
+                    "A 2-D y must be a label indicator matrix (values 0 and 1), "
+                    f"got values {values[:10]}."
+                )
+            lb_input = np.eye(y.shape[1], dtype=int)
+        if first_pass:
+            self._label_binarizer = LabelBinarizer().fit(lb_input)
+            self.classes_ = self._label_binarizer.classes_
+            if (self._label_binarizer.y_type_ != "multilabel-indicator"
+                    and len(self.classes_) < 2):
+                raise ValueError(
+                    "The classifier needs samples of at least 2 classes in the data, "
+                    f"but the data contains only one class: {self.classes_[0]!r}."
+                )
+        elif y.ndim == 1 and set(classes) != set(self.classes_):
+            raise ValueError(
+                "warm_start can only be used where `y` has the same classes as in the "
+                f"previous call to fit. Previously got {self.classes_}, `y` has {classes}"
+            )
+        lb = self._label_binarizer
+        n_outputs = 1 if lb.y_type_ == "binary" else len(lb.classes_)
+        return ClassTargets(lb), n_outputs
+
+    def predict(self, X):
+        """Class labels; a dask array for dask X (see fastmlp.MLPClassifier.predict)."""
+        if not is_dask_collection(X):
+            return super().predict(X)
+        rows = self._predict_rows(X)
+        if self._label_binarizer.y_type_ == "multilabel-indicator":
+            return self._map_rows(rows, "predict", len(self.classes_), np.int64)
+        return self._map_rows(rows, "predict", None, self.classes_.dtype)
+
+    def _has_proba(self):
+        return LocalMLPClassifier._has_proba(self)
+
+    @available_if(_has_proba)
+    def predict_proba(self, X):
+        """Probabilities, columns ordered as classes_; a dask array for dask X."""
+        if not is_dask_collection(X):
+            return super().predict_proba(X)
+        width = 2 if self.n_outputs_ == 1 else self.n_outputs_
+        return self._map_rows(self._predict_rows(X), "predict_proba", width,
+                              self._theta.dtype)
+
+    @available_if(_has_proba)
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
+        if not is_dask_collection(X):
+            return super().predict_log_proba(X)
+        return da.log(self.predict_proba(X))
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy (exact match per row for multilabel); a float.
+
+        Dask input is scored on the workers, in-memory input locally.
+        """
+        if not is_dask_collection(X):
+            return super().score(X, y, sample_weight=sample_weight)
+        X, y, sample_weight = self._score_inputs(X, y, sample_weight)
+        multilabel = self._label_binarizer.y_type_ == "multilabel-indicator"
+        pred = self._map_rows(X, "predict", len(self.classes_) if multilabel else None,
+                              np.int64 if multilabel else self.classes_.dtype)
+        correct = (pred == y)
+        if multilabel:
+            correct = correct.all(axis=1)
+        correct = correct.astype(np.float64)
+        if sample_weight is None:
+            return float(self._compute(correct.mean())[0])
+        hits, total = self._compute((correct * sample_weight).sum(), sample_weight.sum())
+        return float(hits / total)

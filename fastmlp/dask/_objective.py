@@ -1,0 +1,168 @@
+"""The full-batch objective over data held by dask workers (client side).
+
+One evaluation is one round trip: the parameter vector goes straight to
+each worker holding data (scattered, one copy per worker), each runs one
+task over its local parts (fastmlp.dask._worker), and the partial sums come
+straight back and are added in group order, so the result does not depend
+on timing or on which worker holds which group.
+"""
+
+import asyncio
+import time
+import uuid
+
+import numpy as np
+
+from ..solvers.objective import Objective
+from ._placement import POLL_SECONDS, WorkersLost
+from ._worker import RoundSpec, run_groups
+
+# Seconds to wait, after a connection to a worker failed, for the scheduler
+# to confirm that the worker left before treating it as a plain error.
+COMM_GRACE_SECONDS = 10.0
+
+
+async def _check_alive(client, hosts):
+    alive = await client.nthreads(asynchronous=True)
+    lost = set(hosts) - set(alive)
+    if lost:
+        raise WorkersLost(lost)
+
+
+async def _confirm_lost(client, hosts):
+    """After a connection to a worker failed: wait (a little) for the
+    scheduler to notice that the worker has gone, raising WorkersLost."""
+    deadline = time.monotonic() + COMM_GRACE_SECONDS
+    while time.monotonic() < deadline:
+        await _check_alive(client, hosts)
+        await asyncio.sleep(0.05)
+
+
+async def _guard(client, awaitable, hosts):
+    """Await awaitable, checking every POLL_SECONDS that hosts are alive.
+
+    Raises WorkersLost as soon as one of them has left the cluster (a
+    result held or computed there would otherwise be waited for forever),
+    and also when the awaitable fails because of that.
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=POLL_SECONDS)
+            if done:
+                try:
+                    return task.result()
+                except OSError:  # includes distributed's CommClosedError
+                    await _confirm_lost(client, hosts)
+                    raise
+                except Exception:
+                    await _check_alive(client, hosts)
+                    raise
+            await _check_alive(client, hosts)
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+class DistributedObjective:
+    """Loss and gradient of the data of a Placement, as one callable.
+
+    Same protocol as :class:`fastmlp.solvers.objective.Objective`, so the
+    local solver drivers run on it unchanged: ``objective(theta) -> (loss,
+    grad)``, ``objective.loss(theta)``, ``penalty``, ``n_evals``. The
+    objective is the local one, (sum_i sw_i loss_i + penalty) / sum_i sw_i.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    placement : Placement
+    layout : Layout
+    loss_code : int
+    alpha, l1 : float
+    n_threads : int or None
+        Threads per worker task; None: each worker's own thread count.
+    total_weight : float
+        Sum of the sample weights (number of rows when unweighted).
+    """
+
+    # The penalty is computed on the client, exactly as locally.
+    penalty = Objective.penalty
+
+    def __init__(self, client, placement, layout, loss_code, alpha, l1, n_threads,
+                 total_weight):
+        self.client = client
+        self.placement = placement
+        self.layout = layout
+        self.loss_code = loss_code
+        self.alpha = float(alpha)
+        self.l1 = float(l1)
+        self.n_threads = n_threads
+        self.scale = 1.0 / float(total_weight)
+        self.n_evals = 0
+        # (wall seconds, slowest worker's compute seconds) per round.
+        self.round_times = []
+
+    def __call__(self, theta):
+        """(loss, gradient) at theta."""
+        self.n_evals += 1
+        value, grad = self.round("loss_grad", theta[None, :])
+        return value + self.penalty(theta, grad), grad
+
+    def loss(self, theta):
+        """The objective's value alone (no backward pass)."""
+        value, _ = self.round("loss", theta[None, :])
+        return value + self.penalty(theta)
+
+    def round(self, op, vectors):
+        """Sum of operation op over all rows; vectors[0] is theta.
+
+        A worker lost during the round has its data re-created on the others
+        and the round is run again (see Placement.recover).
+        """
+        spec = RoundSpec(op, self.layout.net, self.loss_code, self.scale, self.n_threads)
+        while True:
+            try:
+                return self._try_round(spec, np.ascontiguousarray(vectors))
+            except WorkersLost as lost:
+                self.placement.recover(lost.workers)
+
+    async def _scatter_submit_gather(self, spec, vectors, plan):
+        client = self.client
+        hosts = [host for host, _ in plan]
+        # One copy of the vectors per worker, sent by the client directly
+        # (not through the scheduler, and not replicated between workers).
+        copies = await _guard(client, asyncio.gather(*[
+            client.scatter(vectors, workers=[h], direct=True, hash=False, asynchronous=True)
+            for h in hosts]), hosts)
+        name = f"fastmlp-{spec.op}-{uuid.uuid4().hex[:12]}"
+        tasks = []
+        for i, ((host, groups), copy) in enumerate(zip(plan, copies)):
+            parts = [f for g in groups for f in self.placement.group_parts(g)]
+            sizes = [len(self.placement.group_parts(g)) for g in groups]
+            tasks.append(client.submit(
+                run_groups, copy, spec, sizes, *parts, key=f"{name}-{i}",
+                workers=[host], allow_other_workers=False, pure=False))
+        return await _guard(client, client.gather(tasks, direct=True, asynchronous=True),
+                            hosts)
+
+    def _try_round(self, spec, vectors):
+        plan = self.placement.plan()
+        start = time.perf_counter()
+        results = self.client.sync(self._scatter_submit_gather, spec, vectors, plan)
+        by_group = [None] * self.placement.n_groups
+        compute = 0.0
+        for (_, groups), result in zip(plan, results):
+            for g, r in zip(groups, result):
+                by_group[g] = r
+            compute = max(compute, sum(r[2] for r in result))
+        value = 0.0
+        total = None
+        for v, vec, _ in by_group:  # fixed order: deterministic sums
+            value += v
+            if vec is not None:
+                if total is None:
+                    total = np.array(vec)
+                else:
+                    total += vec
+        self.round_times.append((time.perf_counter() - start, compute))
+        return value, total
