@@ -70,6 +70,18 @@ class DaskMLPMixin:
             "each block."
         )
 
+    def __sklearn_clone__(self):
+        # A client is a live connection: the clone shares it (deep-copying
+        # it, as clone does with other parameters, is impossible).
+        client = self.client
+        self.client = None
+        try:
+            clone = super().__sklearn_clone__()
+        finally:
+            self.client = client
+        clone.client = client
+        return clone
+
     def __getstate__(self):
         state = dict(super().__getstate__())
         state["client"] = None  # a live connection: not part of a saved model

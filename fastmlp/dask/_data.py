@@ -158,6 +158,13 @@ def _sample_weight(sw, dtype, index):
     return sw
 
 
+class MatrixTargets:
+    """Targets already encoded as the kernels' target matrix (or a vector)."""
+
+    def encode(self, y, index):
+        return y.reshape(y.shape[0], -1)
+
+
 def make_part(x, y, sw, index, targets, dtype):
     """Build one Part on a worker; ``targets.encode`` turns y into Y."""
     X = _kernel_X(x, dtype, index)

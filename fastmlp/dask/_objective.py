@@ -102,6 +102,23 @@ class DistributedObjective:
         # (wall seconds, slowest worker's compute seconds) per round.
         self.round_times = []
 
+    @classmethod
+    def from_dask(cls, client, X, Y, layout, loss_code, sample_weight=None, alpha=0.0,
+                  l1=0.0, n_threads=None, hosts=None):
+        """Place dask arrays X, Y (encoded targets), sample_weight on the
+        workers and return their objective (``.placement`` holds the data).
+
+        X's row chunks are the parts; Y and sample_weight must have the same.
+        """
+        from ._data import MatrixTargets, part_builder
+        from ._placement import Placement
+
+        placement = Placement(
+            client, part_builder(X, Y, sample_weight, MatrixTargets(), X.dtype),
+            X.chunks[0], hosts=hosts)
+        total = sum(s[1] for s in placement.part_stats())
+        return cls(client, placement, layout, loss_code, alpha, l1, n_threads, total)
+
     def __call__(self, theta):
         """(loss, gradient) at theta."""
         self.n_evals += 1
@@ -126,14 +143,27 @@ class DistributedObjective:
             except WorkersLost as lost:
                 self.placement.recover(lost.workers)
 
+    async def _scatter(self, vectors, hosts):
+        """One copy of vectors on each host, sent by the client directly (not
+        through the scheduler, not replicated between workers)."""
+        client = self.client
+        name = f"fastmlp-vectors-{uuid.uuid4().hex[:12]}"
+        # One scatter call of one copy per host puts one on each (it deals
+        # the copies round-robin); who_has says which is where.
+        futures = await client.scatter({f"{name}-{i}": vectors for i in range(len(hosts))},
+                                       workers=hosts, direct=True, asynchronous=True)
+        who_has = await client.scheduler.who_has(keys=list(futures))
+        where = {who_has[key][0]: f for key, f in futures.items() if who_has.get(key)}
+        for host in hosts:
+            if host not in where:  # e.g. paused: send its copy on its own
+                where[host] = await client.scatter(vectors, workers=[host], direct=True,
+                                                   hash=False, asynchronous=True)
+        return [where[host] for host in hosts]
+
     async def _scatter_submit_gather(self, spec, vectors, plan):
         client = self.client
         hosts = [host for host, _ in plan]
-        # One copy of the vectors per worker, sent by the client directly
-        # (not through the scheduler, and not replicated between workers).
-        copies = await _guard(client, asyncio.gather(*[
-            client.scatter(vectors, workers=[h], direct=True, hash=False, asynchronous=True)
-            for h in hosts]), hosts)
+        copies = await _guard(client, self._scatter(vectors, hosts), hosts)
         name = f"fastmlp-{spec.op}-{uuid.uuid4().hex[:12]}"
         tasks = []
         for i, ((host, groups), copy) in enumerate(zip(plan, copies)):

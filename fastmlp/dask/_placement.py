@@ -154,8 +154,14 @@ class Placement:
         """[(rows, sample-weight sum)] per part, computed where parts live."""
         from ._data import Part
 
-        futures = self.client.map(Part.stats, self.futures, pure=False)
-        return self.client.gather(futures)
+        while True:
+            futures = [self.client.submit(Part.stats, f, workers=[self.homes[g]], pure=False)
+                       for g in range(self.n_groups) for f in self.group_parts(g)]
+            try:
+                wait_alive(self.client, futures, set(self.homes))
+                return self.client.gather(futures)
+            except WorkersLost as lost:
+                self.recover(lost.workers)
 
     def recover(self, lost):
         """Re-create on the surviving workers every group whose home is in lost.

@@ -5,10 +5,11 @@ from dask.base import is_dask_collection
 
 from .._regressor import MLPRegressor as LocalMLPRegressor
 from ._base import DaskMLPMixin, with_client
+from ._data import MatrixTargets
 
 
-class RegressionTargets:
-    """Turns a chunk of targets into the kernels' target matrix (on workers)."""
+class RegressionTargets(MatrixTargets):
+    """Checks a chunk of regression targets, as a matrix (on workers)."""
 
     def __init__(self, poisson):
         self.poisson = poisson
@@ -21,7 +22,7 @@ class RegressionTargets:
                 raise ValueError(f"y has non-numeric values in row chunk {index}: {exc}") from None
         if self.poisson and (y < 0).any():
             raise ValueError("loss='poisson' requires y >= 0; y has negative values.")
-        return y.reshape(y.shape[0], -1)
+        return super().encode(y, index)
 
 
 @with_client(LocalMLPRegressor)

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from .. import _objective
-from .._threads import blas_threads
+from .._threads import blas_threads, effective_n_threads
 from ..solvers.objective import CHUNK_ROWS, kernel_input
 
 
@@ -69,7 +69,7 @@ def worker_threads(n_threads):
     uses as many threads as the worker has, unless n_threads says otherwise.
     """
     if n_threads is not None:
-        return int(n_threads)
+        return effective_n_threads(n_threads)
     from distributed import get_worker
 
     return get_worker().state.nthreads

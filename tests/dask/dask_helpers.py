@@ -3,10 +3,7 @@
 import numpy as np
 
 from fastmlp._network import Layout
-from fastmlp.dask._data import part_builder
-from fastmlp.dask._objective import DistributedObjective
-from fastmlp.dask._placement import Placement
-from fastmlp.dask._regressor import RegressionTargets
+from fastmlp.dask import DistributedObjective
 
 
 def make_data(n=600, n_features=8, n_classes=3, seed=0, task="classification"):
@@ -24,12 +21,9 @@ def make_data(n=600, n_features=8, n_classes=3, seed=0, task="classification"):
 def distributed_objective(client, X, Y, sw, layout, loss_code, alpha=0.0, l1=0.0,
                           hosts=None, n_threads=None):
     """A DistributedObjective over dask arrays X, Y (already encoded), sw."""
-    dtype = X.dtype
-    placement = Placement(client, part_builder(X, Y, sw, RegressionTargets(False), dtype),
-                          X.chunks[0], hosts=hosts)
-    total = sum(s[1] for s in placement.part_stats())
-    return DistributedObjective(client, placement, layout, loss_code, alpha, l1,
-                                n_threads, total)
+    return DistributedObjective.from_dask(client, X, Y, layout, loss_code, sample_weight=sw,
+                                          alpha=alpha, l1=l1, n_threads=n_threads,
+                                          hosts=hosts)
 
 
 def small_layout(n_features, n_out, out="softmax", hidden="tanh"):

@@ -23,6 +23,7 @@ from dask_helpers import make_data
 
 CHUNKS = (150, 37, 213, 200)  # 600 rows, uneven
 PARAMS = dict(hidden_layer_sizes=(12,), max_iter=20, random_state=0, tol=0.0, alpha=1e-3)
+QUICK = dict(PARAMS, max_iter=6)  # where 20 iterations prove nothing more
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -73,8 +74,8 @@ def test_regressor_follows_local_loss_curve(client):
 def test_two_fits_with_the_same_seed_are_identical(client):
     X, y, _ = make_data()
     Xd, yd = chunked(X, y)
-    a = MLPClassifier(client=client, **PARAMS).fit(Xd, yd)
-    b = MLPClassifier(client=client, **PARAMS).fit(Xd, yd)
+    a = MLPClassifier(client=client, **QUICK).fit(Xd, yd)
+    b = MLPClassifier(client=client, **QUICK).fit(Xd, yd)
     assert a.loss_curve_ == b.loss_curve_
     for ca, cb in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
         np.testing.assert_array_equal(ca, cb)
@@ -84,16 +85,16 @@ def test_sample_weight_is_split_with_its_rows(client):
     """Weights given in memory, or as dask arrays chunked unlike X, follow
     their rows: the fit equals the local weighted one."""
     X, y, sw = make_data(task="regression")
-    local = fastmlp.MLPRegressor(solver="lbfgs", **PARAMS).fit(X, y, sample_weight=sw)
+    local = fastmlp.MLPRegressor(solver="lbfgs", **QUICK).fit(X, y, sample_weight=sw)
     Xd, yd = chunked(X, y)
     for weights in (sw, da.from_array(sw, chunks=77)):
-        dist = MLPRegressor(client=client, **PARAMS).fit(Xd, yd, sample_weight=weights)
+        dist = MLPRegressor(client=client, **QUICK).fit(Xd, yd, sample_weight=weights)
         np.testing.assert_allclose(dist.loss_curve_, local.loss_curve_, rtol=1e-10)
     # Doubling the weight of the first half is not doubling the last half's.
     sw2 = sw.copy()
     sw2[:300] *= 2
-    dist = MLPRegressor(client=client, **PARAMS).fit(Xd, yd, sample_weight=sw2)
-    ref = fastmlp.MLPRegressor(solver="lbfgs", **PARAMS).fit(X, y, sample_weight=sw2)
+    dist = MLPRegressor(client=client, **QUICK).fit(Xd, yd, sample_weight=sw2)
+    ref = fastmlp.MLPRegressor(solver="lbfgs", **QUICK).fit(X, y, sample_weight=sw2)
     np.testing.assert_allclose(dist.loss_curve_, ref.loss_curve_, rtol=1e-10)
     assert abs(dist.loss_curve_[-1] - local.loss_curve_[-1]) > 1e-6
 
@@ -106,7 +107,7 @@ def test_predict_equals_local_predict(client, kind):
     elif kind == "multilabel":
         y = np.stack([y == 0, y == 1, X[:, 0] > 0], axis=1).astype(int)
     Xd, yd = chunked(X, y)
-    dist = MLPClassifier(client=client, **PARAMS).fit(Xd, yd)
+    dist = MLPClassifier(client=client, **QUICK).fit(Xd, yd)
     local = dist._local_estimator()
     pred = dist.predict(Xd)
     assert isinstance(pred, da.Array)
@@ -125,7 +126,7 @@ def test_predict_equals_local_predict(client, kind):
 def test_regressor_predict_and_score(client):
     X, y, sw = make_data(task="regression")
     Xd, yd, swd = chunked(X, y, sw)
-    dist = MLPRegressor(client=client, **PARAMS).fit(Xd, yd)
+    dist = MLPRegressor(client=client, **QUICK).fit(Xd, yd)
     local = dist._local_estimator()
     pred = dist.predict(Xd)
     assert isinstance(pred, da.Array) and pred.ndim == 1
@@ -134,7 +135,7 @@ def test_regressor_predict_and_score(client):
     assert dist.score(Xd, yd, sample_weight=swd) == pytest.approx(
         local.score(X, y, sample_weight=sw), rel=1e-12)
     Y2 = np.column_stack([y, -2 * y])
-    dist2 = MLPRegressor(client=client, **PARAMS).fit(Xd, chunked(Y2)[0])
+    dist2 = MLPRegressor(client=client, **QUICK).fit(Xd, chunked(Y2)[0])
     assert dist2.predict(Xd).shape == (600, 2)
     assert dist2.score(Xd, Y2) == pytest.approx(dist2._local_estimator().score(X, Y2), rel=1e-12)
 
@@ -145,9 +146,9 @@ def test_dask_dataframe_input(client):
     frame = pd.DataFrame(X, columns=names)
     frame["target"] = y
     ddf = dd.from_pandas(frame, npartitions=4)
-    dist = MLPClassifier(client=client, **PARAMS).fit(ddf[names], ddf["target"])
+    dist = MLPClassifier(client=client, **QUICK).fit(ddf[names], ddf["target"])
     np.testing.assert_array_equal(dist.feature_names_in_, names)
-    local = fastmlp.MLPClassifier(solver="lbfgs", **PARAMS).fit(frame[names], y)
+    local = fastmlp.MLPClassifier(solver="lbfgs", **QUICK).fit(frame[names], y)
     np.testing.assert_allclose(dist.loss_curve_, local.loss_curve_, rtol=1e-10)
     pred = dist.predict(ddf[names])
     assert isinstance(pred, da.Array)
@@ -155,6 +156,12 @@ def test_dask_dataframe_input(client):
     assert dist.score(ddf[names], ddf["target"]) == pytest.approx(local.score(frame[names], y))
     with pytest.raises(ValueError, match="feature names"):
         dist.predict(ddf[names[::-1]])
+
+
+def test_clone_shares_the_client(client):
+    est = MLPClassifier(client=client, alpha=0.3)
+    copy = clone(est)
+    assert copy.client is client and copy.alpha == 0.3 and est.client is client
 
 
 def test_pickle_and_warm_start(client):
@@ -190,11 +197,11 @@ def test_bad_input(client):
     Xbad = X.copy()
     Xbad[400, 2] = np.nan
     with pytest.raises(ValueError, match="NaN or infinity"):
-        MLPClassifier(client=client, **PARAMS).fit(chunked(Xbad)[0], yd)
+        MLPClassifier(client=client, **QUICK).fit(chunked(Xbad)[0], yd)
     with pytest.raises(ValueError, match="negative"):
-        MLPRegressor(loss="poisson", client=client, **PARAMS).fit(Xd, -np.abs(y) - 1.0)
+        MLPRegressor(loss="poisson", client=client, **QUICK).fit(Xd, -np.abs(y) - 1.0)
     with pytest.raises(ValueError, match="at least 2 classes"):
-        MLPClassifier(client=client, **PARAMS).fit(Xd, np.zeros(600))
+        MLPClassifier(client=client, **QUICK).fit(Xd, np.zeros(600))
 
 
 def test_local_estimators_refuse_dask_collections():
@@ -220,9 +227,9 @@ def test_no_client_starts_and_closes_a_local_cluster(monkeypatch):
     monkeypatch.setattr(client_module, "LocalCluster", spy)
     X, y, _ = make_data()
     Xd, yd = chunked(X, y)
-    dist = MLPClassifier(n_threads=1, **PARAMS).fit(Xd, yd)
+    dist = MLPClassifier(n_threads=1, **QUICK).fit(Xd, yd)
     assert len(started) == 1 and started[0].status.name == "closed"
-    local = fastmlp.MLPClassifier(solver="lbfgs", **PARAMS).fit(X, y)
+    local = fastmlp.MLPClassifier(solver="lbfgs", **QUICK).fit(X, y)
     np.testing.assert_allclose(dist.loss_curve_, local.loss_curve_, rtol=1e-10)
 
 
@@ -236,7 +243,7 @@ def test_active_client_is_used(client, monkeypatch):
     X, y, _ = make_data()
     Xd, yd = chunked(X, y)
     with Client(client.scheduler.address, set_as_default=True):
-        MLPClassifier(**PARAMS).fit(Xd, yd)
+        MLPClassifier(**QUICK).fit(Xd, yd)
 
 
 def test_import_without_dask_says_how_to_install():
@@ -253,5 +260,5 @@ def test_convergence_warning_like_local(client):
     Xd, yd = chunked(X, y)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        MLPClassifier(client=client, **PARAMS).fit(Xd, yd)
+        MLPClassifier(client=client, **QUICK).fit(Xd, yd)
     assert any(issubclass(w.category, ConvergenceWarning) for w in caught)

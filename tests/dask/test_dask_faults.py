@@ -74,14 +74,24 @@ def test_worker_killed_during_an_evaluation(pclient):
     obj, theta = problem(pclient)
     value, grad = obj(theta)
     victim = obj.placement.homes[1]
-    pclient.run(_set_delay, 2.0)  # the evaluation below is surely running
-    timer = threading.Timer(0.5, kill, (pclient, victim))
-    timer.start()
+    pclient.run(_set_delay, 1.5)  # the evaluation below is surely running
+    errors = []
+
+    def kill_soon():
+        time.sleep(0.5)
+        try:
+            kill(pclient, victim)
+        except Exception as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    killer = threading.Thread(target=kill_soon)
+    killer.start()
     try:
         again, grad_again = obj(theta)
     finally:
-        timer.join()
-        pclient.run(_set_delay, 0.0)
+        killer.join()
+        pclient.run(_set_delay, 0.0, workers=[h for h in obj.placement.homes])
+    assert not errors
     assert again == value  # same groups, same order: bit-identical
     np.testing.assert_array_equal(grad_again, grad)
     assert len(obj.placement.recoveries) == 1 and victim in obj.placement.recoveries[0]
