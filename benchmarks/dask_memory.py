@@ -1,6 +1,6 @@
 """A data set larger than one worker's memory limit, trained with fastmlp.dask.
 
-Three worker processes are started with a small ``memory_limit``; the data
+Four worker processes are started with a small ``memory_limit``; the data
 (generated on the workers from a seeded dask graph, never on the client) is
 larger than one worker's limit. The distributed L-BFGS fit is compared with
 a local fit, with the same parameters, on a subsample that fits in memory:
@@ -62,9 +62,9 @@ def main():
     limit = parse_bytes(args.limit)
     data_bytes = args.rows * N_FEATURES * 8
     print(f"data: {args.rows} x {N_FEATURES} float64 = {data_bytes / 1e9:.2f} GB; "
-          f"3 workers with memory_limit={args.limit} each ({limit / 1e9:.2f} GB)")
+          f"4 workers with memory_limit={args.limit} each ({limit / 1e9:.2f} GB)")
     X, y = make(args.rows, args.chunk, seed=0)
-    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True,
+    with LocalCluster(n_workers=4, threads_per_worker=1, processes=True,
                       memory_limit=limit, dashboard_address=":0") as cluster, \
             Client(cluster, set_as_default=False) as client:
         start = time.perf_counter()

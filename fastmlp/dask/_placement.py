@@ -131,8 +131,9 @@ class Placement:
             graphs = [self.build_part(i, f"fastmlp-part-{self._token}-{i}-{self._generation}")
                       for i in range(lo, hi)]
             # Restricting the whole graph (not only the parts) makes the
-            # user's chunks load where their part will live.
-            futures = self.client.compute(graphs, workers=[host], allow_other_workers=True)
+            # user's chunks load where their part will live. Strictly: were
+            # the host busy or paused, a part must not be built elsewhere.
+            futures = self.client.compute(graphs, workers=[host], allow_other_workers=False)
             self.futures[lo:hi] = futures
             self.homes[g] = host
             pending[g] = futures
@@ -144,11 +145,13 @@ class Placement:
             if f.status != "finished":
                 raise RuntimeError(f"A part of the training data was {f.status} while loading.")
         who_has = self.client.who_has(everything)
-        strays = [g for g, fs in pending.items()
-                  if any(self.homes[g] not in who_has.get(f.key, ()) for f in fs)]
-        if strays:
-            # A host left while its parts were built: they ran elsewhere.
-            raise WorkersLost({self.homes[g] for g in strays})
+        for g, fs in pending.items():
+            if any(self.homes[g] not in who_has.get(f.key, ()) for f in fs):
+                lost = set(hosts) - set(alive_workers(self.client))
+                if lost:
+                    raise WorkersLost(lost)
+                raise RuntimeError(f"A part of rows {self._row_range(g)} is not on its "
+                                   f"worker {self.homes[g]}.")
 
     def part_stats(self):
         """[(rows, sample-weight sum)] per part, computed where parts live."""
