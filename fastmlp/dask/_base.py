@@ -125,6 +125,14 @@ class DaskMLPMixin:
 
     def _fit_distributed(self, client, X, y, sample_weight):
         hidden = self._hidden_sizes()
+        self._hidden_activations(len(hidden))
+        self._dropout_rates(len(hidden))  # refuses dropout with 'lbfgs', as locally
+        callbacks = self._checked_callbacks()
+        if getattr(self, "class_weight", None) is not None:
+            raise ValueError(
+                "class_weight is not supported by fastmlp.dask yet; pass the per-sample "
+                "weights as sample_weight (a dask array cut like X's rows) instead."
+            )
         X, meta = as_dask_rows(X)
         first_pass = not hasattr(self, "coefs_") or not self.warm_start
         dtype = fit_dtype(X, None if first_pass else self._theta.dtype)
@@ -154,19 +162,34 @@ class DaskMLPMixin:
             objective = DistributedObjective(
                 client, placement, self._layout, self._loss_code, self.alpha, self.l1,
                 self.n_threads, total)
-            self._run_lbfgs(objective)
+            for cb in callbacks:
+                if hasattr(cb, "on_train_begin"):
+                    cb.on_train_begin(self)
+            try:
+                self._run_lbfgs(objective, callbacks)
+            finally:
+                for cb in callbacks:
+                    if hasattr(cb, "on_train_end"):
+                        cb.on_train_end(self)
         finally:
             placement.release()
 
-    def _run_lbfgs(self, objective):
+    def _run_lbfgs(self, objective, callbacks=()):
         """The local estimators' L-BFGS, on the distributed objective."""
-        start = time.perf_counter()
+        start = last = time.perf_counter()
+        stopped = False
 
         def on_iteration(loss):
+            nonlocal last, stopped
             self.loss_curve_.append(loss)
+            now = time.perf_counter()
             if self.verbose:
                 print("Iteration %d, loss = %.8f, time = %.3fs"
-                      % (len(self.loss_curve_), loss, time.perf_counter() - start))
+                      % (len(self.loss_curve_), loss, now - start))
+            if callbacks:
+                stopped = self._notify(callbacks, loss, None, None, None, now - last)
+                last = time.perf_counter()
+            return stopped
 
         theta, loss, n_iter, res = lbfgs(
             objective, self._theta, max_iter=self.max_iter, max_fun=self.max_fun,
@@ -178,7 +201,7 @@ class DaskMLPMixin:
             self.n_iter_ = len(self.loss_curve_)
             return
         self.n_iter_ = min(n_iter, self.max_iter)
-        if res.status != 0:
+        if res.status != 0 and not stopped:
             warnings.warn(
                 f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
                 f"(status={res.status}): {res.message}. Increase max_iter or "

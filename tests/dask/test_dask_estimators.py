@@ -187,6 +187,24 @@ def test_first_order_solvers_are_refused_clearly(client):
         MLPClassifier(solver="adam", client=client).fit(Xd, yd)
 
 
+def test_callbacks_and_unsupported_parameters(client):
+    X, y, _ = make_data()
+    Xd, yd = chunked(X, y)
+    seen = []
+
+    class Stop:
+        def on_epoch_end(self, est, info):
+            seen.append(info["loss"])
+            return len(seen) == 3
+
+    est = MLPClassifier(client=client, callbacks=[Stop()], **PARAMS).fit(Xd, yd)
+    assert len(seen) == 3 and est.loss_curve_ == seen
+    with pytest.raises(ValueError, match="class_weight"):
+        MLPClassifier(client=client, class_weight={0: 2.0}, **QUICK).fit(Xd, yd)
+    with pytest.raises(ValueError, match="dropout"):
+        MLPClassifier(client=client, dropout=0.5, **QUICK).fit(Xd, yd)
+
+
 def test_bad_input(client):
     X, y, _ = make_data()
     Xd, yd = chunked(X, y)
