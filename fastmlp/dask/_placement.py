@@ -10,6 +10,7 @@ group: after a worker is lost, its groups are re-created on the others (from
 the dask graph) and evaluations give bit-identical results.
 """
 
+import time
 import uuid
 
 import numpy as np
@@ -17,6 +18,8 @@ from distributed import wait
 
 # Seconds between checks that the workers an operation waits on are alive.
 POLL_SECONDS = 1.0
+# Seconds allowed to rebuild a lost worker's parts before WorkerLostError.
+REBUILD_TIMEOUT = 120.0
 
 
 class WorkerLostError(RuntimeError):
@@ -36,12 +39,16 @@ def alive_workers(client):
     return sorted(client.nthreads())
 
 
-def wait_alive(client, futures, hosts):
+def wait_alive(client, futures, hosts, timeout=None):
     """Wait for futures; raise WorkersLost if one of hosts leaves meanwhile.
 
     A task restricted to a worker that died would otherwise wait forever.
+    With a timeout (seconds), raise TimeoutError after it.
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"the data was not rebuilt within {timeout:.0f} s")
         try:
             with client.as_current():
                 wait(futures, timeout=POLL_SECONDS)
@@ -122,8 +129,12 @@ class Placement:
             by_host.setdefault(host, []).append(g)
         return list(by_host.items())
 
-    def _place(self, groups, hosts):
-        """Build the parts of each group on its host (pinned), wait, check."""
+    def _place(self, groups, hosts, strict=True):
+        """Build the parts of each group on its host (pinned), wait, check.
+
+        strict=False (when rebuilding after a loss) lets tasks of the user's
+        graph that are still pinned to the lost worker run elsewhere.
+        """
         self._generation += 1
         pending = {}
         for g, host in zip(groups, hosts):
@@ -133,12 +144,14 @@ class Placement:
             # Restricting the whole graph (not only the parts) makes the
             # user's chunks load where their part will live. Strictly: were
             # the host busy or paused, a part must not be built elsewhere.
-            futures = self.client.compute(graphs, workers=[host], allow_other_workers=False)
+            futures = self.client.compute(graphs, workers=[host],
+                                          allow_other_workers=not strict)
             self.futures[lo:hi] = futures
             self.homes[g] = host
             pending[g] = futures
         everything = [f for fs in pending.values() for f in fs]
-        wait_alive(self.client, everything, set(hosts))
+        wait_alive(self.client, everything, set(hosts),
+                   timeout=None if strict else REBUILD_TIMEOUT)
         for f in everything:
             if f.status == "error":
                 raise f.exception()
@@ -196,11 +209,20 @@ class Placement:
                 host = min(alive, key=lambda h: (load[h], h))
                 load[host] += 1
                 hosts.append(host)
+            old = [self.futures[i] for g in affected
+                   for i in range(self.bounds[g], self.bounds[g + 1])
+                   if self.futures[i] is not None]
             for g in affected:
                 for i in range(self.bounds[g], self.bounds[g + 1]):
-                    self.futures[i] = None  # releases the lost parts
+                    self.futures[i] = None
+            # Cancel (synchronously) before rebuilding: the scheduler would
+            # otherwise keep recomputing the lost parts, and the chunks they
+            # need, pinned to the lost worker, and the new parts would wait
+            # on those forever.
+            if old:
+                self.client.cancel(old, force=True)
             try:
-                self._place(affected, hosts)
+                self._place(affected, hosts, strict=False)
                 return
             except WorkersLost as again:
                 lost = again.workers
