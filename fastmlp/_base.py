@@ -239,7 +239,8 @@ class BaseMLP(BaseEstimator, ABC):
         return layout
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: on Python >= 3.11 the base returns the live __dict__.
+        state = dict(super().__getstate__())
         # coefs_/intercepts_ carry the parameters; the vector they view and
         # the derived layout are rebuilt on load.
         state.pop("_theta_vec", None)

@@ -142,7 +142,9 @@ def test_ctrl_c_leaves_a_usable_model():
 @pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
 def test_pickle_and_joblib_round_trip(Est, tmp_path):
     est = fit_quiet(Est(hidden_layer_sizes=(8,), max_iter=20, random_state=0), X_SMALL, Y_SMALL)
+    theta = est._theta
     clone_ = pickle.loads(pickle.dumps(est))
+    assert est._theta is theta  # pickling leaves the live model untouched
     np.testing.assert_array_equal(clone_.predict(X_SMALL), est.predict(X_SMALL))
     joblib.dump(est, tmp_path / "m.joblib")
     again = joblib.load(tmp_path / "m.joblib")
