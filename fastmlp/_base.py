@@ -213,16 +213,42 @@ class BaseMLP(BaseEstimator, ABC):
     def _theta(self):
         """The flat parameter vector that coefs_ and intercepts_ view.
 
-        If coefs_ or intercepts_ were replaced by other arrays, they are
-        packed into a new vector (and become views of it again).
+        If coefs_ or intercepts_ were replaced by other arrays (or a pruned
+        layer's sparse matrix by another), they are packed into a new
+        vector (and become views of it again); the layout follows coefs_.
         """
         theta = self.__dict__.get("_theta_vec")
-        views = self.coefs_ + self.intercepts_
-        if theta is None or not all(v.base is theta for v in views):
-            dtype = np.result_type(*views)
+        if theta is None or not self._views_of(theta):
+            dtype = np.result_type(*[v.dtype for v in self.coefs_ + self.intercepts_])
+            self._layout_obj = self._layout.restructured(self.coefs_)
             theta = self._layout.pack(self.coefs_, self.intercepts_, dtype)
             self._set_theta(theta)
         return theta
+
+    def _views_of(self, theta):
+        """True if coefs_ and intercepts_ are still the views of theta that
+        the current layout made."""
+        layout = self.__dict__.get("_layout_obj")
+        if layout is None or any(v.base is not theta for v in self.intercepts_):
+            return False
+        for l, W in enumerate(self.coefs_):
+            if layout.structure[l] is None:
+                if sp.issparse(W) or W.base is not theta:
+                    return False
+            elif not (sp.issparse(W) and W.format == "csc" and W.data.base is theta
+                      and W.indices is layout.structure[l][1]
+                      and W.indptr is layout.structure[l][0]):
+                return False
+        return True
+
+    @property
+    def sparsity_(self):
+        """Fraction of each layer's weights removed by pruning (0 for a
+        dense layer): ndarray of shape (n_layers_ - 1,)."""
+        check_is_fitted(self, "coefs_")
+        self._theta  # re-derives the layout if coefs_ were replaced
+        layout = self._layout
+        return np.array([1.0 - layout.density(l) for l in range(layout.n_layers)])
 
     def _set_theta(self, theta):
         self._theta_vec = theta
@@ -232,9 +258,8 @@ class BaseMLP(BaseEstimator, ABC):
     def _layout(self):
         layout = self.__dict__.get("_layout_obj")
         if layout is None:
-            units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
-            layout = Layout(units, self._layer_activations(len(units) - 1),
-                            self.negative_slope)
+            layout = Layout.from_coefs(self.coefs_, self._layer_activations(len(self.coefs_)),
+                                       self.negative_slope)
             self._layout_obj = layout
         return layout
 

@@ -4,6 +4,7 @@ Python calls run_epoch once per epoch (so progress, stopping rules and
 callbacks live between epochs); everything inside it, shuffling included,
 is compiled. Buffers are allocated by the caller once per fit.
 """
+import numpy as np
 from cython cimport floating
 from libc.math cimport isfinite, pow, sqrt
 from cpython.exc cimport PyErr_CheckSignals
@@ -11,7 +12,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
                       rows_contiguous)
-from _args cimport unpack_net, unpack_input
+from _args cimport unpack_net, unpack_input, new_sparse_work
 from _losses cimport output_loss_delta
 from _updates cimport Rule, Pieces, apply_step, RULE_ADAM
 from _rng cimport shuffle as rng_shuffle, next_u64
@@ -39,7 +40,8 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
               tuple pieces, floating[::1] acts, floating[::1] tmp,
               floating[::1] xbuf, double[::1] row_loss, double[::1] part,
               long long[::1] step_count, double alpha, double l1,
-              int n_threads, tuple dropout=None):
+              int n_threads, tuple dropout=None,
+              floating[::1] sp_work=None):
     """Run one epoch over the samples idx (shuffled in place first).
 
     Parameters
@@ -58,6 +60,8 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         hidden layers (int64), a uint8 mask workspace of batch_size x hidden
         units, and [the dropout stream's state] (uint64, updated in place;
         one key is drawn from it per batch).
+    sp_work : zeros of Layout.work_len(batch_size), the pruned layers'
+        workspace (allocated here when None).
 
     Returns
     -------
@@ -67,6 +71,10 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         stops there and theta must be restored by the caller.
     """
     cdef Net nt = unpack_net(net)
+    if sp_work is None:
+        sp_work = new_sparse_work(net, batch_size, np.float32 if floating is float
+                                  else np.float64)
+    nt.sp.work = &sp_work[0]
 
     cdef const long long[::1] p_lo = pieces[0]
     cdef const long long[::1] p_hi = pieces[1]
@@ -145,7 +153,7 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
                     swsum += sw[idx[i]]
             out = slot(&nt, &acts[0], b, L)
             data_loss = output_loss_delta(
-                out, &theta[0] + nt.w_off[L - 1] + nt.units[L - 1] * k, &Y[0, 0], k,
+                out, &theta[0] + nt.b_off[L - 1], &Y[0, 0], k,
                 sw, &idx[start], b, 1 / swsum, loss, nt.act[L - 1], &row_loss[0],
                 n_threads)
             if not isfinite(data_loss):

@@ -7,7 +7,7 @@ import numpy as np
 from cython cimport floating
 from libc.string cimport memcpy
 from _layers cimport (Net, Csr, forward, slot, batch_input, rows_contiguous)
-from _args cimport unpack_net, unpack_input
+from _args cimport unpack_net, unpack_input, new_sparse_work
 
 
 def predict(floating[::1] theta, X, tuple net, floating[:, ::1] out,
@@ -27,6 +27,8 @@ def predict(floating[::1] theta, X, tuple net, floating[:, ::1] out,
     cdef floating[::1] acts = np.empty(B * sum(net[0][1:]), dtype=dtype)
     cdef floating[::1] xbuf = np.empty(B * n_feat if X_ptr != NULL else 1,
                                        dtype=dtype)
+    cdef floating[::1] sp_work = new_sparse_work(net, B, dtype)
+    nt.sp.work = &sp_work[0]
     cdef Py_ssize_t start, b
     cdef int ld0
     cdef const floating* X0

@@ -12,6 +12,9 @@ from libc.string cimport memcpy, memset
 from _blas cimport mm_nn, mm_tn, mm_nt
 from _activations cimport bias_act, deriv_set, PAR_MIN
 from _dropout cimport Dropout, dropout_forward, dropout_backward
+from _sparse_layers cimport (SpNet, SP_KERNEL, SP_GEMM, sp_forward,
+                             sp_backward, sp_densify, sp_dense_w,
+                             sp_gather_grad)
 
 
 cdef struct Net:
@@ -21,6 +24,8 @@ cdef struct Net:
     const int* act              # act[L - 1] is the output activation
     double slope                # leaky relu negative slope
     const Dropout* drop         # NULL: no dropout (all but the training epoch)
+    const long long* b_off      # b_l at theta[b_off[l]]
+    SpNet sp                    # pruned layers (_sparse_layers.pxd)
 
 
 cdef struct Csr:                # sparse X in CSR form (NULL data when dense)
@@ -163,12 +168,19 @@ cdef inline void forward(const Net* net, const floating* theta,
         n_out = net.units[l + 1]
         W = theta + net.w_off[l]
         Z = slot(net, acts, B, l + 1)
-        if l == 0 and Xs.data != NULL:
-            csr_matmul(Xs, rows, B, W, n_out, Z, n_threads)
+        if net.sp.mode[l] == SP_KERNEL:  # pruned layer (_sparse_layers.pxd)
+            sp_forward(&net.sp, l, n_in, n_out, W, A, lda,
+                       Xs.data if l == 0 else NULL, Xs.indices, Xs.indptr,
+                       rows, B, Z, n_threads)
         else:
-            mm_nn(A, lda, W, Z, <int>B, <int>n_in, <int>n_out, 0)
+            if net.sp.mode[l] == SP_GEMM:  # pruned, but gemm is faster
+                W = sp_densify(&net.sp, l, n_in, n_out, W)
+            if l == 0 and Xs.data != NULL:
+                csr_matmul(Xs, rows, B, W, n_out, Z, n_threads)
+            else:
+                mm_nn(A, lda, W, Z, <int>B, <int>n_in, <int>n_out, 0)
         if l < L - 1 or output_act:
-            bias_act(Z, W + n_in * n_out, B, n_out, net.act[l],
+            bias_act(Z, theta + net.b_off[l], B, n_out, net.act[l],
                      <floating>net.slope, n_threads)
         if net.drop != NULL and l < L - 1:
             dropout_forward(net.drop, l, Z, B, n_out, n_threads)
@@ -205,14 +217,28 @@ cdef inline void backward(const Net* net, const floating* theta,
         else:
             A = slot(net, acts, B, l)
             lda = <int>n_in
-        if l == 0 and Xs.data != NULL:
-            csr_grad(Xs, rows, B, D, n_in, n_out, dW, accumulate, n_threads)
+        if net.sp.mode[l] == SP_KERNEL:  # pruned layer (_sparse_layers.pxd)
+            sp_backward(&net.sp, l, n_in, n_out, W, A, lda,
+                        Xs.data if l == 0 else NULL, Xs.indices, Xs.indptr,
+                        rows, B, D, dW, accumulate, tmp if l > 0 else NULL,
+                        n_threads)
         else:
-            mm_tn(A, lda, D, dW, <int>B, <int>n_in, <int>n_out,
-                  1 if accumulate else 0)
-        col_sums(D, B, n_out, dW + n_in * n_out, accumulate)
+            if net.sp.mode[l] == SP_GEMM:  # dense copies; forward filled W
+                W = sp_dense_w(&net.sp, l, W)
+                dW = <floating*>W + n_in * n_out
+            if l == 0 and Xs.data != NULL:
+                csr_grad(Xs, rows, B, D, n_in, n_out, dW,
+                         accumulate and net.sp.mode[l] != SP_GEMM, n_threads)
+            else:
+                mm_tn(A, lda, D, dW, <int>B, <int>n_in, <int>n_out,
+                      1 if accumulate and net.sp.mode[l] != SP_GEMM else 0)
+            if net.sp.mode[l] == SP_GEMM:
+                sp_gather_grad(&net.sp, l, n_in, n_out, dW,
+                               grad + net.w_off[l], accumulate)
+        col_sums(D, B, n_out, grad + net.b_off[l], accumulate)
         if l > 0:
-            mm_nt(D, W, tmp, <int>B, <int>n_out, <int>n_in, 0)
+            if net.sp.mode[l] != SP_KERNEL:
+                mm_nt(D, W, tmp, <int>B, <int>n_out, <int>n_in, 0)
             if net.drop != NULL:
                 dropout_backward(net.drop, l - 1, tmp, slot(net, acts, B, l),
                                  B, n_in, n_threads)

@@ -9,7 +9,7 @@ import numpy as np
 from cython cimport floating
 from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
                       rows_contiguous)
-from _args cimport unpack_net, unpack_input
+from _args cimport unpack_net, unpack_input, new_sparse_work
 from _losses cimport output_loss_delta
 
 
@@ -37,6 +37,8 @@ def loss_grad(floating[::1] theta, X, const floating[:, ::1] Y,
     cdef floating[::1] xbuf = np.empty(B * n_feat if X_ptr != NULL else 1,
                                        dtype=dtype)
     cdef double[::1] row_loss = np.empty(B)
+    cdef floating[::1] sp_work = new_sparse_work(net, B, dtype)
+    nt.sp.work = &sp_work[0]
     cdef const floating* sw = NULL
     if sample_weight is not None:
         sw = &sample_weight[0]
@@ -63,7 +65,7 @@ def loss_grad(floating[::1] theta, X, const floating[:, ::1] Y,
                     False, n_threads)
             total += output_loss_delta(
                 slot(&nt, &acts[0], b, L),
-                &theta[0] + nt.w_off[L - 1] + nt.units[L - 1] * k, &Y[0, 0],
+                &theta[0] + nt.b_off[L - 1], &Y[0, 0],
                 k, sw, &rows[start], b, scale, loss, nt.act[L - 1],
                 &row_loss[0], n_threads)
             if g != NULL:

@@ -154,6 +154,8 @@ class EpochRunner:
             # 1 where a unit of the last batch was kept (0/1 per batch row).
             self.mask = np.zeros(B * int(hidden.sum()), dtype=np.uint8)
             self.dropout = (keep, unit_off, self.mask)
+        # Pruned layers' workspace; zeros, as their dense copies need.
+        self.sp_work = np.zeros(max(1, layout.work_len(B)), dtype=dtype)
 
     def run(self, theta, X, Y, sample_weight, idx, rng_state, shuffle,
             optimizer, loss_code, alpha, l1, n_threads, drop_state=None):
@@ -172,5 +174,5 @@ class EpochRunner:
             rng_state, shuffle, self.batch_size, self.layout.net, loss_code,
             optimizer.rule(), self.pieces, self.acts, self.tmp, self.xbuf,
             self.row_loss, self.part, optimizer.step, alpha, l1, n_threads,
-            dropout)
+            dropout, self.sp_work)
         return loss_sum / len(idx), finite
