@@ -37,8 +37,9 @@ UPDATE_CHUNK = 4096
 # and gemm; sparse W and the sparse kernels; sparse W scattered into a dense
 # buffer and gemm (when the layer is too dense for the sparse kernels to win).
 SP_DENSE, SP_KERNEL, SP_GEMM = 0, 1, 2
-# Batch rows per packed tile of the sparse kernels (src/_sparse_layers.pxd TILE).
-SP_TILE = 16
+# Most batch rows per packed tile of the sparse kernels (src/_sparse_layers.pxd
+# TILE_MAX).
+SP_TILE = 32
 # A sparse layer denser than this runs on gemm: the measured crossover of
 # the sparse kernels against BLAS (benchmarks/pruning_crossover.py, README).
 SPARSE_KERNEL_MAX_DENSITY = 0.3
@@ -59,9 +60,13 @@ class Layout:
         Per layer: None for a dense ``W_l``, or the CSC structure of a pruned
         one (int32 ``indptr`` of length ``units[l+1] + 1``, sorted row
         ``indices`` of each column). Default: all dense.
+    max_sparse_density : float, optional
+        Sparse layers at most this dense use the sparse kernels, denser ones
+        gemm on a dense copy (default: SPARSE_KERNEL_MAX_DENSITY).
     """
 
-    def __init__(self, units, activations, negative_slope=0.01, structure=None):
+    def __init__(self, units, activations, negative_slope=0.01, structure=None,
+                 max_sparse_density=None):
         self.units = np.asarray(units, dtype=np.int32)
         if len(activations) != len(self.units) - 1:
             raise ValueError("one activation per layer is needed")
@@ -87,6 +92,8 @@ class Layout:
         self.n_params = int(sum(sizes))
         self.act = np.array([ACTIVATIONS[a] for a in activations], dtype=np.int32)
         self.negative_slope = float(negative_slope)
+        self.max_sparse_density = (SPARSE_KERNEL_MAX_DENSITY if max_sparse_density is None
+                                   else float(max_sparse_density))
         self._sparse_tables()
         # The tuple every kernel takes (see src/_args.pxd).
         self.net = (self.units, self.w_off, self.act, self.negative_slope,
@@ -94,11 +101,12 @@ class Layout:
                     self.work_sizes)
 
     @classmethod
-    def from_coefs(cls, coefs, activations, negative_slope=0.01):
+    def from_coefs(cls, coefs, activations, negative_slope=0.01, max_sparse_density=None):
         """The layout of a network with these weight matrices (dense
         ndarrays, or scipy.sparse matrices for pruned layers)."""
         units = [coefs[0].shape[0]] + [c.shape[1] for c in coefs]
-        return cls(units, activations, negative_slope).restructured(coefs)
+        return cls(units, activations, negative_slope,
+                   max_sparse_density=max_sparse_density).restructured(coefs)
 
     def restructured(self, coefs):
         """This layout with each layer dense or sparse as in coefs (the
@@ -113,7 +121,8 @@ class Layout:
                 structure.append((W.indptr, W.indices))
             else:
                 structure.append(None)
-        return Layout(self.units, self.activations, self.negative_slope, structure)
+        return Layout(self.units, self.activations, self.negative_slope, structure,
+                      self.max_sparse_density)
 
     def _sparse_tables(self):
         """Per-layer kernel choice, index tables and workspace sizes.
@@ -133,13 +142,15 @@ class Layout:
                 continue
             n_in, n_out = self.shape(l)
             indptr, indices = s
-            if self.density(l) <= SPARSE_KERNEL_MAX_DENSITY:
+            self.sp_off[l, 1] = dense_len
+            if self.density(l) <= self.max_sparse_density:
                 self.sp_mode[l] = SP_KERNEL
-                per_row = max(per_row, n_in + n_out)
+                # packed inputs, deltas in rows, deltas in tiles
+                per_row = max(per_row, n_in + 2 * n_out)
+                dense_len += int(indptr[-1])  # the weights in CSR order
             else:
                 self.sp_mode[l] = SP_GEMM
-                self.sp_off[l, 1] = dense_len
-                dense_len += 2 * n_in * n_out  # the weights and their gradient
+                dense_len += 2 * n_in * n_out  # dense weights and gradient
             cols = np.repeat(np.arange(n_out, dtype=np.int32), np.diff(indptr))
             perm = np.lexsort((cols, indices)).astype(np.int32)
             row_ptr = np.zeros(n_in + 1, dtype=np.int32)
@@ -157,7 +168,8 @@ class Layout:
         """Length of the sparse layers' workspace for batches of batch_size
         rows (src/_sparse_layers.pxd; 0 for a dense network)."""
         dense_len, per_row = self.work_sizes
-        return dense_len + (int(batch_size) + SP_TILE) * per_row
+        # Spare elements align the packed tiles to 64 bytes (ALIGN_SLACK).
+        return dense_len + (int(batch_size) + SP_TILE) * per_row + (16 if per_row else 1)
 
     @property
     def n_layers(self):

@@ -3,7 +3,7 @@
 # objects, so the pointers live as long as those do.
 from cython cimport floating
 from _layers cimport Net, Csr
-from _sparse_layers cimport TILE
+from _sparse_layers cimport TILE_MAX, ALIGN_SLACK
 
 
 cdef inline Net unpack_net(tuple net) except *:
@@ -35,9 +35,10 @@ cdef inline Net unpack_net(tuple net) except *:
 
 
 cdef inline Py_ssize_t sparse_work_len(tuple net, Py_ssize_t B) except -1:
-    """Length of the pruned layers' workspace for batches of up to B rows
-    (as Layout.work_len; at least 1, so that it has an address)."""
-    return max(1, <Py_ssize_t>net[8][0] + (B + TILE) * <Py_ssize_t>net[8][1])
+    """Length of the pruned layers' workspace for batches of up to B rows,
+    as Layout.work_len (at least 1, so that it has an address)."""
+    return (<Py_ssize_t>net[8][0] + (B + TILE_MAX) * <Py_ssize_t>net[8][1]
+            + (ALIGN_SLACK if net[8][1] else 1))
 
 
 cdef inline object new_sparse_work(tuple net, Py_ssize_t B, object dtype):

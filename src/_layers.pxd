@@ -12,7 +12,7 @@ from libc.string cimport memcpy, memset
 from _blas cimport mm_nn, mm_tn, mm_nt
 from _activations cimport bias_act, deriv_set, PAR_MIN
 from _dropout cimport Dropout, dropout_forward, dropout_backward
-from _sparse_layers cimport (SpNet, SP_KERNEL, SP_GEMM, sp_forward,
+from _sparse_layers cimport (SpNet, SP_GEMM, sp_use_kernels, sp_forward,
                              sp_backward, sp_densify, sp_dense_w,
                              sp_gather_grad)
 
@@ -168,7 +168,7 @@ cdef inline void forward(const Net* net, const floating* theta,
         n_out = net.units[l + 1]
         W = theta + net.w_off[l]
         Z = slot(net, acts, B, l + 1)
-        if net.sp.mode[l] == SP_KERNEL:  # pruned layer (_sparse_layers.pxd)
+        if sp_use_kernels(&net.sp, l, B, A):  # pruned (_sparse_layers.pxd)
             sp_forward(&net.sp, l, n_in, n_out, W, A, lda,
                        Xs.data if l == 0 else NULL, Xs.indices, Xs.indptr,
                        rows, B, Z, n_threads)
@@ -205,6 +205,7 @@ cdef inline void backward(const Net* net, const floating* theta,
     cdef floating* D
     cdef floating* dW
     cdef int lda
+    cdef bint sparse
     for l in range(L - 1, -1, -1):
         n_in = net.units[l]
         n_out = net.units[l + 1]
@@ -217,7 +218,8 @@ cdef inline void backward(const Net* net, const floating* theta,
         else:
             A = slot(net, acts, B, l)
             lda = <int>n_in
-        if net.sp.mode[l] == SP_KERNEL:  # pruned layer (_sparse_layers.pxd)
+        sparse = sp_use_kernels(&net.sp, l, B, A)
+        if sparse:  # pruned (_sparse_layers.pxd)
             sp_backward(&net.sp, l, n_in, n_out, W, A, lda,
                         Xs.data if l == 0 else NULL, Xs.indices, Xs.indptr,
                         rows, B, D, dW, accumulate, tmp if l > 0 else NULL,
@@ -237,7 +239,7 @@ cdef inline void backward(const Net* net, const floating* theta,
                                grad + net.w_off[l], accumulate)
         col_sums(D, B, n_out, grad + net.b_off[l], accumulate)
         if l > 0:
-            if net.sp.mode[l] != SP_KERNEL:
+            if not sparse:
                 mm_nt(D, W, tmp, <int>B, <int>n_out, <int>n_in, 0)
             if net.drop != NULL:
                 dropout_backward(net.drop, l - 1, tmp, slot(net, acts, B, l),

@@ -155,7 +155,7 @@ class EpochRunner:
             self.mask = np.zeros(B * int(hidden.sum()), dtype=np.uint8)
             self.dropout = (keep, unit_off, self.mask)
         # Pruned layers' workspace; zeros, as their dense copies need.
-        self.sp_work = np.zeros(max(1, layout.work_len(B)), dtype=dtype)
+        self.sp_work = np.zeros(layout.work_len(B), dtype=dtype)
 
     def run(self, theta, X, Y, sample_weight, idx, rng_state, shuffle,
             optimizer, loss_code, alpha, l1, n_threads, drop_state=None):
