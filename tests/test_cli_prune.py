@@ -1,0 +1,84 @@
+"""The `fastmlp prune` command, run as a user runs it."""
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from fastmlp.cli import main
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "model.pkl"
+    assert main(["train", "--hidden", "40,20", "--epochs", "30", "--quiet", "--threads", "1",
+                 "-o", str(path)]) == 0
+    return path
+
+
+def test_prune_and_report(model_path, tmp_path, capsys):
+    capsys.readouterr()
+    out_path = tmp_path / "pruned.pkl"
+    assert main(["prune", str(model_path), "--sparsity", "0.8", "--schedule", "2",
+                 "--retrain-epochs", "3", "--threads", "1", "-o", str(out_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 step(s) to sparsity 0.8" in out
+    assert "step 1: sparsity 0.553" in out and "step 2: sparsity 0.800" in out
+    for line in ("0      64x40", "1      40x20", "2      20x10"):
+        assert line in out
+    for kept in ("512/2560", "160/800", "40/200", "712/3560"):
+        assert kept in out
+    for row in ("test accuracy", "file size", "predict 450 rows", "predict 1 row"):
+        assert row in out
+    before, after = (float(v) for v in out.split("test accuracy")[-1].split()[:2])
+    assert 0 < after <= 1 and 0 < before <= 1
+    with open(out_path, "rb") as f:
+        est = pickle.load(f)
+    assert all(sp.isspmatrix_csc(W) for W in est.coefs_)
+    np.testing.assert_allclose(est.sparsity_, 0.8, atol=2e-3)
+    assert out_path.stat().st_size < model_path.stat().st_size
+    assert f"saved: {out_path}" in out
+
+
+def test_global_scope_units_and_explicit_schedule(model_path, capsys, tmp_path):
+    npz = tmp_path / "d.npz"
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    np.savez(npz, X=X / 16, y=y)
+    capsys.readouterr()
+    assert main(["prune", str(model_path), "--data", str(npz), "--sparsity", "0.9",
+                 "--schedule", "0.5,0.9", "--scope", "global", "--keep-output-dense",
+                 "--units", "0.25", "--retrain-epochs", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "kept hidden layers (30, 15)" in out
+    assert "global, output layer dense" in out
+    assert "saved:" not in out
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--sparsity", "1.5"], r"--sparsity must be in \[0, 1\)"),
+    (["--schedule", "0.5,0.7"], "must end at --sparsity"),
+    (["--schedule", "many"], "--schedule takes"),
+    (["--retrain-epochs", "-2"], "--retrain-epochs"),
+])
+def test_bad_options(model_path, capsys, args, match):
+    import re
+
+    assert main(["prune", str(model_path), *args]) == 2
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_bad_model_or_data(tmp_path, model_path, capsys):
+    assert main(["prune", str(tmp_path / "missing.pkl")]) == 2
+    assert "model file not found" in capsys.readouterr().err
+    other = tmp_path / "other.pkl"
+    with open(other, "wb") as f:
+        pickle.dump({"not": "a model"}, f)
+    assert main(["prune", str(other)]) == 2
+    assert "does not hold a fitted fastmlp" in capsys.readouterr().err
+    npz = tmp_path / "wide.npz"
+    np.savez(npz, X=np.ones((20, 5)), y=np.arange(20) % 2)
+    assert main(["prune", str(model_path), "--data", str(npz)]) == 2
+    assert "takes 64 features" in capsys.readouterr().err
