@@ -162,13 +162,17 @@ def cmd_prune(args):
 
 
 def measure(est, X, y):
-    """Test score and predict times (whole test set; one row)."""
+    """Test score and predict times (whole test set; one row), with BLAS
+    held to the model's thread count as the sparse kernels are."""
+    from ._threads import blas_threads, effective_n_threads
+
     est.predict(X[:1])  # warm up
-    return {
-        "score": est.score(X, y),
-        "batch": best_time(lambda: est.predict(X)),
-        "one": best_time(lambda: est.predict(X[:1])),
-    }
+    with blas_threads(effective_n_threads(est.n_threads)):
+        return {
+            "score": est.score(X, y),
+            "batch": best_time(lambda: est.predict(X)),
+            "one": best_time(lambda: est.predict(X[:1])),
+        }
 
 
 def print_layers(est, kernels):
