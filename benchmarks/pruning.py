@@ -84,7 +84,7 @@ def cmd_forward(args):
     csr = [W.tocsr() for W in csc]
     n = args.threads
     print(f"784-300-100-10 relu, 95% of each layer's weights removed, {dtype.name}, "
-          f"{n} thread(s)")
+          f"{n} thread(s), {_forward.sparse_kernel_variant()} sparse kernels")
     for B, repeats, inner in ((256, 60, 1), (1, 60, 20)):
         X = np.random.RandomState(1).rand(B, 784).astype(dtype)
         rows = np.arange(B, dtype=np.int64)

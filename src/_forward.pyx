@@ -8,6 +8,7 @@ from cython cimport floating
 from libc.string cimport memcpy
 from _layers cimport (Net, Csr, forward, slot, batch_input, rows_contiguous)
 from _args cimport unpack_net, unpack_input, new_sparse_work
+from _sparse_layers cimport fm_simd_avx2
 
 
 def predict(floating[::1] theta, X, tuple net, floating[:, ::1] out,
@@ -45,3 +46,8 @@ def predict(floating[::1] theta, X, tuple net, floating[:, ::1] out,
             memcpy(&out[start, 0], slot(&nt, &acts[0], b, L),
                    b * k * sizeof(floating))
             start += b
+
+
+def sparse_kernel_variant():
+    """'avx2' or 'baseline': the vector code pruned layers run on here."""
+    return "avx2" if fm_simd_avx2() else "baseline"

@@ -183,13 +183,15 @@ cdef inline void rows_to_tiles(const floating* At, Py_ssize_t n,
 # upcoming tile rows are prefetched (their addresses are known from the
 # indices; no hardware prefetcher can guess them). On x86 an AVX2+FMA
 # variant is picked at run time when the CPU has it (the build targets the
-# baseline ISA); compilers without vector extensions get the same sums as
-# plain loops.
+# baseline ISA; FASTMLP_NO_AVX2=1 in the environment forces the baseline
+# variant); compilers without vector extensions (or a build with
+# -DFASTMLP_PLAIN_C) get the same sums as plain loops.
 cdef extern from *:
     """
+    #include <stdlib.h>
     #include <string.h>
     #define FM_PREFETCH_AHEAD 8
-    #if defined(__GNUC__)
+    #if defined(__GNUC__) && !defined(FASTMLP_PLAIN_C)
     typedef double fm_d2 __attribute__((vector_size(16)));
     typedef double fm_d4 __attribute__((vector_size(32)));
     typedef float fm_f4 __attribute__((vector_size(16)));
@@ -292,8 +294,10 @@ cdef extern from *:
     static int fm_cpu_avx2 = -1;  /* racing first calls write the same value */
     static int fm_use_avx2(void) {
         if (fm_cpu_avx2 < 0) {
+            const char* off = getenv("FASTMLP_NO_AVX2");  /* tests the baseline */
             __builtin_cpu_init();
-            fm_cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+            fm_cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                          && !(off && off[0] && off[0] != '0');
         }
         return fm_cpu_avx2;
     }
@@ -335,6 +339,12 @@ cdef extern from *:
     #define FM_PICK(NAME) NAME##_base
     #endif
 
+    #if defined(__GNUC__) && !defined(FASTMLP_PLAIN_C) && (defined(__x86_64__) || defined(__i386__))
+    #define FM_SIMD_AVX2() fm_use_avx2()
+    #else
+    #define FM_SIMD_AVX2() 0
+    #endif
+
     static void fm_gather_d(const double* w, const int* ptr, const int* idx,
             Py_ssize_t o0, Py_ssize_t o1, const double* X, const double* Y, double* z,
             Py_ssize_t ldo, Py_ssize_t rows, Py_ssize_t rows2) {
@@ -368,6 +378,7 @@ cdef extern from *:
     void fm_dots_f(const float* At, const float* d, const int* row,
                    Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t n, float* g,
                    int accumulate) noexcept nogil
+    int fm_simd_avx2 "FM_SIMD_AVX2"() noexcept nogil
 
 
 # --------------------------------------------------- gathers over tiles

@@ -249,3 +249,57 @@ def test_modes_are_what_the_tests_claim():
     _, _, gemm, _, _ = pruned_pair([6, 8, 3], ["relu", "softmax"], 0.5, np.float64, mode="gemm")
     assert list(kernels.sp_mode) == [SP_KERNEL, SP_KERNEL]
     assert list(gemm.sp_mode) == [SP_GEMM, SP_GEMM]
+
+
+BASELINE_SCRIPT = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_sparse_layers import pruned_pair, targets
+from fastmlp import _forward
+from fastmlp.solvers.objective import Objective
+assert _forward.sparse_kernel_variant() == "baseline"
+out = {}
+for dtype in (np.float64, np.float32):
+    _, _, layout, theta, _ = pruned_pair([40, 70, 30, 5], ["relu", "tanh", "softmax"], 0.2, dtype)
+    rng = np.random.RandomState(0)
+    X = rng.randn(77, 40).astype(dtype)
+    Y = targets("onehot", 77, 5, rng, dtype)
+    pred = np.empty((77, 5), dtype=dtype)
+    _forward.predict(theta, X, layout.net, pred, np.arange(77, dtype=np.int64), 1024, 1)
+    loss, grad = Objective(layout, X, Y, None, 1, 0.0, 0.0, 1)(theta)
+    out[dtype.__name__] = (pred, grad)
+np.savez(sys.argv[2], **{k + "_" + n: v for k, (p, g) in out.items() for n, v in (("p", p), ("g", g))})
+"""
+
+
+def test_baseline_vector_variant_agrees(tmp_path):
+    """FASTMLP_NO_AVX2=1 selects the kernels built for the baseline ISA."""
+    import os
+    import subprocess
+    import sys
+
+    import fastmlp
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
+    env = dict(os.environ, FASTMLP_NO_AVX2="1",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    path = tmp_path / "baseline.npz"
+    subprocess.run([sys.executable, "-c", BASELINE_SCRIPT, tests_dir, str(path)], env=env,
+                   check=True, cwd=tmp_path)
+    base = np.load(path)
+    for dtype in (np.float64, np.float32):
+        _, _, layout, theta, _ = pruned_pair([40, 70, 30, 5], ["relu", "tanh", "softmax"], 0.2,
+                                             dtype)
+        rng = np.random.RandomState(0)
+        X = rng.randn(77, 40).astype(dtype)
+        Y = targets("onehot", 77, 5, rng, dtype)
+        pred = np.empty((77, 5), dtype=dtype)
+        _forward.predict(theta, X, layout.net, pred, np.arange(77, dtype=np.int64), 1024, 1)
+        _, grad = Objective(layout, X, Y, None, LOSS_LOG, 0.0, 0.0, 1)(theta)
+        tol = 1e-12 if dtype == np.float64 else 1e-5
+        name = np.dtype(dtype).name
+        np.testing.assert_allclose(base[name + "_p"], pred, rtol=tol, atol=tol)
+        np.testing.assert_allclose(base[name + "_g"], grad, rtol=tol * 10,
+                                   atol=tol * np.abs(grad).max())
