@@ -40,9 +40,10 @@ SP_DENSE, SP_KERNEL, SP_GEMM = 0, 1, 2
 # Most batch rows per packed tile of the sparse kernels (src/_sparse_layers.pxd
 # TILE_MAX).
 SP_TILE = 32
-# A sparse layer denser than this runs on gemm: the measured crossover of
-# the sparse kernels against BLAS (benchmarks/pruning_crossover.py, README).
-SPARSE_KERNEL_MAX_DENSITY = 0.3
+# A sparse layer denser than this runs on gemm, a little below the measured
+# crossover of the sparse kernels against BLAS (`benchmarks/pruning.py
+# crossover`, README: about 0.5 for a float64 training step).
+SPARSE_KERNEL_MAX_DENSITY = 0.4
 
 
 class Layout:
