@@ -82,3 +82,20 @@ def test_bad_model_or_data(tmp_path, model_path, capsys):
     np.savez(npz, X=np.ones((20, 5)), y=np.arange(20) % 2)
     assert main(["prune", str(model_path), "--data", str(npz)]) == 2
     assert "takes 64 features" in capsys.readouterr().err
+
+
+def test_regression_model(tmp_path, capsys):
+    rng = np.random.RandomState(0)
+    X = rng.randn(300, 6)
+    npz = tmp_path / "reg.npz"
+    np.savez(npz, X=X, y=X @ [1.0, -2.0, 0.5, 0.0, 0.0, 3.0])
+    model = tmp_path / "reg.pkl"
+    assert main(["train", "--data", str(npz), "--task", "regression", "--hidden", "16",
+                 "--solver", "lbfgs", "--epochs", "100", "--quiet", "-o", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["prune", str(model), "--data", str(npz), "--sparsity", "0.5",
+                 "--retrain-epochs", "20", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "test R^2" in out and "MLPRegressor" in out and "solver lbfgs" in out
+    r2_before, r2_after = (float(v) for v in out.split("test R^2")[-1].split()[:2])
+    assert r2_after > 0.9
