@@ -136,9 +136,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         validation loss per epoch (``early_stopping=True``), else None.
     best_validation_score_ : float or None
     t_ : int
-    coefs_ : list of ndarray
-        Weight matrices, views into one flat parameter vector.
+    coefs_ : list of ndarray or scipy.sparse.csc_matrix
+        Weight matrices, views into one flat parameter vector. A layer pruned
+        by :mod:`fastmlp.pruning` is a ``csc_matrix`` of its surviving
+        weights, whose ``data`` is the view.
     intercepts_ : list of ndarray
+    sparsity_ : ndarray of shape (n_layers_ - 1,)
+        Fraction of each layer's weights removed by pruning (0 if dense).
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
     n_iter_ : int

@@ -38,7 +38,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     Attributes
     ----------
     loss_, best_loss_, loss_curve_, validation_scores_, validation_loss_curve_,
-    best_validation_score_, t_, coefs_, intercepts_, n_features_in_,
+    best_validation_score_, t_, coefs_, intercepts_, sparsity_, n_features_in_,
     feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_ :
         As for :class:`fastmlp.MLPClassifier`.
     """
