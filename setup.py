@@ -15,8 +15,18 @@ from glob import glob
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext as _build_ext
 
 DEBUG = os.environ.get("FASTMLP_DEBUG", "0") not in ("", "0")
+# Switching between debug and release builds must regenerate and recompile
+# everything: neither Cython nor setuptools notices changed directives.
+_MODE_STAMP = os.path.join("build", "fastmlp-build-mode")
+_MODE = "debug" if DEBUG else "release"
+try:
+    with open(_MODE_STAMP) as _f:
+        FORCE = _f.read().strip() != _MODE
+except OSError:
+    FORCE = False
 
 
 def openmp_flags():
@@ -65,9 +75,24 @@ extensions = [
     for path in sorted(glob(os.path.join("src", "*.pyx")))
 ]
 
+
+class build_ext(_build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        self.force = self.force or FORCE
+
+    def run(self):
+        super().run()
+        os.makedirs(os.path.dirname(_MODE_STAMP), exist_ok=True)
+        with open(_MODE_STAMP, "w") as f:
+            f.write(_MODE)
+
+
 setup(
+    cmdclass={"build_ext": build_ext},
     ext_modules=cythonize(
         extensions,
+        force=FORCE,
         include_path=["src"],
         compiler_directives={
             "language_level": 3,

@@ -5,6 +5,7 @@ work is done by the compiled kernels (see src/) through the solver drivers
 in fastmlp.solvers.
 """
 
+import os
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -20,17 +21,24 @@ from sklearn.utils._param_validation import (Interval, InvalidParameterError, Op
                                             StrOptions)
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from . import _forward
+from . import _forward, _persist
+from ._checkpoint import fingerprint, resume_rows
 from ._init import init_theta
+from ._memory import PREDICT_CHUNK, check_memory, fit_bytes
 from ._network import HIDDEN_ACTIVATIONS, Layout
+from ._state import check_fitted_state
 from ._threads import blas_threads, effective_n_threads
-from ._validation import as_float_input, check_X_predict
+from ._validation import (as_float_input, check_finite_output, check_X_predict,
+                          warn_if_badly_scaled)
 from .exceptions import DivergenceWarning
 from .solvers.first_order import FIRST_ORDER_SOLVERS, SCHEDULES, EpochRunner, Optimizer
-from .solvers.objective import Objective, kernel_input
+from .solvers.objective import CHUNK_ROWS, Objective, kernel_input
 from .solvers.quasi_newton import lbfgs
 
 SOLVERS = ("lbfgs",) + FIRST_ORDER_SOLVERS
+# More OpenMP threads than this is a typo, and asking the runtime for a
+# million of them aborts the process.
+MAX_THREADS = 1024
 
 
 class BaseMLP(BaseEstimator, ABC):
@@ -65,12 +73,13 @@ class BaseMLP(BaseEstimator, ABC):
         "negative_slope": [Interval(Real, 0, 1, closed="left")],
         "rho": [None, Interval(Real, 0, 1, closed="left")],
         "n_threads": [None, Interval(Integral, None, -1, closed="right"),
-                      Interval(Integral, 1, None, closed="left")],
+                      Interval(Integral, 1, MAX_THREADS, closed="both")],
         "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
         "callbacks": [None, list, tuple],
         "lr_step_size": [Interval(Integral, 1, None, closed="left")],
         "lr_decay": [Interval(Real, 0, 1, closed="right")],
         "lr_min": [Interval(Real, 0, None, closed="left")],
+        "checkpoint": [None, str, os.PathLike],
     }
 
     @abstractmethod
@@ -80,7 +89,8 @@ class BaseMLP(BaseEstimator, ABC):
                  warm_start, momentum, nesterovs_momentum, early_stopping,
                  validation_fraction, beta_1, beta_2, epsilon,
                  n_iter_no_change, max_fun, l1, init, negative_slope, rho,
-                 n_threads, dropout, callbacks, lr_step_size, lr_decay, lr_min):
+                 n_threads, dropout, callbacks, lr_step_size, lr_decay, lr_min,
+                 checkpoint):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -115,6 +125,7 @@ class BaseMLP(BaseEstimator, ABC):
         self.lr_step_size = lr_step_size
         self.lr_decay = lr_decay
         self.lr_min = lr_min
+        self.checkpoint = checkpoint
 
     # ----------------------------------------------------------- subclasses
     @abstractmethod
@@ -274,12 +285,38 @@ class BaseMLP(BaseEstimator, ABC):
         return state
 
     def __setstate__(self, state):
+        """Restore a state (pickle, joblib, skops, fastmlp.load), checked first.
+
+        Fitted states must hold together (see fastmlp/_state.py) and their
+        hyperparameters must be valid: ValueError otherwise, naming what is
+        wrong. Hyperparameters added since the state was saved take their
+        defaults.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"{type(self).__name__} state must be a dict, "
+                            f"got {type(state).__name__}")
+        state = dict(state)
+        for name in self._get_param_names():
+            if name not in state:
+                state[name] = self._default_param(name)
+        check_fitted_state(state, is_classifier(self))
         super().__setstate__(state)
         if "coefs_" in state:
-            self._theta  # re-pack so coefs_/intercepts_ view one vector
+            self._validate_params()
+            if not any(sp.issparse(W) for W in self.coefs_):
+                self._theta  # re-pack so coefs_/intercepts_ view one vector
+
+    @classmethod
+    def _default_param(cls, name):
+        import inspect
+
+        return inspect.signature(cls.__init__).parameters[name].default
 
     # ------------------------------------------------------------------ fit
-    def _initialize(self, Y, units, dtype):
+    def _initialize(self, Y, units, dtype, random_state):
+        for stale in ("_best_theta", "_opt_state", "_opt_step", "_opt_lr", "_opt_epochs",
+                      "_resume"):
+            self.__dict__.pop(stale, None)
         self.n_iter_ = 0
         self.t_ = 0
         self.n_outputs_ = Y.shape[1]
@@ -288,9 +325,8 @@ class BaseMLP(BaseEstimator, ABC):
         self.__dict__.pop("_layout_obj", None)
         self._layout_obj = Layout(units, self._layer_activations(len(units) - 1),
                                self.negative_slope)
-        self._random_state = check_random_state(self.random_state)
         theta = init_theta(self._layout_obj, self.init, self._glorot_activations(len(units) - 1),
-                           self._random_state, dtype)
+                           random_state, dtype)
         self._set_theta(theta)
         self.__dict__.pop("_rng_streams", None)
         self.loss_curve_ = []
@@ -309,11 +345,21 @@ class BaseMLP(BaseEstimator, ABC):
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None."
             )
+        if incremental:
+            self._check_incremental()
+        if self.checkpoint is not None and self.solver not in FIRST_ORDER_SOLVERS:
+            raise ValueError(
+                f"checkpoint is supported by the first-order solvers {FIRST_ORDER_SOLVERS}, "
+                f"not solver={self.solver!r}."
+            )
         hidden = self._hidden_sizes()
         self._hidden_activations(len(hidden))
         dropout = self._dropout_rates(len(hidden))
         callbacks = self._checked_callbacks()
-        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        # A model loaded from a checkpoint written mid-fit resumes that fit.
+        resume = None if incremental else self.__dict__.get("_resume")
+        first_pass = resume is None and (
+            not hasattr(self, "coefs_") or (not self.warm_start and not incremental))
         dtype = None if first_pass else self._theta.dtype
         X = as_float_input(self, X, reset=first_pass, dtype=dtype)
         Y, y = self._validate_targets(y, X, incremental, first_pass)
@@ -325,16 +371,20 @@ class BaseMLP(BaseEstimator, ABC):
             class_weight = class_weight.astype(X.dtype)
             sample_weight = class_weight if sample_weight is None else sample_weight * class_weight
         units = [X.shape[1]] + hidden + [Y.shape[1]]
-        if first_pass:
-            self._initialize(Y, units, X.dtype)
-        elif list(self._layout.units) != units:
+        if not first_pass and list(self._layout.units) != units:
             raise ValueError(
                 f"The network has layer sizes {list(self._layout.units)} but this "
                 f"data and hidden_layer_sizes need {units}; fit a new model "
                 "(warm_start=False) to change them."
             )
-        else:
-            self._random_state = check_random_state(self.random_state)
+        warn_if_badly_scaled(X)
+        batch = 200 if self.batch_size == "auto" else self.batch_size
+        check_memory(fit_bytes(units, X.dtype.itemsize, X.shape[0], batch, self.solver,
+                               self.early_stopping, CHUNK_ROWS),
+                     f"fitting a network with layer sizes {units}")
+        random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(Y, units, X.dtype, random_state)
         n_threads = effective_n_threads(self.n_threads)
         for cb in callbacks:
             if hasattr(cb, "on_train_begin"):
@@ -342,15 +392,23 @@ class BaseMLP(BaseEstimator, ABC):
         try:
             with blas_threads(n_threads):
                 if self.solver == "lbfgs":
+                    self.__dict__.pop("_resume", None)
                     self._fit_lbfgs(X, Y, sample_weight, n_threads, callbacks)
                 else:
                     self._fit_stochastic(X, Y, y, sample_weight, incremental, n_threads,
-                                         dropout, callbacks)
+                                         dropout, callbacks, random_state, resume)
         finally:
             for cb in callbacks:
                 if hasattr(cb, "on_train_end"):
                     cb.on_train_end(self)
         return self
+
+    def _check_incremental(self):
+        if self.early_stopping:
+            raise ValueError(
+                "partial_fit does not support early_stopping=True: incremental training "
+                "has no held-out validation set. Set early_stopping=False."
+            )
 
     def _notify(self, callbacks, loss, val_score, val_loss, learning_rate, seconds):
         """Call every callback's on_epoch_end; True if one asks to stop."""
@@ -413,52 +471,60 @@ class BaseMLP(BaseEstimator, ABC):
         return int(np.clip(self.batch_size, 1, n_samples))
 
     def _fit_stochastic(self, X, Y, y, sample_weight, incremental, n_threads,
-                        dropout=None, callbacks=()):
+                        dropout, callbacks, random_state, resume):
         theta = self._theta
-        if not incremental or not hasattr(self, "_optimizer"):
-            self._optimizer = Optimizer(
-                self.solver, theta.size, theta.dtype,
-                learning_rate_init=self.learning_rate_init, momentum=self.momentum,
-                nesterovs_momentum=self.nesterovs_momentum, beta_1=self.beta_1,
-                beta_2=self.beta_2, epsilon=self.epsilon, rho=self.rho,
-                learning_rate=self.learning_rate, power_t=self.power_t,
-                n_epochs=self.max_iter, lr_step_size=self.lr_step_size,
-                lr_decay=self.lr_decay, lr_min=self.lr_min)
-        optimizer = self._optimizer
-        if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
+        if resume is None and (not incremental or "_opt_state" not in self.__dict__):
+            self._opt_state = np.zeros((2, theta.size), dtype=theta.dtype)
+            self._opt_step = np.zeros(1, dtype=np.int64)
+            self._opt_lr = float(self.learning_rate_init)
+            self._opt_epochs = 0
+        optimizer = Optimizer(
+            self.solver, theta.size, theta.dtype,
+            learning_rate_init=self.learning_rate_init, momentum=self.momentum,
+            nesterovs_momentum=self.nesterovs_momentum, beta_1=self.beta_1,
+            beta_2=self.beta_2, epsilon=self.epsilon, rho=self.rho,
+            learning_rate=self.learning_rate, power_t=self.power_t,
+            n_epochs=self.max_iter, lr_step_size=self.lr_step_size,
+            lr_decay=self.lr_decay, lr_min=self.lr_min, state=self._opt_state,
+            step=self._opt_step, current_lr=self._opt_lr, epochs=self._opt_epochs)
 
         n = X.shape[0]
-        all_rows = np.arange(n, dtype=np.int64)
         val_rows = y_val = sw_val = None
-        if self.early_stopping:
+        if resume is not None:
+            train_rows, val_rows = resume_rows(resume, X, Y, sample_weight, self.early_stopping)
+        elif self.early_stopping:
             stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
             train_rows, val_rows = train_test_split(
-                all_rows, random_state=self._random_state,
+                np.arange(n, dtype=np.int64), random_state=random_state,
                 test_size=self.validation_fraction, stratify=stratify)
             if val_rows.shape[0] < 2:
                 raise ValueError(
                     "The validation set is too small. Increase 'validation_fraction' "
                     "or the size of your dataset."
                 )
+        else:
+            train_rows = np.arange(n, dtype=np.int64)
+        if self.early_stopping:
             y_val = y[val_rows]
             sw_val = None if sample_weight is None else sample_weight[val_rows]
-        else:
-            train_rows = all_rows
+        self.__dict__.pop("_resume", None)
         n_train = train_rows.shape[0]
         batch_size = self._batch_size(n_train)
         runner = EpochRunner(self._layout, theta.dtype, batch_size, not sp.issparse(X),
                              dropout)
-        # The shuffling and dropout streams; successive partial_fit calls
-        # continue them (fit starts afresh from random_state, as scikit-learn's).
-        streams = self.__dict__.get("_rng_streams") if incremental else None
+        # The shuffling and dropout streams (splitmix64 states, advanced in
+        # place by every epoch). A fit starts them afresh from random_state,
+        # as scikit-learn's does; partial_fit, a resumed fit and a loaded
+        # model continue them.
+        streams = None
+        if incremental or resume is not None:
+            streams = self.__dict__.get("_rng_streams")
         if streams is None:
             streams = np.zeros(2, dtype=np.uint64)
-            streams[0] = self._random_state.randint(0, 2**63 - 1, dtype=np.int64)
+            streams[0] = random_state.randint(0, 2**63 - 1, dtype=np.int64)
         if dropout is not None and streams[1] == 0:
-            streams[1] = self._random_state.randint(1, 2**63 - 1, dtype=np.int64)
-        if incremental:
-            self._rng_streams = streams
+            streams[1] = random_state.randint(1, 2**63 - 1, dtype=np.int64)
+        self._rng_streams = streams
         rng_state, drop_state = streams[0:1], streams[1:2]
         val_objective = None
         if self.early_stopping and callbacks:
@@ -468,12 +534,19 @@ class BaseMLP(BaseEstimator, ABC):
                                       0.0, 0.0, n_threads, rows=val_rows)
         Xk = kernel_input(X)
         snapshot = theta.copy()
-        if self.early_stopping and not hasattr(self, "_best_theta"):
+        if self.early_stopping and "_best_theta" not in self.__dict__:
             self._best_theta = theta.copy()
+        # Saved with every mid-fit checkpoint so that fit() can resume.
+        record = None
+        if self.checkpoint is not None and not incremental:
+            record = {"train_rows": train_rows, "val_rows": val_rows,
+                      "fingerprint": fingerprint(X, Y, sample_weight)}
 
-        self.n_iter_ = 0
+        if resume is None:
+            self.n_iter_ = 0
+        interrupted = False
         try:
-            for _ in range(self.max_iter):
+            while self.n_iter_ < self.max_iter:
                 snapshot[:] = theta
                 start = time.perf_counter()
                 learning_rate = optimizer.learning_rate
@@ -503,6 +576,8 @@ class BaseMLP(BaseEstimator, ABC):
                 if self.verbose:
                     self._print_progress(loss, val_score, time.perf_counter() - start)
                 optimizer.iteration_ends(self.t_)
+                self._opt_lr = optimizer.learning_rate
+                self._opt_epochs = optimizer.epochs
                 if callbacks and self._notify(callbacks, loss, val_score, val_loss,
                                               learning_rate, time.perf_counter() - start):
                     break
@@ -512,6 +587,7 @@ class BaseMLP(BaseEstimator, ABC):
                            f"{self.n_iter_no_change} consecutive epochs.")
                     if optimizer.trigger_stopping(msg, self.verbose):
                         break
+                    self._opt_lr = optimizer.learning_rate
                     self._no_improvement_count = 0
                 if incremental:
                     break
@@ -521,11 +597,24 @@ class BaseMLP(BaseEstimator, ABC):
                         "optimization hasn't converged yet." % self.max_iter,
                         ConvergenceWarning,
                     )
+                elif record is not None:
+                    self._save_checkpoint(record)
         except KeyboardInterrupt:
+            # The checkpoint (if any) keeps the last completed epoch, resumable.
+            interrupted = True
             theta[:] = snapshot
             warnings.warn("Training interrupted by user.")
         if self.early_stopping:
             theta[:] = self._best_theta
+        if self.checkpoint is not None and not interrupted:
+            self._save_checkpoint(None)
+
+    def _save_checkpoint(self, record):
+        """Save the estimator to self.checkpoint, with the resume record if any."""
+        state = self.__getstate__()
+        if record is not None:
+            state["_resume"] = record
+        _persist._save_state(self, self.checkpoint, state)
 
     def _print_progress(self, loss, val_score, seconds):
         line = "Iteration %d, loss = %.8f" % (self.n_iter_, loss)
@@ -560,8 +649,10 @@ class BaseMLP(BaseEstimator, ABC):
     # -------------------------------------------------------------- predict
     def _network_output(self, Xk, rows, n_threads):
         theta = self._theta
-        out = np.empty((rows.shape[0], self.n_outputs_), dtype=theta.dtype)
-        _forward.predict(theta, Xk, self._layout.net, out, rows, 1024, n_threads)
+        layout = self._layout
+        # Sized from the layout the kernel reads, not from n_outputs_.
+        out = np.empty((rows.shape[0], int(layout.units[-1])), dtype=theta.dtype)
+        _forward.predict(theta, Xk, layout.net, out, rows, PREDICT_CHUNK, n_threads)
         return out
 
     def _forward(self, X):
@@ -569,13 +660,19 @@ class BaseMLP(BaseEstimator, ABC):
         check_is_fitted(self, "coefs_")
         theta = self._theta
         X = check_X_predict(self, X, theta.dtype)
+        if X.shape[1] != self._layout.units[0]:
+            raise ValueError(f"X has {X.shape[1]} features, but the network's first layer "
+                             f"takes {self._layout.units[0]}.")
         n = X.shape[0]
         n_threads = effective_n_threads(self.n_threads)
         rows = np.arange(n, dtype=np.int64)
         if n >= 2048 and n_threads != effective_n_threads(-1):
-            with blas_threads(n_threads):
-                return self._network_output(kernel_input(X), rows, n_threads)
-        return self._network_output(kernel_input(X), rows, n_threads)
+            with blas_threads(n_threads, wait=False):
+                out = self._network_output(kernel_input(X), rows, n_threads)
+        else:
+            out = self._network_output(kernel_input(X), rows, n_threads)
+        check_finite_output(out)
+        return out
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
-from sklearn.preprocessing import LabelBinarizer
+from sklearn.preprocessing import LabelBinarizer, label_binarize
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
 from sklearn.utils.metaestimators import available_if
@@ -123,6 +123,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         is the product over its labels (scikit-learn's multi-output rule).
         ``partial_fit`` accepts dicts only: one batch does not show the
         class frequencies.
+    checkpoint : str, os.PathLike or None, default=None
+        First-order solvers only: after every epoch, save the estimator here
+        (``fastmlp.save``'s format, written atomically) with what resuming
+        needs. After a crash, ``fastmlp.load(checkpoint).fit(X, y)`` runs the
+        epochs that remained and ends bit-identical to an uninterrupted run
+        (same data, seed and thread count). The finished model is saved here
+        too.
 
     Attributes
     ----------
@@ -167,7 +174,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  loss="log_loss", l1=0.0, init="glorot", negative_slope=0.01,
                  rho=None, n_threads=None, dropout=0.0, callbacks=None,
-                 lr_step_size=30, lr_decay=0.1, lr_min=0.0, class_weight=None):
+                 lr_step_size=30, lr_decay=0.1, lr_min=0.0, class_weight=None,
+                 checkpoint=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -180,20 +188,21 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
             max_fun=max_fun, l1=l1, init=init, negative_slope=negative_slope,
             rho=rho, n_threads=n_threads, dropout=dropout, callbacks=callbacks,
-            lr_step_size=lr_step_size, lr_decay=lr_decay, lr_min=lr_min)
+            lr_step_size=lr_step_size, lr_decay=lr_decay, lr_min=lr_min,
+            checkpoint=checkpoint)
         self.class_weight = class_weight
 
     # ------------------------------------------------------------- targets
     def _validate_targets(self, y, X, incremental, first_pass):
+        _refuse_mixed_label_types(y)
         y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
         check_classification_targets(y)
         if first_pass and not incremental:
-            self._label_binarizer = LabelBinarizer().fit(y)
-            self.classes_ = self._label_binarizer.classes_
-            if self._label_binarizer.y_type_ != "multilabel-indicator" and len(self.classes_) < 2:
+            self._fit_labels(y)
+            if self._y_type != "multilabel-indicator" and len(self.classes_) < 2:
                 raise ValueError(
                     "The classifier needs samples of at least 2 classes in the data, "
                     f"but the data contains only one class: {self.classes_[0]!r}."
@@ -212,7 +221,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                     f"`y` has classes not in `self.classes_`. `self.classes_` has "
                     f"{self.classes_}. 'y' has {classes}."
                 )
-        Y = np.ascontiguousarray(self._label_binarizer.transform(y), dtype=X.dtype)
+        if type_of_target(y).startswith("multilabel") and self._y_type != "multilabel-indicator":
+            raise ValueError("The model was not fitted with multilabel input.")
+        Y = np.ascontiguousarray(label_binarize(y, classes=self.classes_), dtype=X.dtype)
         return Y, y
 
     def _class_weights(self, y, incremental):
@@ -228,7 +239,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                 "with sklearn.utils.class_weight.compute_class_weight('balanced', "
                 "classes=classes, y=y_all) and pass the result as a dict."
             )
-        if self._label_binarizer.y_type_ == "multilabel-indicator":
+        if self._y_type == "multilabel-indicator":
             if isinstance(cw, dict):
                 raise ValueError(
                     "For multilabel y, class_weight must be 'balanced' or a list of one "
@@ -266,8 +277,15 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             raise ValueError("class_weight must give finite, non-negative weights.")
         return weights
 
+    def _fit_labels(self, y):
+        # Only the classes and the target type are kept (plain values, so
+        # the fitted state holds no scikit-learn objects: see _state.py).
+        lb = LabelBinarizer().fit(y)
+        self.classes_ = lb.classes_
+        self._y_type = lb.y_type_
+
     def _output_spec(self, Y):
-        multiclass = self._label_binarizer.y_type_ == "multiclass"
+        multiclass = self._y_type == "multiclass"
         if self.loss == "hinge":
             return "identity", (LOSS_HINGE if multiclass else LOSS_HINGE_BINARY)
         code = LOSS_LOG if self.loss == "log_loss" else LOSS_SQUARED
@@ -275,13 +293,12 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     # ------------------------------------------------------------- predict
     def _labels(self, out):
-        lb = self._label_binarizer
         threshold = 0.0 if self.out_activation_ == "identity" else 0.5
-        if lb.y_type_ == "multiclass":
+        if self._y_type == "multiclass":
             return self.classes_[np.argmax(out, axis=1)]
-        if lb.y_type_ == "binary":
+        if self._y_type == "binary":
             return self.classes_[(out[:, 0] > threshold).astype(np.intp)]
-        return lb.inverse_transform(out, threshold=threshold)
+        return (out > threshold).astype(np.int64)
 
     def _score_outputs(self, out, y, sample_weight):
         return accuracy_score(y, self._labels(out), sample_weight=sample_weight)
@@ -372,16 +389,17 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         self
         """
         self._validate_params()
+        self._check_incremental()
         first_call = not hasattr(self, "classes_")
         if first_call:
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
-            self._label_binarizer = LabelBinarizer()
-            if type_of_target(y).startswith("multilabel"):
-                self._label_binarizer.fit(y)
-            else:
-                self._label_binarizer.fit(classes)
-            self.classes_ = self._label_binarizer.classes_
+            multilabel = type_of_target(y).startswith("multilabel")
+            if not multilabel and len(np.unique(classes)) < 2:
+                raise ValueError(
+                    f"partial_fit needs at least 2 classes in `classes`, got {classes!r}."
+                )
+            self._fit_labels(y if multilabel else classes)
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(
                 f"`classes={classes!r}` is not the same as on the last call to "
@@ -393,3 +411,28 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
+
+
+def _refuse_mixed_label_types(y):
+    """Refuse labels mixing strings and numbers.
+
+    numpy would turn [1, 'a'] into the strings ['1', 'a'] without a word, and
+    the model would then predict '1' where the user's data said 1.
+    """
+    if isinstance(y, np.ndarray) and y.dtype != object or hasattr(y, "format"):
+        return
+    try:
+        arr = np.asarray(y)
+    except (ValueError, TypeError):
+        return  # ragged: check_array says what is wrong
+    if arr.dtype.kind not in "OU":
+        return
+    items = np.asarray(y, dtype=object).ravel()
+    n_str = sum(isinstance(v, str) for v in items)
+    if 0 < n_str < items.size:
+        other = next(v for v in items if not isinstance(v, str))
+        first = next(v for v in items if isinstance(v, str))
+        raise ValueError(
+            "Mix of label input types (string and number) in y: e.g. "
+            f"{first!r} and {other!r}. Use labels of one type."
+        )

@@ -32,7 +32,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
     validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun,
     l1, init, negative_slope, rho, n_threads, dropout, callbacks,
-    lr_step_size, lr_decay, lr_min :
+    lr_step_size, lr_decay, lr_min, checkpoint :
         As for :class:`fastmlp.MLPClassifier`. The early-stopping score is R².
 
     Attributes
@@ -58,7 +58,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  max_fun=15000, l1=0.0, init="glorot", negative_slope=0.01,
                  rho=None, n_threads=None, dropout=0.0, callbacks=None,
-                 lr_step_size=30, lr_decay=0.1, lr_min=0.0):
+                 lr_step_size=30, lr_decay=0.1, lr_min=0.0, checkpoint=None):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -71,7 +71,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
             max_fun=max_fun, l1=l1, init=init, negative_slope=negative_slope,
             rho=rho, n_threads=n_threads, dropout=dropout, callbacks=callbacks,
-            lr_step_size=lr_step_size, lr_decay=lr_decay, lr_min=lr_min)
+            lr_step_size=lr_step_size, lr_decay=lr_decay, lr_min=lr_min,
+            checkpoint=checkpoint)
 
     def _validate_targets(self, y, X, incremental, first_pass):
         y = check_array(y, ensure_2d=False, dtype="numeric", input_name="y")

@@ -1,6 +1,8 @@
 """How many threads the kernels use, resolved once per call from Python."""
 
 import os
+import threading
+from contextlib import contextmanager
 
 
 def cpu_count():
@@ -30,19 +32,87 @@ def effective_n_threads(n_threads=None):
     return n_threads
 
 
-_controller = None
+class _BlasLimit:
+    """The process-wide BLAS thread limit, shared by concurrent fits.
+
+    BLAS libraries have one thread setting per process, and OpenBLAS's
+    results depend on it (a gemm splits its sums differently). So that a
+    fit's result depends only on its own ``n_threads``, the limit is held
+    like a lock: callers asking for the same count share it; a caller asking
+    for another count waits until they are done (``wait=True``, fits), or
+    runs under the current count (``wait=False``, predict: results then
+    agree within rounding). The original setting is restored when the last
+    holder leaves, whatever order they leave in.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._controller = None
+        self._original = None
+        self._active = None
+        self._holders = 0
+        self._mine = threading.local()
+
+    def _libs(self):
+        if self._controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._controller = ThreadpoolController().select(user_api="blas")
+        return self._controller.lib_controllers
+
+    @staticmethod
+    def _set_lib(lib, n):
+        if lib.num_threads == n:
+            return
+        # threadpoolctl >= 3.8 lets only one "controlling" Python thread set
+        # OpenBLAS's (pthreads) limit and silently ignores the others; this
+        # class serialises fastmlp's changes itself, so it takes control.
+        clear = getattr(type(lib), "clear_controlling_thread", None)
+        if clear is not None:
+            clear(force=True)
+        lib.set_num_threads(n)
+
+    def _set(self, n):
+        for lib in self._libs():
+            self._set_lib(lib, n)
+
+    def acquire(self, n, wait):
+        depth = getattr(self._mine, "depth", 0)
+        with self._cond:
+            # A thread already holding the limit never waits (no self-deadlock).
+            while wait and depth == 0 and self._holders and self._active != n:
+                self._cond.wait()
+            if self._holders == 0:
+                self._original = [(lib, lib.num_threads) for lib in self._libs()]
+                self._set(n)
+                self._active = n
+            self._holders += 1
+        self._mine.depth = depth + 1
+
+    def release(self):
+        self._mine.depth -= 1
+        with self._cond:
+            self._holders -= 1
+            if self._holders == 0:
+                for lib, n in self._original:
+                    self._set_lib(lib, n)
+                self._original = self._active = None
+                self._cond.notify_all()
 
 
-def blas_threads(n_threads):
-    """Context manager limiting BLAS to n_threads while the kernels run.
+_limit = _BlasLimit()
+
+
+@contextmanager
+def blas_threads(n_threads, wait=True):
+    """Context manager running BLAS on n_threads while the kernels run.
 
     The BLAS calls made by the kernels and their own OpenMP loops take turns
     on the same cores; capping BLAS at the same count keeps them from
-    oversubscribing the machine.
+    oversubscribing the machine. Thread-safe: see _BlasLimit.
     """
-    global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
-
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=n_threads, user_api="blas")
+    _limit.acquire(n_threads, wait)
+    try:
+        yield
+    finally:
+        _limit.release()

@@ -1,8 +1,12 @@
 """Input checks: scikit-learn's validation, plus a fast path for predict."""
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import validate_data
+
+from .exceptions import InputScaleWarning
 
 FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -63,3 +67,35 @@ def check_X_predict(estimator, X, dtype):
     ):
         return X
     return as_float_input(estimator, X, reset=False, dtype=dtype)
+
+
+# Beyond this magnitude features are not "roughly unit-scaled" by any
+# stretch: gradients, Adam's squared-gradient averages (float32 overflows
+# past 1.8e19 squared) and outputs become unreliable.
+LARGE_FEATURE = 1e10
+
+
+def warn_if_badly_scaled(X):
+    """Warn (InputScaleWarning) if X holds values beyond +-LARGE_FEATURE."""
+    data = X.data if sp.issparse(X) else X
+    if data.size == 0:
+        return
+    peak = max(float(data.max()), -float(data.min()))
+    if peak > LARGE_FEATURE:
+        warnings.warn(
+            f"X has values up to {peak:.3g} in absolute value. An MLP trains reliably "
+            "only on scaled features (e.g. sklearn.preprocessing.StandardScaler); at "
+            "this scale the loss, the gradients or the outputs may overflow.",
+            InputScaleWarning,
+        )
+
+
+def check_finite_output(out):
+    """Refuse to return a network output holding NaN or infinity."""
+    if not np.isfinite(out).all():
+        rows = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        raise ValueError(
+            f"The network's output is not finite for {rows.size} sample(s) (first: row "
+            f"{rows[0]}): the input values are too large for the model's "
+            f"{out.dtype} arithmetic. Scale the features as they were scaled for training."
+        )

@@ -4,14 +4,21 @@
 ``--data FILE``), shows per-epoch progress and reports test accuracy (R² for
 ``--task regression``) and fit time. ``fastmlp prune`` prunes a saved model
 and retrains it, reporting what that changed.
+
+Model files: every command reads models with :func:`load_model` and writes
+them with :func:`save_model`; paths ending in ``.pkl``/``.joblib`` are
+pickles, anything else the fastmlp format (``fastmlp.save``).
 """
 
 import argparse
+import os
 import pickle
 import sys
 import time
 
 import numpy as np
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 
 
 class CLIError(Exception):
@@ -20,8 +27,6 @@ class CLIError(Exception):
 
 def load_data(path):
     """(X, y) from an .npz with arrays X and y, or a .csv whose last column is y."""
-    import os
-
     if not os.path.exists(path):
         raise CLIError(f"data file not found: {path}")
     if path.endswith(".npz"):
@@ -32,9 +37,16 @@ def load_data(path):
                     raise CLIError(
                         f"{path} must hold arrays 'X' and 'y'; it has {sorted(f.files)}"
                     )
-                return f["X"], f["y"]
+                X, y = f["X"], f["y"]
         except (OSError, ValueError) as exc:
             raise CLIError(f"cannot read {path}: {exc}") from None
+        if X.ndim != 2 or X.dtype.kind not in "biuf":
+            raise CLIError(f"{path}: X must be a 2-D numeric array, it is a {X.ndim}-D "
+                           f"{X.dtype} array of shape {X.shape}")
+        if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
+            raise CLIError(f"{path}: y must have one row per sample of X ({X.shape[0]}); it "
+                           f"has shape {y.shape}")
+        return X, y
     if path.endswith(".csv"):
         try:
             with open(path) as f:
@@ -54,22 +66,41 @@ def load_data(path):
 
 
 def save_model(est, path):
-    """Pickle the fitted estimator (loadable with pickle.load or joblib.load)."""
-    import os
-    import tempfile
+    """Save atomically: a pickle for .pkl/.pickle/.joblib, else fastmlp.save's format."""
+    from . import save
+    from ._container import atomic_write
 
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastmlp-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(est, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    if str(path).endswith(PICKLE_SUFFIXES):
+        atomic_write(path, lambda f: pickle.dump(est, f, protocol=pickle.HIGHEST_PROTOCOL))
+    else:
+        save(est, path)
+
+
+def load_model(path):
+    """A model from a fastmlp model file, or from a pickle (.pkl/.pickle/.joblib).
+
+    Loading a pickle runs code chosen by whoever wrote it: only load your
+    own. fastmlp model files run none.
+    """
+    from . import MLPClassifier, MLPRegressor, ModelFileError, load
+
+    if not os.path.exists(path):
+        raise CLIError(f"model file not found: {path}")
+    if str(path).endswith(PICKLE_SUFFIXES):
+        import joblib
+
+        try:
+            est = joblib.load(path)
+        except Exception as exc:  # an unpickler can fail in any way
+            raise CLIError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    else:
+        try:
+            est = load(path)
+        except ModelFileError as exc:
+            raise CLIError(str(exc)) from None
+    if not isinstance(est, (MLPClassifier, MLPRegressor)):
+        raise CLIError(f"{path} holds a {type(est).__name__}, not a fastmlp estimator")
+    return est
 
 
 def add_prune_parser(sub):
@@ -204,8 +235,15 @@ def build_parser():
                        help="save the training curves (loss; with --early-stopping also "
                        "validation loss and score) to this image; needs matplotlib")
     train.add_argument("-o", "--output", metavar="PATH",
-                       help="save the fitted estimator here (a pickle; load it with "
-                       "pickle.load or joblib.load)")
+                       help="save the fitted estimator here: fastmlp's model format "
+                       "(fastmlp.load), or a pickle if PATH ends in .pkl or .joblib")
+    train.add_argument("--checkpoint", metavar="PATH",
+                       help="save a resumable checkpoint here after every epoch "
+                       "(first-order solvers)")
+    train.add_argument("--resume", metavar="PATH",
+                       help="continue the interrupted fit saved in this checkpoint; the "
+                       "model and its settings come from it, pass the same --data, "
+                       "--seed and --test-size as the original run")
     add_prune_parser(sub)
     return parser
 
@@ -226,33 +264,52 @@ def cmd_train(args):
         source = args.data
     if args.float32:
         X = np.asarray(X, dtype=np.float32)
-    classify = args.task == "classification"
-    Est = MLPClassifier if classify else MLPRegressor
     callbacks = None
     if args.plot:
         from .callbacks import History
 
         callbacks = [History()]  # records the validation loss curve
-    est = Est(
-        hidden_layer_sizes=args.hidden, activation=args.activation, solver=args.solver,
-        dropout=args.dropout, callbacks=callbacks,
-        max_iter=args.epochs, batch_size="auto" if args.batch_size is None else args.batch_size,
-        learning_rate_init=args.lr, alpha=args.alpha, early_stopping=args.early_stopping,
-        random_state=args.seed, n_threads=args.threads, verbose=not args.quiet,
-    )
+    if args.resume is not None:
+        est = load_model(args.resume)
+        if "_resume" not in est.__dict__:
+            raise CLIError(f"{args.resume} holds a finished fit, not an interrupted one: "
+                           "there is nothing to resume")
+        est.set_params(verbose=not args.quiet, callbacks=callbacks)
+        if args.checkpoint is not None:
+            est.set_params(checkpoint=args.checkpoint)
+        if args.threads is not None:
+            est.set_params(n_threads=args.threads)
+        classify = isinstance(est, MLPClassifier)
+        print(f"resuming {args.resume} after epoch {est.n_iter_} of {est.max_iter}")
+    else:
+        classify = args.task == "classification"
+        Est = MLPClassifier if classify else MLPRegressor
+        est = Est(
+            hidden_layer_sizes=args.hidden, activation=args.activation, solver=args.solver,
+            dropout=args.dropout, callbacks=callbacks, max_iter=args.epochs,
+            batch_size="auto" if args.batch_size is None else args.batch_size,
+            learning_rate_init=args.lr, alpha=args.alpha, early_stopping=args.early_stopping,
+            random_state=args.seed, n_threads=args.threads, verbose=not args.quiet,
+            checkpoint=args.checkpoint,
+        )
     stratify = y if classify else None
     try:
         Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=args.test_size,
                                               random_state=args.seed, stratify=stratify)
     except ValueError as exc:
-        raise CLIError(f"cannot split the data: {exc}") from None
+        raise CLIError(f"{source}: cannot split the data: {exc}") from None
+    hidden = list(est.hidden_layer_sizes) if np.iterable(est.hidden_layer_sizes) else [
+        est.hidden_layer_sizes]
     print(f"data: {source}, {Xtr.shape[0]} training and {Xte.shape[0]} test samples, "
-          f"{X.shape[1]} features; network {[X.shape[1], *args.hidden]} -> output; "
-          f"solver {args.solver}")
+          f"{X.shape[1]} features; network {[X.shape[1], *hidden]} -> output; "
+          f"solver {est.solver}")
     start = time.perf_counter()
-    est.fit(Xtr, ytr)
-    seconds = time.perf_counter() - start
-    score = est.score(Xte, yte)
+    try:
+        est.fit(Xtr, ytr)
+        seconds = time.perf_counter() - start
+        score = est.score(Xte, yte)
+    except (ValueError, TypeError, MemoryError) as exc:  # the estimators' input errors
+        raise CLIError(f"{source}: {exc}") from None
     name = "test accuracy" if classify else "test R^2"
     print(f"{name}: {score:.4f}")
     print(f"fit time: {seconds:.3f} s ({est.n_iter_} epochs, "
@@ -278,7 +335,7 @@ def main(argv=None):
     except CLIError as exc:
         print(f"fastmlp: error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:  # the estimators' own input errors
+    except (ValueError, MemoryError) as exc:  # the estimators' own input errors
         print(f"fastmlp: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -65,7 +65,7 @@ def _float_type(operator):
 
 
 def _is_multilabel(model):
-    return model._label_binarizer.y_type_ == "multilabel-indicator"
+    return model._y_type == "multilabel-indicator"
 
 
 def _label_classes(model):

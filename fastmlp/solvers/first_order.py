@@ -43,16 +43,22 @@ class Optimizer:
         'step' multiplies the rate by lr_decay every lr_step_size epochs.
     lr_min : float
         'cosine' ends at this rate.
+    state, step, current_lr, epochs : optional
+        The state of an earlier run to continue (the arrays are updated in
+        place): ``state`` (2, n_params), ``step`` int64 (1,), the learning
+        rate the schedule had reached and the epochs it has counted. New
+        state by default.
     """
 
     def __init__(self, solver, n_params, dtype, *, learning_rate_init,
                  momentum=0.9, nesterovs_momentum=True, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, rho=None,
                  learning_rate="constant", power_t=0.5, n_epochs=200,
-                 lr_step_size=30, lr_decay=0.1, lr_min=0.0):
+                 lr_step_size=30, lr_decay=0.1, lr_min=0.0, state=None, step=None,
+                 current_lr=None, epochs=0):
         self.solver = solver
         self.learning_rate_init = float(learning_rate_init)
-        self.learning_rate = float(learning_rate_init)
+        self.learning_rate = float(learning_rate_init if current_lr is None else current_lr)
         self.momentum = float(momentum)
         self.nesterovs_momentum = bool(nesterovs_momentum)
         self.beta_1 = float(beta_1)
@@ -68,11 +74,11 @@ class Optimizer:
         self.lr_step_size = int(lr_step_size)
         self.lr_decay = float(lr_decay)
         self.lr_min = float(lr_min)
-        self.epochs = 0  # epochs completed under this schedule
+        self.epochs = int(epochs)  # epochs completed under this schedule
         # Row 0: velocity / first moment / squared-gradient average;
         # row 1: second moment (Adam) or squared-update average (AdaDelta).
-        self.state = np.zeros((2, n_params), dtype=dtype)
-        self.step = np.zeros(1, dtype=np.int64)
+        self.state = np.zeros((2, n_params), dtype=dtype) if state is None else state
+        self.step = np.zeros(1, dtype=np.int64) if step is None else step
 
     def rule(self):
         """The fields of _updates.Rule for this epoch."""

@@ -1,0 +1,155 @@
+"""What a fitted estimator's state must hold before it may predict or train.
+
+``__setstate__`` runs these checks for pickle, joblib, skops and
+``fastmlp.load`` alike. The compiled kernels trust the layer shapes they are
+given (no bounds checks in the hot path), so a state whose shapes, output
+count or optimiser buffers disagree is refused here, with a ValueError
+naming the attribute, before it can reach them.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+
+OUTPUT_ACTIVATIONS = ("identity", "logistic", "softmax", "exp")
+Y_TYPES = ("binary", "multiclass", "multilabel-indicator")
+N_LOSS_CODES = 5
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+RESUME_KEYS = {"train_rows", "val_rows", "fingerprint"}
+OPTIMIZER_STATE = ("_opt_state", "_opt_step", "_opt_lr", "_opt_epochs")
+
+
+def _fail(attr, msg):
+    raise ValueError(f"invalid fitted state: {attr} {msg}")
+
+
+def _is_int(v):
+    return isinstance(v, Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v):
+    return isinstance(v, Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _expect_int(state, attr, value=None, minimum=0):
+    v = state.get(attr)
+    if not _is_int(v) or v < minimum:
+        _fail(attr, f"must be an integer >= {minimum}, got {v!r}")
+    if value is not None and v != value:
+        _fail(attr, f"is {v} but the layers say {value}")
+
+
+def _expect_array(state, attr, shape, dtype):
+    v = state[attr]
+    if not isinstance(v, np.ndarray) or v.shape != shape or v.dtype != dtype:
+        got = (f"a {v.dtype} array of shape {v.shape}" if isinstance(v, np.ndarray)
+               else type(v).__name__)
+        _fail(attr, f"must be a {np.dtype(dtype)} array of shape {shape}, got {got}")
+
+
+def _check_layers(state):
+    coefs, intercepts = state.get("coefs_"), state.get("intercepts_")
+    if not isinstance(coefs, list) or not coefs:
+        _fail("coefs_", "must be a non-empty list of 2-D arrays")
+    if not isinstance(intercepts, list) or len(intercepts) != len(coefs):
+        _fail("intercepts_", f"must be a list of {len(coefs)} arrays, one per layer")
+    dtype = None
+    for l, (W, b) in enumerate(zip(coefs, intercepts)):
+        if not (isinstance(W, np.ndarray) or sp.issparse(W)) or W.ndim != 2:
+            _fail(f"coefs_[{l}]", f"must be a 2-D array, got {type(W).__name__}"
+                  + (f" with {W.ndim} dimensions" if hasattr(W, "ndim") else ""))
+        if W.dtype not in FLOAT_DTYPES:
+            _fail(f"coefs_[{l}]", f"must be float32 or float64, is {W.dtype}")
+        dtype = W.dtype if dtype is None else dtype
+        if W.dtype != dtype:
+            _fail(f"coefs_[{l}]", f"is {W.dtype} but coefs_[0] is {dtype}")
+        if min(W.shape) < 1:
+            _fail(f"coefs_[{l}]", f"has shape {W.shape}; every layer needs at least one unit")
+        if l and W.shape[0] != coefs[l - 1].shape[1]:
+            _fail(f"coefs_[{l}]", f"has {W.shape[0]} rows but layer {l - 1} has "
+                  f"{coefs[l - 1].shape[1]} units")
+        if not isinstance(b, np.ndarray) or b.shape != (W.shape[1],) or b.dtype != dtype:
+            _fail(f"intercepts_[{l}]", f"must be a {dtype} array of shape ({W.shape[1]},)")
+    n_params = sum(W.shape[0] * W.shape[1] + W.shape[1] for W in coefs)
+    return dtype, n_params
+
+
+def check_fitted_state(state, classifier):
+    """Raise ValueError unless a fitted state is coherent.
+
+    Parameters
+    ----------
+    state : dict
+        ``__getstate__``'s dict. Unfitted states (no ``coefs_``) pass.
+    classifier : bool
+    """
+    if "coefs_" not in state:
+        return
+    dtype, n_params = _check_layers(state)
+    coefs = state["coefs_"]
+    _expect_int(state, "n_features_in_", coefs[0].shape[0], minimum=1)
+    _expect_int(state, "n_outputs_", coefs[-1].shape[1], minimum=1)
+    _expect_int(state, "n_layers_", len(coefs) + 1, minimum=2)
+    if state.get("out_activation_") not in OUTPUT_ACTIVATIONS:
+        _fail("out_activation_", f"must be one of {OUTPUT_ACTIVATIONS}, got "
+              f"{state.get('out_activation_')!r}")
+    code = state.get("_loss_code")
+    if not _is_int(code) or not 0 <= code < N_LOSS_CODES:
+        _fail("_loss_code", f"must be an integer in [0, {N_LOSS_CODES}), got {code!r}")
+    names = state.get("feature_names_in_")
+    if names is not None and (not isinstance(names, np.ndarray)
+                              or names.shape != (coefs[0].shape[0],)):
+        _fail("feature_names_in_", f"must be an array of {coefs[0].shape[0]} names")
+    if classifier:
+        _check_classes(state)
+    for attr in ("n_iter_", "t_", "_no_improvement_count"):
+        if attr in state:
+            _expect_int(state, attr)
+    for attr in ("loss_curve_", "validation_scores_"):
+        v = state.get(attr)
+        if v is not None and (not isinstance(v, list) or not all(_is_real(x) for x in v)):
+            _fail(attr, "must be a list of numbers")
+    opt = [a for a in OPTIMIZER_STATE if a in state]
+    if opt:
+        if len(opt) != len(OPTIMIZER_STATE):
+            _fail(", ".join(OPTIMIZER_STATE), "must be present together")
+        _expect_array(state, "_opt_state", (2, n_params), dtype)
+        _expect_array(state, "_opt_step", (1,), np.int64)
+        if not _is_real(state["_opt_lr"]):
+            _fail("_opt_lr", f"must be a number, got {state['_opt_lr']!r}")
+        _expect_int(state, "_opt_epochs")
+    if "_rng_streams" in state:
+        _expect_array(state, "_rng_streams", (2,), np.uint64)
+    if "_best_theta" in state:
+        _expect_array(state, "_best_theta", (n_params,), dtype)
+    if "_resume" in state:
+        _check_resume_record(state["_resume"])
+
+
+def _check_classes(state):
+    classes, y_type = state.get("classes_"), state.get("_y_type")
+    if not isinstance(classes, np.ndarray) or classes.ndim != 1 or classes.size < 1:
+        _fail("classes_", "must be a non-empty 1-D array")
+    if y_type not in Y_TYPES:
+        _fail("_y_type", f"must be one of {Y_TYPES}, got {y_type!r}")
+    n_out = state["n_outputs_"]
+    if y_type == "binary":
+        if n_out != 1 or classes.size > 2:
+            _fail("classes_", f"has {classes.size} classes for a binary model with "
+                  f"{n_out} outputs (1 output, at most 2 classes expected)")
+    elif classes.size != n_out or n_out < 2:
+        _fail("classes_", f"has {classes.size} classes but the network has {n_out} outputs")
+
+
+def _check_resume_record(record):
+    if not isinstance(record, dict) or set(record) != RESUME_KEYS:
+        _fail("_resume", f"must be a dict with keys {sorted(RESUME_KEYS)}")
+    for key in ("train_rows", "val_rows"):
+        rows = record[key]
+        if rows is None and key == "val_rows":
+            continue
+        if not isinstance(rows, np.ndarray) or rows.ndim != 1 or rows.dtype != np.int64:
+            _fail(f"_resume[{key!r}]", "must be a 1-D int64 array")
+    if not isinstance(record["fingerprint"], dict):
+        _fail("_resume['fingerprint']", "must be a dict")
