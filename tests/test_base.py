@@ -4,6 +4,7 @@ import os
 import pickle
 import signal
 import threading
+import time
 import warnings
 
 import joblib
@@ -136,6 +137,36 @@ def test_ctrl_c_leaves_a_usable_model():
     assert 0 <= est.n_iter_ < 10_000
     assert all(np.isfinite(c).all() for c in est.coefs_)
     assert est.predict(X[:10]).shape == (10,)
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_honoured_within_a_second_inside_a_long_epoch():
+    rng = np.random.RandomState(0)
+    X = rng.rand(100_000, 64)
+    y = (X[:, 0] > 0.5).astype(int)
+    # An epoch of 12,500 mini-batches through two 1024-unit layers: many seconds.
+    est = MLPClassifier((1024, 1024), batch_size=8, max_iter=1, warm_start=True,
+                        random_state=0)
+    fit_quiet(est, X[:100], y[:100])  # one completed epoch to fall back on
+    completed = [c.copy() for c in est.coefs_ + est.intercepts_]
+    sent = {}
+
+    def interrupt():
+        sent["at"] = time.perf_counter()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(1.0, interrupt)
+    timer.start()
+    try:
+        with pytest.warns(UserWarning, match="interrupted"):
+            est.set_params(max_iter=3).fit(X, y)
+    finally:
+        timer.cancel()
+    latency = time.perf_counter() - sent["at"]
+    assert latency < 1.0
+    assert est.n_iter_ == 0  # it was inside the first epoch
+    assert all(np.array_equal(a, b) for a, b in zip(completed, est.coefs_ + est.intercepts_))
+    assert est.predict(X[:5]).shape == (5,)
 
 
 # ------------------------------------------------- persistence, determinism

@@ -1,0 +1,82 @@
+"""The memory guard: a fit or a load that cannot fit in memory fails at once."""
+
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+
+import fastmlp
+from fastmlp import MLPClassifier, MLPRegressor, _memory
+from fastmlp.solvers.objective import CHUNK_ROWS
+
+X, Y = make_classification(200, 64, n_informative=10, random_state=0)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_a_network_too_large_for_the_machine_fails_at_once(solver):
+    est = MLPClassifier(hidden_layer_sizes=(100000, 100000), solver=solver)
+    start = time.perf_counter()
+    with pytest.raises(MemoryError, match=r"needs about [\d,]+ bytes \([\d.]+ [GT]iB\) but only "
+                                          r"[\d,]+ bytes"):
+        est.fit(X, Y)
+    assert time.perf_counter() - start < 1.0
+    assert not hasattr(est, "coefs_")
+
+
+def test_the_message_names_the_network(monkeypatch):
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 1000)
+    with pytest.raises(MemoryError, match=r"layer sizes \[64, 10, 1\] needs about"):
+        MLPRegressor(hidden_layer_sizes=(10,)).fit(X, Y)
+
+
+def test_unknown_available_memory_does_not_block(monkeypatch):
+    monkeypatch.setattr(_memory, "available_bytes", lambda: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MLPRegressor(hidden_layer_sizes=(10,), max_iter=2).fit(X, Y)
+
+
+def test_available_bytes_is_plausible():
+    avail = _memory.available_bytes()
+    assert avail is None or 0 < avail < 1 << 50
+
+
+@pytest.mark.parametrize("solver,early_stopping", [("adam", False), ("sgd", True),
+                                                   ("lbfgs", False)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_estimate_covers_what_a_fit_allocates(solver, early_stopping, dtype):
+    """Within a factor of 3 above the traced peak: safe, and not absurdly cautious."""
+    Xd = np.random.RandomState(0).rand(1000, 100).astype(dtype)
+    y = (Xd[:, 0] > 0.5).astype(int)
+    units = [100, 400, 300, 1]
+    est = MLPClassifier(hidden_layer_sizes=units[1:-1], solver=solver, max_iter=2,
+                        early_stopping=early_stopping, random_state=0)
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(Xd, y)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    estimate = _memory.fit_bytes(units, np.dtype(dtype).itemsize, len(Xd), 200, solver,
+                                 early_stopping, CHUNK_ROWS)
+    assert peak <= estimate <= 3 * peak, (peak, estimate)
+
+
+def test_load_checks_memory_before_reading(tmp_path, monkeypatch):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier((50,), max_iter=2).fit(X, Y)
+    fastmlp.save(est, tmp_path / "m")
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 4096)
+    with pytest.raises(MemoryError, match=r"loading .*m needs about [\d,]+ bytes"):
+        fastmlp.load(tmp_path / "m")
+
+
+def test_format_bytes():
+    assert _memory.format_bytes(512) == "512 bytes"
+    assert _memory.format_bytes(3 * 2**30) == "3.0 GiB"

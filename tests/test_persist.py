@@ -1,0 +1,460 @@
+"""fastmlp.save / fastmlp.load: exact round trips, and files that lie."""
+
+import builtins
+import importlib
+import os
+import pathlib
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import skops.io
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.datasets import make_classification, make_regression
+
+import fastmlp
+from fastmlp import MLPClassifier, MLPRegressor, ModelFileError
+
+import filecraft
+
+X, Y3 = make_classification(120, 6, n_informative=4, n_classes=3, random_state=0)
+XR, YR = make_regression(120, 6, n_targets=2, random_state=0)
+SKOPS_TRUSTED = {MLPClassifier: ["fastmlp._classifier.MLPClassifier"],
+                 MLPRegressor: ["fastmlp._regressor.MLPRegressor"]}
+
+
+def quiet(f, *a, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return f(*a, **kw)
+
+
+def models():
+    """(name, estimator, X, y): every kind of fitted state there is."""
+    rng = np.random.RandomState(0)
+    kw = dict(hidden_layer_sizes=(7, 5), max_iter=4, random_state=0)
+    multilabel = (rng.rand(120, 3) > 0.5).astype(int)
+    strings = np.array(["cat", "dog", "emu"])[Y3]
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(6)])
+    yield "multiclass", MLPClassifier(**kw), X, Y3
+    yield "binary", MLPClassifier(**kw), X, Y3 > 0
+    yield "multilabel", MLPClassifier(**kw), X, multilabel
+    yield "string labels", MLPClassifier(**kw), X, strings
+    yield "object labels", MLPClassifier(**kw), X, strings.astype(object)
+    yield "feature names", MLPClassifier(**kw), frame, Y3
+    yield "early stopping", MLPClassifier(early_stopping=True, **kw), X, strings
+    yield "float32", MLPClassifier(**kw), X.astype(np.float32), Y3
+    yield "sgd invscaling", MLPClassifier(solver="sgd", learning_rate="invscaling", **kw), X, Y3
+    yield "hinge", MLPClassifier(loss="hinge", solver="rmsprop", **kw), X, Y3
+    yield "lbfgs", MLPClassifier(solver="lbfgs", **kw), X, Y3
+    yield "no hidden layer", MLPClassifier(hidden_layer_sizes=(), max_iter=3), X, Y3
+    yield "random state object", MLPClassifier(
+        hidden_layer_sizes=(4,), max_iter=3, random_state=np.random.RandomState(3),
+        checkpoint=None), X, Y3
+    yield "regressor", MLPRegressor(**kw), XR, YR
+    yield "poisson", MLPRegressor(loss="poisson", **kw), XR, np.abs(YR[:, 0])
+    yield "sparse X", MLPRegressor(solver="adagrad", **kw), sp.csr_matrix(XR * (XR > 0)), YR
+
+
+def assert_same(a, b, where="state"):
+    """Equal values of equal types, arrays bit for bit (NaN == NaN)."""
+    assert type(a) is type(b), (where, type(a), type(b))
+    if isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        if a.dtype.kind in "fc":
+            assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), where
+        else:
+            assert np.array_equal(a, b), where
+    elif sp.issparse(a):
+        assert a.format == b.format and a.shape == b.shape, where
+        for part in ("data", "indices", "indptr"):
+            assert_same(getattr(a, part), getattr(b, part), f"{where}.{part}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, np.random.RandomState):
+        assert_same(list(a.get_state()), list(b.get_state()), where)
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("name,est,Xf,y", list(models()), ids=[m[0] for m in models()])
+def test_round_trip_is_bit_identical(tmp_path, name, est, Xf, y):
+    quiet(est.fit, Xf, y)
+    path = tmp_path / "model.fmlp"
+    fastmlp.save(est, path)
+    assert os.listdir(tmp_path) == ["model.fmlp"]
+    loaded = fastmlp.load(path)
+    assert type(loaded) is type(est)
+    assert_same(est.__getstate__(), loaded.__getstate__())
+    method = est.predict_proba if hasattr(est, "predict_proba") else est.predict
+    assert_same(method(Xf), getattr(loaded, method.__name__)(Xf))
+    assert all(c.base is loaded._theta for c in loaded.coefs_)
+    # The optimiser's and the shuffling's state came back: training goes on identically.
+    if est.solver != "lbfgs" and not est.early_stopping:
+        quiet(est.partial_fit, Xf, y)
+        quiet(loaded.partial_fit, Xf, y)
+        assert_same(est.__getstate__(), loaded.__getstate__())
+    for model in (est, loaded):
+        quiet(model.set_params(warm_start=True, max_iter=2).fit, Xf, y)
+    assert_same(est.__getstate__(), loaded.__getstate__())
+
+
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+def test_unfitted_estimator_round_trips(tmp_path, Est):
+    est = Est(hidden_layer_sizes=[3, 2], alpha=float("inf"), tol=0.0, checkpoint=tmp_path / "c")
+    fastmlp.save(est, tmp_path / "m")
+    loaded = fastmlp.load(tmp_path / "m")
+    assert_same(est.get_params(), loaded.get_params())
+
+
+def test_pruned_model_round_trips(tmp_path):
+    """Pruned layers are scipy.sparse matrices in coefs_ (the pruning issue's form)."""
+    est = quiet(MLPClassifier((30, 20), max_iter=5, random_state=0).fit, X, Y3)
+    for i, fmt in enumerate(["csr", "csc"]):
+        W = est.coefs_[i].copy()
+        W[np.abs(W) < np.quantile(np.abs(W), 0.8)] = 0
+        est.coefs_[i] = sp.csr_matrix(W) if fmt == "csr" else sp.csc_array(W)
+    fastmlp.save(est, tmp_path / "pruned.fmlp")
+    loaded = fastmlp.load(tmp_path / "pruned.fmlp")
+    assert_same(est.coefs_, loaded.coefs_)
+    assert_same(est.intercepts_, loaded.intercepts_)
+    assert loaded.coefs_[0].nnz == est.coefs_[0].nnz
+
+
+def test_skops_round_trip_with_the_documented_trusted_list():
+    for name, est, Xf, y in models():
+        quiet(est.fit, Xf, y)
+        if isinstance(est.random_state, np.random.RandomState):
+            continue
+        data = skops.io.dumps(est)
+        assert skops.io.get_untrusted_types(data=data) == SKOPS_TRUSTED[type(est)], name
+        loaded = skops.io.loads(data, trusted=SKOPS_TRUSTED[type(est)])
+        assert_same(est.__getstate__(), loaded.__getstate__())
+
+
+def test_fitted_state_holds_only_arrays_sparse_and_plain_values():
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return all(plain(x) for x in v)
+        if isinstance(v, dict):
+            return all(isinstance(k, str) and plain(x) for k, x in v.items())
+        return (v is None or isinstance(v, (bool, int, float, str, np.ndarray, np.generic))
+                or sp.issparse(v))
+
+    for name, est, Xf, y in models():
+        quiet(est.fit, Xf, y)
+        state = est.__getstate__()
+        state.pop("random_state")  # a hyperparameter the user may set to a RandomState
+        bad = {k: type(v).__name__ for k, v in state.items() if not plain(v)}
+        assert not bad, (name, bad)
+
+
+def test_save_refuses_what_it_cannot_store(tmp_path):
+    with pytest.raises(TypeError, match="fastmlp.save stores fastmlp estimators"):
+        fastmlp.save(object(), tmp_path / "x")
+    est = MLPClassifier()
+    est.extra_ = lambda: 0
+    with pytest.raises(TypeError, match=r"state\.extra_ is a builtins.function"):
+        fastmlp.save(est, tmp_path / "x")
+    assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------- hostile files
+class Payload:
+    """Unpickling this creates a file: the classic pickle attack."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def saved(tmp_path, name="m.fmlp"):
+    est = quiet(MLPClassifier((5,), max_iter=3, random_state=0).fit, X, Y3)
+    fastmlp.save(est, tmp_path / name)
+    return tmp_path / name
+
+
+def forge(path, mutate):
+    path.write_bytes(filecraft.rewrite(path.read_bytes(), mutate))
+
+
+def state_items(header):
+    return header["meta"]["state"]["items"]
+
+
+def test_pickle_payloads_are_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(Payload(marker))
+    # The payload is live: unpickling it does create the file.
+    pickle.loads(payload).close()
+    assert marker.exists()
+    marker.unlink()
+
+    attempts = []
+    raw = tmp_path / "raw.fmlp"
+    raw.write_bytes(payload)
+    attempts.append(raw)
+    for mutate in [
+        lambda h: state_items(h).update(evil={"$": "pickle", "v": payload.hex()}),
+        lambda h: h["meta"].update({"class": "builtins.open"}),
+        lambda h: state_items(h).update(evil={"$": "__reduce__", "items": [payload.hex()]}),
+        lambda h: state_items(h).update(evil={"$": "dict", "items": {"__class__": payload.hex()}},
+                                        coefs_=payload.hex()),
+    ]:
+        path = saved(tmp_path, f"f{len(attempts)}.fmlp")
+        forge(path, mutate)
+        attempts.append(path)
+    # The payload inside an array section, declared as raw bytes.
+    path = saved(tmp_path, "arr.fmlp")
+    blob = path.read_bytes()
+    header, data, _ = filecraft.split(blob)
+    start = filecraft.align(len(data))
+    header["arrays"]["evil"] = {"dtype": "|u1", "shape": [len(payload)], "offset": start,
+                                "nbytes": len(payload), "crc32": filecraft.crc(payload)}
+    path.write_bytes(filecraft.assemble(header, data + b"\0" * (start - len(data)) + payload))
+    attempts.append(path)
+    for path in attempts:
+        with pytest.raises(ModelFileError):
+            fastmlp.load(path)
+        assert not marker.exists()
+
+
+def test_load_imports_calls_and_unpickles_nothing(tmp_path, monkeypatch):
+    path = saved(tmp_path)
+    fastmlp.load(path)  # warm: anything lazily imported by numpy/scipy is now loaded
+
+    def forbidden(*a, **kw):
+        raise AssertionError("load must not import or unpickle")
+
+    real_import = builtins.__import__
+
+    def guarded_import(name, *a, **kw):
+        if name not in sys.modules:
+            forbidden()
+        return real_import(name, *a, **kw)
+
+    for module, name in ((pickle, "loads"), (pickle, "load"), (pickle, "Unpickler"),
+                         (np, "load"), (importlib, "import_module")):
+        monkeypatch.setattr(module, name, forbidden)
+    monkeypatch.setattr(builtins, "__import__", guarded_import)
+    est = fastmlp.load(path)
+    monkeypatch.undo()
+    assert est.predict(X).shape == (120,)
+
+
+def nested(depth):
+    value = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda h: h["meta"].update({"class": "os.system"}), "unknown estimator class 'os.system'"),
+    (lambda h: h["meta"].update({"class": ["MLPClassifier"]}), "unknown estimator class"),
+    (lambda h: h["meta"].pop("state"), "must hold 'class', 'fastmlp_version' and 'state'"),
+    (lambda h: state_items(h).update(n_outputs_=7), "n_outputs_ is 7 but the layers say 3"),
+    (lambda h: state_items(h).update(n_features_in_=99), "n_features_in_ is 99"),
+    (lambda h: state_items(h).update(n_layers_=5), "n_layers_"),
+    (lambda h: state_items(h).update(out_activation_="relu"), "out_activation_ must be one of"),
+    (lambda h: state_items(h).update(_loss_code=99), "_loss_code"),
+    (lambda h: state_items(h).update(_y_type="binary"), "binary model"),
+    (lambda h: state_items(h).update(activation="gelu"), "'activation' parameter"),
+    (lambda h: state_items(h).update(n_threads=10**6), "'n_threads' parameter"),
+    (lambda h: state_items(h).update(classes_={"$": "objects", "shape": [2], "items": [0, 1]}),
+     "classes_ has 2 classes but the network has 3 outputs"),
+    (lambda h: state_items(h)["coefs_"].reverse(), r"intercepts_\[0\] must be a float64 array"),
+    (lambda h: state_items(h)["intercepts_"].reverse(), r"intercepts_\[0\]"),
+    (lambda h: state_items(h).update(coefs_=[]), "coefs_ must be a non-empty list"),
+    (lambda h: state_items(h).update(_opt_state={"$": "float", "v": "nan"}),
+     "_opt_state must be a float64 array of shape"),
+    (lambda h: state_items(h).update(_rng_streams=state_items(h)["_opt_step"]),
+     "refers to section 'state._opt_step' a second time"),
+    (lambda h: state_items(h).update(_rng_streams={"$": "tuple", "items": [1, 2]}),
+     "_rng_streams must be a uint64 array of shape"),
+    (lambda h: state_items(h).pop("_opt_lr"), "must be present together"),
+    (lambda h: state_items(h).update(loss_curve_=["a"]), "loss_curve_ must be a list of numbers"),
+    (lambda h: state_items(h).update(n_iter_=-1), "n_iter_ must be an integer >= 0"),
+    (lambda h: state_items(h).update(x={"$": "pickle", "v": ""}), "unknown value tag 'pickle'"),
+    (lambda h: state_items(h).update(x={"$": "_tag_array"}), "unknown value tag"),
+    (lambda h: state_items(h).update(x={"no": "tag"}), "without a '\\$' tag"),
+    (lambda h: state_items(h).update(x={"$": "array", "name": "nope"}), "does not hold"),
+    (lambda h: state_items(h).update(x={"$": "scalar", "dtype": "|i1", "v": 300}), "out of range"),
+    (lambda h: state_items(h).update(x={"$": "scalar", "dtype": "|O", "v": 3}), "not allowed"),
+    (lambda h: state_items(h).update(x={"$": "strings", "dtype": "<U2", "shape": [1],
+                                        "items": ["long"]}), "longer than its dtype"),
+    (lambda h: state_items(h).update(x={"$": "strings", "dtype": "<U99999999", "shape": [1],
+                                        "items": ["a"]}), "not allowed"),
+    (lambda h: state_items(h).update(x={"$": "objects", "shape": [3], "items": [1]}),
+     "does not match"),
+    (lambda h: state_items(h).update(x={"$": "objects", "shape": [-1], "items": []}),
+     "invalid shape"),
+    (lambda h: state_items(h).update(x={"$": "RandomState", "keys": [1], "pos": 0,
+                                        "has_gauss": 0, "cached_gaussian": 0}), "624 integers"),
+    (lambda h: state_items(h).update(x=nested(80)),
+     "nested deeper"),
+    (lambda h: h["meta"].update(state=[]), "state is not a dict"),
+    (lambda h: h.update(kind="fastmlp.other"), "holds a 'fastmlp.other'"),
+])
+def test_inconsistent_models_are_refused(tmp_path, mutate, match):
+    path = saved(tmp_path)
+    forge(path, mutate)
+    with pytest.raises(ModelFileError, match=match):
+        fastmlp.load(path)
+
+
+def test_unused_sections_are_refused(tmp_path):
+    path = saved(tmp_path)
+    forge(path, lambda h: [state_items(h).pop(k) for k in ("_opt_state", "_opt_step", "_opt_lr",
+                                                           "_opt_epochs")])
+    with pytest.raises(ModelFileError, match=r"sections \['state._opt_state', "
+                                             r"'state._opt_step'\] are not part of the state"):
+        fastmlp.load(path)
+
+
+@pytest.mark.parametrize("attr,value,match", [
+    ("n_outputs_", 9, "n_outputs_ is 9"),
+    ("coefs_", "x", "coefs_ must be a non-empty list"),
+    ("_opt_state", np.zeros(3), "_opt_state must be"),
+    ("classes_", np.arange(7), "classes_ has 7 classes"),
+])
+def test_setstate_validates_pickles_too(attr, value, match):
+    est = quiet(MLPClassifier((5,), max_iter=3, random_state=0).fit, X, Y3)
+    state = est.__getstate__()
+    state[attr] = value
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier.__new__(MLPClassifier).__setstate__(state)
+
+
+def test_predict_never_reads_past_the_layers(tmp_path):
+    """Even a state that passed validation is used through the layout's shapes."""
+    est = quiet(MLPClassifier((5,), max_iter=3, random_state=0).fit, X, Y3)
+    est.n_features_in_ = 4  # as a user might do by hand
+    with pytest.raises(ValueError, match="first layer takes 6"):
+        est.predict(X[:, :4])
+
+
+# --------------------------------------------------------- fuzzing the state
+def paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from paths(v, prefix + (i,))
+
+
+BASE = None
+
+
+def base_file():
+    global BASE
+    if BASE is None:
+        import tempfile
+
+        folder = pathlib.Path(tempfile.mkdtemp())
+        est = quiet(MLPClassifier((5, 4), max_iter=3, early_stopping=True,
+                                  random_state=0).fit, X, Y3)
+        fastmlp.save(est, folder / "m")
+        BASE = (folder / "m").read_bytes()
+    return BASE
+
+
+replacement_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 10), st.integers(-2**64, 2**64),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5),
+    st.sampled_from([{"$": "float", "v": "nan"}, {"$": "float", "v": "inf"}, [], {}, [0],
+                     {"$": "tuple", "items": []}, {"$": "dict", "items": {}},
+                     {"$": "objects", "shape": [0], "items": []}, "softmax", "identity",
+                     "multiclass", "binary", "lbfgs"]),
+)
+
+
+@given(st.data())
+def test_mutated_states_load_only_if_sound(tmp_path_factory, data):
+    """Any change to a valid file's metadata: refused, or a model that works."""
+    header, blob_data, _ = filecraft.split(base_file())
+    for _ in range(data.draw(st.integers(1, 3))):
+        spot = data.draw(st.sampled_from(list(paths(header["meta"]))[1:]))
+        parent = header["meta"]
+        for key in spot[:-1]:
+            parent = parent[key]
+        parent[spot[-1]] = data.draw(replacement_values)
+    path = tmp_path_factory.mktemp("fuzz") / "m"
+    path.write_bytes(filecraft.assemble(header, blob_data))
+    try:
+        est = quiet(fastmlp.load, path)
+    except ModelFileError:
+        return
+    try:
+        proba = est.predict_proba(X)
+    except (ValueError, AttributeError, TypeError):
+        return
+    assert np.isfinite(proba).all()
+
+
+# ------------------------------------------------------------ kill -9 during save
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, warnings
+    warnings.simplefilter("ignore")
+    import numpy as np, fastmlp
+    from fastmlp import MLPRegressor
+    rng = np.random.RandomState(0)
+    X = rng.randn(50, 300)
+    models = [MLPRegressor(hidden_layer_sizes=(500, 500), max_iter=1, random_state=s)
+              .fit(X, X[:, 0]) for s in (1, 2)]
+    print("ready", flush=True)
+    i = 0
+    while True:
+        fastmlp.save(models[i % 2], sys.argv[1])
+        i += 1
+""")
+
+
+@pytest.mark.slow
+def test_kill_during_save_leaves_old_or_new_file(tmp_path):
+    path = tmp_path / "m.fmlp"
+    rng = np.random.RandomState(0)
+    XX = rng.randn(50, 300)
+    expected = [quiet(MLPRegressor(hidden_layer_sizes=(500, 500), max_iter=1,
+                                   random_state=s).fit, XX, XX[:, 0]).predict(XX)
+                for s in (1, 2)]
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    mid_write = 0
+    for trial in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(path)], env=env,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        deadline = time.time() + 60
+        while not path.exists() and time.time() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.3))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        mid_write += any(n.endswith(".tmp") for n in os.listdir(tmp_path))
+        got = fastmlp.load(path).predict(XX)
+        assert any(np.array_equal(got, e) for e in expected)
+    assert mid_write > 0  # some kills did land in the middle of a write
+    fastmlp.save(fastmlp.load(path), path)  # the next save clears the dead writers' files
+    assert os.listdir(tmp_path) == ["m.fmlp"]

@@ -1,0 +1,145 @@
+"""Threads: the process-wide BLAS limit, concurrent predicts and fits."""
+
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+from threadpoolctl import ThreadpoolController, threadpool_limits
+
+from fastmlp import MLPClassifier
+from fastmlp._threads import blas_threads, effective_n_threads
+
+X, Y = make_classification(3000, 30, n_informative=10, n_classes=4, random_state=0)
+
+
+def blas_setting():
+    return {lib.num_threads for lib in ThreadpoolController().select(user_api="blas")
+            .lib_controllers}
+
+
+@pytest.fixture
+def original_three():
+    """A known original BLAS setting, distinct from the counts the tests ask for."""
+    with threadpool_limits(limits=3, user_api="blas"):
+        yield
+
+
+def test_limit_is_restored_whatever_order_holders_leave_in(original_three):
+    entered, release_a = threading.Event(), threading.Event()
+
+    def a():
+        with blas_threads(1):
+            entered.set()
+            release_a.wait()
+
+    t = threading.Thread(target=a)
+    t.start()
+    entered.wait()
+    cm = blas_threads(1)
+    cm.__enter__()  # shares A's limit
+    assert blas_setting() == {1}
+    release_a.set()
+    t.join()  # A leaves first: B still runs under its limit
+    assert blas_setting() == {1}
+    cm.__exit__(None, None, None)
+    assert blas_setting() == {3}
+
+
+def test_a_different_count_waits_for_the_current_holders(original_three):
+    order = []
+    entered, release = threading.Event(), threading.Event()
+
+    def holder():
+        with blas_threads(1):
+            order.append("A in")
+            entered.set()
+            release.wait()
+            order.append("A out")
+
+    def other():
+        with blas_threads(2):
+            order.append(("B in", blas_setting()))
+
+    ta = threading.Thread(target=holder)
+    ta.start()
+    entered.wait()
+    tb = threading.Thread(target=other)
+    tb.start()
+    time.sleep(0.2)
+    assert order == ["A in"]  # B is waiting
+    release.set()
+    ta.join()
+    tb.join()
+    assert order == ["A in", "A out", ("B in", {2})]
+    assert blas_setting() == {3}
+
+
+def test_no_wait_runs_under_the_current_count_and_nesting_never_deadlocks(original_three):
+    with blas_threads(1):
+        with blas_threads(2, wait=False):
+            assert blas_setting() == {1}
+        with blas_threads(2):  # same thread: joins rather than waits for itself
+            assert blas_setting() == {1}
+    assert blas_setting() == {3}
+
+
+def test_effective_n_threads():
+    assert effective_n_threads(3) == 3
+    assert effective_n_threads(-1) >= 1
+    with pytest.raises(ValueError, match="n_threads must not be 0"):
+        effective_n_threads(0)
+
+
+def fit(dtype=np.float64, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return MLPClassifier((64, 32), max_iter=5, random_state=0, **kw).fit(X.astype(dtype), Y)
+
+
+@pytest.mark.parametrize("n_threads", [None, 1])
+def test_eight_threads_predicting_on_one_model_get_the_serial_results(n_threads):
+    est = fit(n_threads=n_threads)
+    chunks = [X[i::8] for i in range(8)] + [X]
+    serial = [(est.predict_proba(c), est.predict(c)) for c in chunks]
+    results = [None] * len(chunks) * 3
+    start = threading.Barrier(8)
+
+    def work(k):
+        start.wait()
+        for r in range(3):
+            i = (k + r) % len(chunks)
+            results[k * 3 + r] = (i, est.predict_proba(chunks[i]), est.predict(chunks[i]))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, proba, labels in filter(None, results):
+        assert np.array_equal(proba, serial[i][0]) and np.array_equal(labels, serial[i][1])
+
+
+@pytest.mark.parametrize("threads", [(1, 1), (2, 2), (1, 2)])
+def test_two_fits_in_two_threads_match_their_serial_runs(threads):
+    # float32: there OpenBLAS's sums depend on its thread count (float64's
+    # happen not to at these sizes), so a fit run under the other fit's
+    # BLAS limit would differ from its serial run.
+    kw = dict(batch_size=256, dtype=np.float32)
+    serial = [fit(n_threads=n, **kw).coefs_ for n in threads]
+    out = [None, None]
+    start = threading.Barrier(2)
+
+    def work(i):
+        start.wait()
+        out[i] = fit(n_threads=threads[i], **kw).coefs_
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for got, want in zip(out, serial):
+        assert all(np.array_equal(a, b) for a, b in zip(got, want))
