@@ -75,6 +75,10 @@ CASES = {
                 X.astype(np.float32), Y, None),
     "sparse X": (MLPRegressor, dict(solver="adagrad"), sp.csr_matrix(XR * (XR > 0.5)), YR, None),
     "regressor, no shuffle": (MLPRegressor, dict(shuffle=False), XR, YR, None),
+    "dropout, step schedule": (MLPClassifier, dict(dropout=0.3, learning_rate="step",
+                                                   lr_step_size=2, lr_decay=0.5), X, Y, None),
+    "cosine, class weights": (MLPClassifier, dict(learning_rate="cosine",
+                                                  class_weight="balanced"), X, Y, None),
 }
 
 

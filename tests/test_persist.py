@@ -56,10 +56,16 @@ def models():
     yield "sgd invscaling", MLPClassifier(solver="sgd", learning_rate="invscaling", **kw), X, Y3
     yield "hinge", MLPClassifier(loss="hinge", solver="rmsprop", **kw), X, Y3
     yield "lbfgs", MLPClassifier(solver="lbfgs", **kw), X, Y3
-    yield "no hidden layer", MLPClassifier(hidden_layer_sizes=(), max_iter=3), X, Y3
+    yield "no hidden layer", MLPClassifier(hidden_layer_sizes=(), max_iter=3, random_state=0), X, Y3
     yield "random state object", MLPClassifier(
         hidden_layer_sizes=(4,), max_iter=3, random_state=np.random.RandomState(3),
         checkpoint=None), X, Y3
+    yield "dropout, per-layer activations, cosine", MLPClassifier(
+        dropout=(0.2, 0.1), activation=("tanh", "relu"), learning_rate="cosine",
+        **kw), X, Y3
+    yield "class weights", MLPClassifier(class_weight={0: 2.0, 2: 0.5}, **kw), X, Y3
+    yield "multilabel class weights", MLPClassifier(
+        class_weight=[{0: 1, 1: 3}] * 3, **kw), X, multilabel
     yield "regressor", MLPRegressor(**kw), XR, YR
     yield "poisson", MLPRegressor(loss="poisson", **kw), XR, np.abs(YR[:, 0])
     yield "sparse X", MLPRegressor(solver="adagrad", **kw), sp.csr_matrix(XR * (XR > 0)), YR
@@ -154,7 +160,7 @@ def test_fitted_state_holds_only_arrays_sparse_and_plain_values():
         if isinstance(v, (list, tuple)):
             return all(plain(x) for x in v)
         if isinstance(v, dict):
-            return all(isinstance(k, str) and plain(x) for k, x in v.items())
+            return all(isinstance(k, (str, int, float)) and plain(x) for k, x in v.items())
         return (v is None or isinstance(v, (bool, int, float, str, np.ndarray, np.generic))
                 or sp.issparse(v))
 
@@ -458,3 +464,14 @@ def test_kill_during_save_leaves_old_or_new_file(tmp_path):
     assert mid_write > 0  # some kills did land in the middle of a write
     fastmlp.save(fastmlp.load(path), path)  # the next save clears the dead writers' files
     assert os.listdir(tmp_path) == ["m.fmlp"]
+
+
+def test_callbacks_are_not_stored(tmp_path):
+    from fastmlp.callbacks import History
+
+    est = quiet(MLPClassifier((4,), max_iter=3, early_stopping=True, random_state=0,
+                              callbacks=[History()]).fit, X, Y3)
+    fastmlp.save(est, tmp_path / "m")
+    loaded = fastmlp.load(tmp_path / "m")
+    assert loaded.callbacks is None and len(est.callbacks) == 1
+    assert loaded.validation_loss_curve_ == est.validation_loss_curve_
