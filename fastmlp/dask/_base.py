@@ -128,6 +128,11 @@ class DaskMLPMixin:
         self._hidden_activations(len(hidden))
         self._dropout_rates(len(hidden))  # refuses dropout with 'lbfgs', as locally
         callbacks = self._checked_callbacks()
+        if self.checkpoint is not None:
+            raise ValueError(
+                "checkpoint is not supported by fastmlp.dask (its solver is 'lbfgs'; "
+                "checkpoints are for the local first-order solvers)."
+            )
         if getattr(self, "class_weight", None) is not None:
             raise ValueError(
                 "class_weight is not supported by fastmlp.dask yet; pass the per-sample "
@@ -142,15 +147,14 @@ class DaskMLPMixin:
         targets, n_outputs = self._dask_targets(client, y, first_pass)
         units = [X.shape[1]] + hidden + [n_outputs]
         if first_pass:
-            self._initialize(np.empty((0, n_outputs), dtype=dtype), units, dtype)
+            self._initialize(np.empty((0, n_outputs), dtype=dtype), units, dtype,
+                             check_random_state(self.random_state))
         elif list(self._layout.units) != units:
             raise ValueError(
                 f"The network has layer sizes {list(self._layout.units)} but this "
                 f"data and hidden_layer_sizes need {units}; fit a new model "
                 "(warm_start=False) to change them."
             )
-        else:
-            self._random_state = check_random_state(self.random_state)
 
         placement = Placement(
             client, part_builder(X, y, sample_weight, targets, dtype), X.chunks[0])

@@ -3,7 +3,7 @@
 import dask.array as da
 import numpy as np
 from dask.base import is_dask_collection
-from sklearn.preprocessing import LabelBinarizer
+from sklearn.preprocessing import label_binarize
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 
@@ -14,11 +14,11 @@ from ._base import DaskMLPMixin, with_client
 class ClassTargets:
     """Encodes a chunk of labels as the kernels' target matrix (on workers)."""
 
-    def __init__(self, label_binarizer):
-        self.label_binarizer = label_binarizer
+    def __init__(self, classes):
+        self.classes = classes
 
     def encode(self, y, index):
-        return self.label_binarizer.transform(y)
+        return label_binarize(y, classes=self.classes)
 
 
 @with_client(LocalMLPClassifier)
@@ -70,10 +70,8 @@ class MLPClassifier(DaskMLPMixin, LocalMLPClassifier):
                 )
             lb_input = np.eye(y.shape[1], dtype=int)
         if first_pass:
-            self._label_binarizer = LabelBinarizer().fit(lb_input)
-            self.classes_ = self._label_binarizer.classes_
-            if (self._label_binarizer.y_type_ != "multilabel-indicator"
-                    and len(self.classes_) < 2):
+            self._fit_labels(lb_input)
+            if self._y_type != "multilabel-indicator" and len(self.classes_) < 2:
                 raise ValueError(
                     "The classifier needs samples of at least 2 classes in the data, "
                     f"but the data contains only one class: {self.classes_[0]!r}."
@@ -83,16 +81,15 @@ class MLPClassifier(DaskMLPMixin, LocalMLPClassifier):
                 "warm_start can only be used where `y` has the same classes as in the "
                 f"previous call to fit. Previously got {self.classes_}, `y` has {classes}"
             )
-        lb = self._label_binarizer
-        n_outputs = 1 if lb.y_type_ == "binary" else len(lb.classes_)
-        return ClassTargets(lb), n_outputs
+        n_outputs = 1 if self._y_type == "binary" else len(self.classes_)
+        return ClassTargets(self.classes_), n_outputs
 
     def predict(self, X):
         """Class labels; a dask array for dask X (see fastmlp.MLPClassifier.predict)."""
         if not is_dask_collection(X):
             return super().predict(X)
         rows = self._predict_rows(X)
-        if self._label_binarizer.y_type_ == "multilabel-indicator":
+        if self._y_type == "multilabel-indicator":
             return self._map_rows(rows, "predict", len(self.classes_), np.int64)
         return self._map_rows(rows, "predict", None, self.classes_.dtype)
 
@@ -123,7 +120,7 @@ class MLPClassifier(DaskMLPMixin, LocalMLPClassifier):
         if not is_dask_collection(X):
             return super().score(X, y, sample_weight=sample_weight)
         X, y, sample_weight = self._score_inputs(X, y, sample_weight)
-        multilabel = self._label_binarizer.y_type_ == "multilabel-indicator"
+        multilabel = self._y_type == "multilabel-indicator"
         pred = self._map_rows(X, "predict", len(self.classes_) if multilabel else None,
                               np.int64 if multilabel else self.classes_.dtype)
         correct = (pred == y)

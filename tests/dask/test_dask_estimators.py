@@ -203,6 +203,8 @@ def test_callbacks_and_unsupported_parameters(client):
         MLPClassifier(client=client, class_weight={0: 2.0}, **QUICK).fit(Xd, yd)
     with pytest.raises(ValueError, match="dropout"):
         MLPClassifier(client=client, dropout=0.5, **QUICK).fit(Xd, yd)
+    with pytest.raises(ValueError, match="checkpoint is not supported"):
+        MLPClassifier(client=client, checkpoint="ckpt.fastmlp", **QUICK).fit(Xd, yd)
 
 
 def test_bad_input(client):
