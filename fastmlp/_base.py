@@ -26,7 +26,7 @@ from ._checkpoint import fingerprint, resume_rows
 from ._init import init_theta
 from ._memory import PREDICT_CHUNK, check_memory, fit_bytes
 from ._network import HIDDEN_ACTIVATIONS, Layout
-from ._state import check_fitted_state
+from ._state import OPTIMIZER_STATE, check_fitted_state
 from ._threads import blas_threads, effective_n_threads
 from ._validation import (as_float_input, check_finite_output, check_X_predict,
                           warn_if_badly_scaled)
@@ -234,7 +234,20 @@ class BaseMLP(BaseEstimator, ABC):
             self._layout_obj = self._layout.restructured(self.coefs_)
             theta = self._layout.pack(self.coefs_, self.intercepts_, dtype)
             self._set_theta(theta)
+            self._drop_stale_buffers(theta.size)
         return theta
+
+    def _drop_stale_buffers(self, n_params):
+        """Forget optimiser state and early-stopping snapshot sized for
+        another network (the user replaced coefs_ by a differently pruned
+        one): the kernels would read them past their end."""
+        opt = self.__dict__.get("_opt_state")
+        if opt is not None and opt.shape != (2, n_params):
+            for name in OPTIMIZER_STATE:
+                self.__dict__.pop(name, None)
+        best = self.__dict__.get("_best_theta")
+        if best is not None and best.shape != (n_params,):
+            del self.__dict__["_best_theta"]
 
     def _views_of(self, theta):
         """True if coefs_ and intercepts_ are still the views of theta that
@@ -275,6 +288,11 @@ class BaseMLP(BaseEstimator, ABC):
         return layout
 
     def __getstate__(self):
+        if "coefs_" in self.__dict__:
+            # Layers the user replaced (a pruned layer given as CSR, say) are
+            # packed first, so a state always holds what __setstate__ checks:
+            # dense arrays or canonical CSC matrices.
+            self._theta
         # A copy: on Python >= 3.11 the base returns the live __dict__.
         state = dict(super().__getstate__())
         # coefs_/intercepts_ carry the parameters; the vector they view and
@@ -303,8 +321,7 @@ class BaseMLP(BaseEstimator, ABC):
         super().__setstate__(state)
         if "coefs_" in state:
             self._validate_params()
-            if not any(sp.issparse(W) for W in self.coefs_):
-                self._theta  # re-pack so coefs_/intercepts_ view one vector
+            self._theta  # re-pack so coefs_/intercepts_ view one vector
 
     @classmethod
     def _default_param(cls, name):

@@ -66,13 +66,52 @@ def _check_layers(state):
             _fail(f"coefs_[{l}]", f"is {W.dtype} but coefs_[0] is {dtype}")
         if min(W.shape) < 1:
             _fail(f"coefs_[{l}]", f"has shape {W.shape}; every layer needs at least one unit")
+        if sp.issparse(W):
+            _check_pruned_layer(W, f"coefs_[{l}]")
         if l and W.shape[0] != coefs[l - 1].shape[1]:
             _fail(f"coefs_[{l}]", f"has {W.shape[0]} rows but layer {l - 1} has "
                   f"{coefs[l - 1].shape[1]} units")
         if not isinstance(b, np.ndarray) or b.shape != (W.shape[1],) or b.dtype != dtype:
             _fail(f"intercepts_[{l}]", f"must be a {dtype} array of shape ({W.shape[1]},)")
-    n_params = sum(W.shape[0] * W.shape[1] + W.shape[1] for W in coefs)
+    # A pruned layer's parameters are its stored weights (fastmlp/_network.py).
+    n_params = sum((W.nnz if sp.issparse(W) else W.shape[0] * W.shape[1]) + W.shape[1]
+                   for W in coefs)
     return dtype, n_params
+
+
+def _check_pruned_layer(W, attr):
+    """A pruned layer: a CSC matrix in canonical form (the structure the
+    sparse kernels index without bounds checks)."""
+    if W.format != "csc":
+        _fail(attr, f"must be a CSC matrix (a pruned layer), is {W.format.upper()}")
+    n_in, n_out = W.shape
+    indptr, indices, data = W.indptr, W.indices, W.data
+    for name, a in (("indptr", indptr), ("indices", indices), ("data", data)):
+        if not isinstance(a, np.ndarray) or a.ndim != 1:
+            _fail(attr, f"{name} must be a 1-D array")
+    if indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+        _fail(attr, f"indices and indptr must be integers, are {indices.dtype} and "
+              f"{indptr.dtype}")
+    nnz = data.shape[0]
+    if indptr.shape[0] != n_out + 1:
+        _fail(attr, f"indptr has {indptr.shape[0]} entries; {n_out} columns need {n_out + 1}")
+    if indices.shape[0] != nnz:
+        _fail(attr, f"has {indices.shape[0]} indices for {nnz} stored weights")
+    if indptr[0] != 0 or indptr[-1] != nnz:
+        _fail(attr, f"indptr must run from 0 to nnz={nnz}, runs from {indptr[0]} to "
+              f"{indptr[-1]}")
+    steps = np.diff(indptr.astype(np.int64))
+    if (steps < 0).any():
+        _fail(attr, "indptr is not non-decreasing")
+    if nnz and (indices.min() < 0 or indices.max() >= n_in):
+        _fail(attr, f"row indices must lie in [0, {n_in}), found {indices.min()} to "
+              f"{indices.max()}")
+    if nnz >= 2**31:
+        _fail(attr, "has 2**31 or more stored weights")
+    if nnz:
+        cols = np.repeat(np.arange(n_out, dtype=np.int64), steps)
+        if not (np.diff(cols * n_in + indices.astype(np.int64)) > 0).all():
+            _fail(attr, "has unsorted or duplicate row indices within a column")
 
 
 def check_fitted_state(state, classifier):

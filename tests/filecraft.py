@@ -59,3 +59,18 @@ def section_bounds(blob):
     for e in entries:
         bounds += [start + e["offset"], start + e["offset"] + e["nbytes"]]
     return sorted(set(bounds))
+
+
+def patch_section(blob, entry_of, values):
+    """Overwrite one section with ``values`` (same byte count) and re-sign it.
+
+    ``entry_of(header)`` returns the section's entry (it is edited in place).
+    """
+    header, data, version = split(blob)
+    entry = entry_of(header)
+    raw = values.tobytes()
+    assert len(raw) == entry["nbytes"], "a patch must keep the section's size"
+    entry["crc32"] = crc(raw)
+    start = entry["offset"]
+    data = data[:start] + raw + data[start + len(raw):]
+    return assemble(header, data, version)

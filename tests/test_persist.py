@@ -130,18 +130,181 @@ def test_unfitted_estimator_round_trips(tmp_path, Est):
     assert_same(est.get_params(), loaded.get_params())
 
 
-def test_pruned_model_round_trips(tmp_path):
-    """Pruned layers are scipy.sparse matrices in coefs_ (the pruning issue's form)."""
-    est = quiet(MLPClassifier((30, 20), max_iter=5, random_state=0).fit, X, Y3)
-    for i, fmt in enumerate(["csr", "csc"]):
-        W = est.coefs_[i].copy()
-        W[np.abs(W) < np.quantile(np.abs(W), 0.8)] = 0
-        est.coefs_[i] = sp.csr_matrix(W) if fmt == "csr" else sp.csc_array(W)
+# ------------------------------------------------------------ pruned models
+def pruned_models():
+    """(name, fitted and pruned estimator, X, y): every kind of pruned layer."""
+    from fastmlp.pruning import prune_magnitude, prune_units, retrain
+
+    kw = dict(hidden_layer_sizes=(12, 8), max_iter=6, random_state=0)
+    yield "magnitude per layer", lambda: prune_magnitude(
+        MLPClassifier(**kw).fit(X, Y3), 0.8), X, Y3
+    yield "global, output dense", lambda: prune_magnitude(
+        MLPClassifier(**kw).fit(X, Y3), 0.9, scope="global", keep_output_dense=True), X, Y3
+    yield "units then weights, retrained", lambda: retrain(prune_magnitude(prune_units(
+        MLPClassifier(**kw).fit(X, Y3), 0.5), 0.6), X, Y3, epochs=2), X, Y3
+    yield "float32 early stopping", lambda: prune_magnitude(MLPClassifier(
+        early_stopping=True, **kw).fit(X.astype(np.float32), Y3), 0.7), X.astype(np.float32), Y3
+    yield "dense-ish layer (gemm fallback)", lambda: prune_magnitude(
+        MLPClassifier(**kw).fit(X, Y3), 0.2), X, Y3
+    yield "regressor, dropout", lambda: prune_magnitude(MLPRegressor(
+        dropout=0.1, **kw).fit(XR, YR), 0.85), XR, YR
+
+
+def assert_same_pruned(est, loaded, Xf):
+    from fastmlp.pruning import kernel_choice
+
+    assert_same(est.__getstate__(), loaded.__getstate__())
+    for W, V in zip(est.coefs_, loaded.coefs_):
+        assert sp.issparse(W) == sp.issparse(V)
+        if sp.issparse(W):
+            # The pattern (which weights survive) and every stored value, explicit
+            # zeros included, as the kernels will index them.
+            assert V.format == "csc" and V.nnz == W.nnz
+            assert_same(W.indptr, V.indptr)
+            assert_same(W.indices, V.indices)
+            assert_same(W.data, V.data)
+            assert V.data.base is loaded._theta
+    assert_same(est.sparsity_, loaded.sparsity_)
+    assert kernel_choice(est) == kernel_choice(loaded)
+    method = est.predict_proba if hasattr(est, "predict_proba") else est.predict
+    assert_same(method(Xf), getattr(loaded, method.__name__)(Xf))
+
+
+@pytest.mark.parametrize("name,make,Xf,y", list(pruned_models()),
+                         ids=[m[0] for m in pruned_models()])
+def test_pruned_model_round_trips_bit_identically(tmp_path, name, make, Xf, y):
+    est = quiet(make)
+    assert any(sp.issparse(W) for W in est.coefs_)
     fastmlp.save(est, tmp_path / "pruned.fmlp")
     loaded = fastmlp.load(tmp_path / "pruned.fmlp")
-    assert_same(est.coefs_, loaded.coefs_)
-    assert_same(est.intercepts_, loaded.intercepts_)
+    assert_same_pruned(est, loaded, Xf)
+    # Pickle, joblib-style and skops carry the same state.
+    assert_same_pruned(est, pickle.loads(pickle.dumps(est)), Xf)
+    trusted = SKOPS_TRUSTED[type(est)] + ["scipy.sparse._csc.csc_matrix"]
+    assert_same_pruned(est, skops.io.loads(skops.io.dumps(est), trusted=trusted), Xf)
+    # Training goes on identically, with the pattern fixed.
+    if not est.early_stopping:
+        quiet(est.partial_fit, Xf, y)
+        quiet(loaded.partial_fit, Xf, y)
+        assert_same_pruned(est, loaded, Xf)
+
+
+def test_pruned_layer_keeps_explicit_zeros(tmp_path):
+    """A stored zero is a surviving weight (it may grow back in retraining)."""
+    from fastmlp.pruning import prune_magnitude
+
+    est = prune_magnitude(quiet(MLPClassifier((6,), max_iter=3, random_state=0).fit, X, Y3), 0.5)
+    est.coefs_[0].data[:3] = 0.0
+    fastmlp.save(est, tmp_path / "z.fmlp")
+    loaded = fastmlp.load(tmp_path / "z.fmlp")
     assert loaded.coefs_[0].nnz == est.coefs_[0].nnz
+    assert_same_pruned(est, loaded, X)
+
+
+def test_user_assigned_sparse_layers_are_stored_canonically(tmp_path):
+    """A layer given as CSR (or a CSC array) is packed like the pruning functions'."""
+    est = quiet(MLPClassifier((30, 20), max_iter=5, random_state=0).fit, X, Y3)
+    for i, make in enumerate([sp.csr_matrix, sp.csc_array]):
+        W = est.coefs_[i].copy()
+        W[np.abs(W) < np.quantile(np.abs(W), 0.8)] = 0
+        est.coefs_[i] = make(W)
+    want = est.predict_proba(X)
+    fastmlp.save(est, tmp_path / "pruned.fmlp")
+    loaded = fastmlp.load(tmp_path / "pruned.fmlp")
+    assert [type(W) for W in loaded.coefs_[:2]] == [sp.csc_matrix, sp.csc_matrix]
+    assert_same_pruned(est, loaded, X)
+    assert_same(want, loaded.predict_proba(X))
+
+
+def pruned_file(tmp_path):
+    from fastmlp.pruning import prune_magnitude
+
+    est = prune_magnitude(quiet(MLPClassifier((6, 5), max_iter=3, random_state=0).fit, X, Y3),
+                          0.6)
+    fastmlp.save(est, tmp_path / "p.fmlp")
+    return tmp_path / "p.fmlp", est
+
+
+def layer0(part):
+    return lambda h: h["sparse"]["state.coefs_.0"][part]
+
+
+@pytest.mark.parametrize("part,edit,match", [
+    ("indices", lambda a: a.__setitem__(0, 6), r"indices must lie in \[0, 6\)"),
+    ("indices", lambda a: a.__setitem__(-1, -1), r"indices must lie in \[0, 6\)"),
+    ("indices", lambda a: a.__setitem__(-1, 2**31 - 1), r"indices must lie in"),
+    ("indptr", lambda a: a.__setitem__(1, a[2] + 1), "indptr is not non-decreasing"),
+    ("indptr", lambda a: a.__setitem__(-1, a[-1] - 1), "end at nnz"),
+    ("indptr", lambda a: a.__setitem__(0, 1), "start at 0"),
+    # Structurally valid CSC, but not the canonical form the kernels index.
+    ("indices", lambda a: a.__setitem__(slice(0, 2), a[1::-1]), "unsorted or duplicate"),
+    ("indices", lambda a: a.__setitem__(1, a[0]), "unsorted or duplicate"),
+])
+def test_forged_sparse_structures_are_refused(tmp_path, part, edit, match):
+    path, _ = pruned_file(tmp_path)
+    header, _, _ = filecraft.split(path.read_bytes())
+    entry = layer0(part)(header)
+    blob = path.read_bytes()
+    start = filecraft.align(32 + filecraft.PREAMBLE.unpack(blob[:32])[3]) + entry["offset"]
+    values = np.frombuffer(blob[start:start + entry["nbytes"]], dtype=entry["dtype"]).copy()
+    edit(values)
+    path.write_bytes(filecraft.patch_section(blob, layer0(part), values))
+    with pytest.raises(ModelFileError, match=match):
+        fastmlp.load(path)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda h: h["sparse"]["state.coefs_.0"].update(format="csr"),
+     r"coefs_\[0\] must be a CSC matrix"),
+    (lambda h: h["sparse"]["state.coefs_.0"].update(shape=[6, 9]), "indptr has"),
+    (lambda h: h["sparse"]["state.coefs_.0"].update(shape=[-6, 5]), "negative dimension"),
+    (lambda h: h["sparse"]["state.coefs_.0"]["indices"].update(shape=[2**40], nbytes=2**42),
+     "truncated"),
+    (lambda h: h["sparse"]["state.coefs_.0"]["indices"].update(dtype="<f4"), "int32 or int64"),
+])
+def test_forged_sparse_headers_are_refused(tmp_path, mutate, match):
+    path, _ = pruned_file(tmp_path)
+    forge(path, mutate)
+    with pytest.raises(ModelFileError, match=match):
+        fastmlp.load(path)
+
+
+def bad_pruned_states():
+    def edit(fn):
+        def apply(state):
+            W = state["coefs_"][0].copy()
+            fn(W)
+            state["coefs_"] = [W] + state["coefs_"][1:]
+        return apply
+
+    yield "out of range", edit(lambda W: W.indices.__setitem__(0, 99)), "must lie in"
+    yield "negative index", edit(lambda W: W.indices.__setitem__(0, -1)), "must lie in"
+    yield "decreasing indptr", edit(lambda W: W.indptr.__setitem__(1, W.indptr[2] + 1)), \
+        "not non-decreasing"
+    yield "indptr past nnz", edit(lambda W: W.indptr.__setitem__(-1, W.nnz + 1)), "nnz="
+    yield "duplicate index", edit(lambda W: W.indices.__setitem__(1, W.indices[0])), \
+        "unsorted or duplicate"
+    yield "csr layer", lambda s: s.update(coefs_=[s["coefs_"][0].tocsr()] + s["coefs_"][1:]), \
+        "must be a CSC matrix"
+    yield "optimiser sized for the dense net", lambda s: s.update(
+        _opt_state=np.zeros((2, 6 * 6 + 6 + 6 * 5 + 5 + 5 * 3 + 3))), "_opt_state must be"
+
+
+@pytest.mark.parametrize("name,mutate,match", list(bad_pruned_states()),
+                         ids=[b[0] for b in bad_pruned_states()])
+def test_setstate_validates_pruned_pickles(tmp_path, name, mutate, match):
+    _, est = pruned_file(tmp_path)
+    state = pickle.loads(pickle.dumps(est)).__getstate__()
+    mutate(state)
+    with pytest.raises(ValueError, match=match):
+        pickle.loads(pickle.dumps(est)).__setstate__(state)
+    # The same state, smuggled into a pickle, is refused on unpickling.
+    class Forged:
+        def __reduce__(self):
+            return (MLPClassifier.__new__, (MLPClassifier,), state)
+
+    with pytest.raises(ValueError, match=match):
+        pickle.loads(pickle.dumps(Forged()))
 
 
 def test_skops_round_trip_with_the_documented_trusted_list():

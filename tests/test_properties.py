@@ -11,8 +11,9 @@ from pathlib import Path
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
+import pytest
 import scipy.sparse as sp
-from hypothesis import assume, given
+from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
 import fastmlp
@@ -166,29 +167,50 @@ def test_predictions_invariant_to_row_order_and_batching(kind, dtype, data):
         assert np.array_equal(est.predict(X[perm])[clear[perm]], labels[perm][clear[perm]])
 
 
-@given(estimators(), datasets(finite=True, max_rows=40), st.lists(st.sampled_from(
-    [None, "csr", "csc"]), min_size=3, max_size=3), st.floats(0, 1))
-def test_save_load_round_trips_are_bit_identical_dense_and_pruned(est, data, pruning, q):
+@st.composite
+def prunings(draw):
+    """None (dense), or how to prune: (unit fraction, sparsity, scope, keep output dense)."""
+    if draw(st.integers(0, 3)) == 0:
+        return None
+    return (draw(st.sampled_from([0.0, 0.0, 0.5])), draw(st.floats(0, 0.99)),
+            draw(st.sampled_from(["layer", "global"])), draw(st.booleans()))
+
+
+def prune(est, how):
+    from fastmlp.pruning import prune_magnitude, prune_units
+
+    units, sparsity, scope, keep_output_dense = how
+    if units and len(est.coefs_) > 1:
+        prune_units(est, units)
+    if keep_output_dense and len(est.coefs_) == 1:
+        return est
+    return prune_magnitude(est, sparsity, scope=scope, keep_output_dense=keep_output_dense)
+
+
+@given(estimators(), datasets(finite=True, max_rows=40), prunings())
+def test_save_load_round_trips_are_bit_identical_dense_and_pruned(est, data, how):
     X, labels, values = data
     y = values if isinstance(est, MLPRegressor) else labels
     try:
         quiet(est.fit, X, y)
     except ValueError:
         return
-    dense = all(p is None for p in pruning[: len(est.coefs_)])
-    for l, fmt in enumerate(pruning[: len(est.coefs_)]):
-        if fmt is not None:
-            W = est.coefs_[l].copy()
-            W[np.abs(W) < np.quantile(np.abs(W), q)] = 0
-            est.coefs_[l] = sp.csr_matrix(W) if fmt == "csr" else sp.csc_matrix(W)
+    if how is not None:
+        prune(est, how)
+    event("pruned" if any(sp.issparse(W) for W in est.coefs_) else "dense")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "m.fmlp"
         fastmlp.save(est, path)
         loaded = fastmlp.load(path)
     assert_same(est.__getstate__(), loaded.__getstate__())
-    if dense:
-        try:
-            want = est.predict(X)
-        except ValueError:
-            return
-        assert_same(want, loaded.predict(X))
+    for W, V in zip(est.coefs_, loaded.coefs_):
+        if sp.issparse(W):  # the pattern, as the kernels index it
+            assert_same(W.indptr, V.indptr)
+            assert_same(W.indices, V.indices)
+    try:
+        want = est.predict(X)
+    except ValueError:  # non-finite outputs are refused, for both alike
+        with pytest.raises(ValueError):
+            loaded.predict(X)
+        return
+    assert_same(want, loaded.predict(X))

@@ -74,9 +74,9 @@ def rebuild(estimator, index_coefs, index_intercepts):
     src = layout.pack(index_coefs, index_intercepts, np.float64).astype(np.int64) - 1
     estimator._layout_obj = layout
     estimator._set_theta(theta[src])
-    optimizer = estimator.__dict__.get("_optimizer")
-    if optimizer is not None and optimizer.state.shape[1] == old.n_params:
-        optimizer.state = np.ascontiguousarray(optimizer.state[:, src])
+    opt_state = estimator.__dict__.get("_opt_state")
+    if opt_state is not None and opt_state.shape[1] == old.n_params:
+        estimator._opt_state = np.ascontiguousarray(opt_state[:, src])
     best = estimator.__dict__.get("_best_theta")
     if best is not None and best.shape == (old.n_params,):
         estimator._best_theta = best[src]

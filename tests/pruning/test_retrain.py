@@ -42,7 +42,7 @@ def test_retrain_updates_survivors_only(solver):
     assert not np.array_equal(est.intercepts_[0], bias)
     assert est.n_iter_ <= 5 and est.max_iter == 20 and est.warm_start is False
     if solver != "lbfgs":
-        assert est._optimizer.state.shape == (2, est._theta.size)
+        assert est._opt_state.shape == (2, est._theta.size)
     assert est.score(X, Y) >= score - 0.02
 
 
@@ -57,13 +57,13 @@ def test_retraining_recovers_accuracy():
 
 def test_partial_fit_and_optimizer_state_after_pruning():
     est = fitted()
-    m_before = est._optimizer.state.copy()
+    m_before = est._opt_state.copy()
     pruned = prune_magnitude(copy.deepcopy(est), 0.7)
     W = pruned.coefs_[0]
     cols = np.repeat(np.arange(W.shape[1]), np.diff(W.indptr))
     # The Adam moments of the survivors came along.
     n_in, n_out = est.coefs_[0].shape
-    np.testing.assert_array_equal(pruned._optimizer.state[:, :W.nnz],
+    np.testing.assert_array_equal(pruned._opt_state[:, :W.nnz],
                                   m_before[:, W.indices * n_out + cols])
     pattern_before = pattern(pruned)
     pruned.partial_fit(X, Y)
