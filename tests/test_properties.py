@@ -172,7 +172,7 @@ def prunings(draw):
     """None (dense), or how to prune: (unit fraction, sparsity, scope, keep output dense)."""
     if draw(st.integers(0, 3)) == 0:
         return None
-    return (draw(st.sampled_from([0.0, 0.0, 0.5])), draw(st.floats(0, 0.99)),
+    return (draw(st.sampled_from([0.0, 0.0, 0.5])), draw(st.floats(0.3, 0.99) | st.floats(0, 0.99)),
             draw(st.sampled_from(["layer", "global"])), draw(st.booleans()))
 
 
