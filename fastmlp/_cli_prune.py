@@ -1,8 +1,6 @@
 """``fastmlp prune``: prune a saved model, retrain it, report the change."""
 
-import io
 import os
-import pickle
 import time
 import warnings
 
@@ -12,20 +10,23 @@ from .cli import CLIError, load_data, save_model
 
 
 def load_model(path):
-    """A fitted fastmlp estimator from a pickle or joblib file."""
-    import joblib
+    """A fitted fastmlp estimator from a model file (fastmlp format or pickle)."""
+    from .cli import load_model as read_model
 
-    from ._base import BaseMLP
-
-    if not os.path.exists(path):
-        raise CLIError(f"model file not found: {path}")
-    try:
-        est = joblib.load(path)
-    except Exception as exc:  # any unreadable file: say which one
-        raise CLIError(f"cannot read model {path}: {exc}") from None
-    if not isinstance(est, BaseMLP) or not hasattr(est, "coefs_"):
-        raise CLIError(f"{path} does not hold a fitted fastmlp MLPClassifier or MLPRegressor")
+    est = read_model(path)
+    if not hasattr(est, "coefs_"):
+        raise CLIError(f"{path} holds an unfitted {type(est).__name__}: fit it first")
     return est
+
+
+def model_bytes(est, like):
+    """Size of est's file in the format of the path ``like``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model" + os.path.splitext(like)[1])
+        save_model(est, path)
+        return os.path.getsize(path)
 
 
 def parse_schedule(text, sparsity):
@@ -140,9 +141,7 @@ def cmd_prune(args):
         save_model(est, args.output)
         after["size"] = os.path.getsize(args.output)
     else:
-        buf = io.BytesIO()
-        pickle.dump(est, buf, protocol=pickle.HIGHEST_PROTOCOL)
-        after["size"] = buf.tell()
+        after["size"] = model_bytes(est, args.model)
     n = Xte.shape[0]
     rows = [
         (score_name, f"{before['score']:.4f}", f"{after['score']:.4f}", ""),

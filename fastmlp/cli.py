@@ -79,14 +79,22 @@ def save_model(est, path):
 def load_model(path):
     """A model from a fastmlp model file, or from a pickle (.pkl/.pickle/.joblib).
 
-    Loading a pickle runs code chosen by whoever wrote it: only load your
-    own. fastmlp model files run none.
+    A file starting with fastmlp's magic bytes is read with ``fastmlp.load``
+    whatever its name. Other files are unpickled only if their name says they
+    are pickles: loading a pickle runs code chosen by whoever wrote it, so
+    only load your own. fastmlp model files run none.
     """
     from . import MLPClassifier, MLPRegressor, ModelFileError, load
+    from ._container import MAGIC
 
     if not os.path.exists(path):
         raise CLIError(f"model file not found: {path}")
-    if str(path).endswith(PICKLE_SUFFIXES):
+    try:
+        with open(path, "rb") as f:
+            fastmlp_file = f.read(len(MAGIC)) == MAGIC
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not fastmlp_file and str(path).endswith(PICKLE_SUFFIXES):
         import joblib
 
         try:
@@ -97,7 +105,10 @@ def load_model(path):
         try:
             est = load(path)
         except ModelFileError as exc:
-            raise CLIError(str(exc)) from None
+            hint = ("" if fastmlp_file else
+                    " (a pickle is read only from a path ending in .pkl, .pickle or "
+                    ".joblib: loading one runs code, so only load your own)")
+            raise CLIError(f"{exc}{hint}") from None
     if not isinstance(est, (MLPClassifier, MLPRegressor)):
         raise CLIError(f"{path} holds a {type(est).__name__}, not a fastmlp estimator")
     return est
@@ -113,7 +124,9 @@ def add_prune_parser(sub):
         "(same --test-size and --seed): retraining uses the training part, scores the "
         "test part.",
     )
-    prune.add_argument("model", metavar="MODEL", help="a pickled fastmlp estimator")
+    prune.add_argument("model", metavar="MODEL",
+                       help="a fitted model saved by fastmlp train -o (fastmlp's format, or "
+                       "a pickle ending in .pkl/.joblib)")
     prune.add_argument("--sparsity", type=float, default=0.9,
                        help="fraction of weights removed, in [0, 1) (default 0.9)")
     prune.add_argument("--schedule", default="1", metavar="STEPS|S1,S2,...",
@@ -139,7 +152,8 @@ def add_prune_parser(sub):
     prune.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     prune.add_argument("--threads", type=int, default=None, help="n_threads")
     prune.add_argument("-o", "--output", metavar="OUT",
-                       help="save the pruned estimator here (a pickle)")
+                       help="save the pruned estimator here: fastmlp's model format "
+                       "(fastmlp.load), or a pickle if OUT ends in .pkl or .joblib")
 
 
 def parse_sizes(text):

@@ -111,7 +111,9 @@ def test_load_model_reads_both_formats_and_names_bad_files(tmp_path):
         assert np.array_equal(load_model(str(tmp_path / name)).coefs_[0], est.coefs_[0])
     bad = [("junk.fmlp", b"not a model", "not a fastmlp model file"),
            ("junk.pkl", b"not a pickle", "cannot read"),
-           ("list.pkl", pickle.dumps([1, 2]), "holds a list, not a fastmlp estimator")]
+           ("list.pkl", pickle.dumps([1, 2]), "holds a list, not a fastmlp estimator"),
+           # A pickle under another name is not unpickled (that would run its code).
+           ("model.bin", pickle.dumps(est), "a pickle is read only from a path ending in")]
     for name, content, match in bad:
         path = tmp_path / name
         path.write_bytes(content)
@@ -120,6 +122,10 @@ def test_load_model_reads_both_formats_and_names_bad_files(tmp_path):
         assert str(path) in str(info.value)
     with pytest.raises(CLIError, match="model file not found: .*missing.fmlp"):
         load_model(str(tmp_path / "missing.fmlp"))
+    # A fastmlp file is recognised by its magic bytes, whatever its name.
+    fastmlp_file = tmp_path / "renamed.pkl"
+    fastmlp_file.write_bytes((tmp_path / "a.fmlp").read_bytes())
+    assert np.array_equal(load_model(str(fastmlp_file)).coefs_[0], est.coefs_[0])
 
 
 def main_model(tmp_path):

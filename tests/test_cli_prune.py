@@ -77,7 +77,13 @@ def test_bad_model_or_data(tmp_path, model_path, capsys):
     with open(other, "wb") as f:
         pickle.dump({"not": "a model"}, f)
     assert main(["prune", str(other)]) == 2
-    assert "does not hold a fitted fastmlp" in capsys.readouterr().err
+    assert "holds a dict, not a fastmlp estimator" in capsys.readouterr().err
+    unfitted = tmp_path / "unfitted.fmlp"
+    import fastmlp
+
+    fastmlp.save(fastmlp.MLPClassifier(), unfitted)
+    assert main(["prune", str(unfitted)]) == 2
+    assert "holds an unfitted MLPClassifier" in capsys.readouterr().err
     npz = tmp_path / "wide.npz"
     np.savez(npz, X=np.ones((20, 5)), y=np.arange(20) % 2)
     assert main(["prune", str(model_path), "--data", str(npz)]) == 2
@@ -99,3 +105,31 @@ def test_regression_model(tmp_path, capsys):
     assert "test R^2" in out and "MLPRegressor" in out and "solver lbfgs" in out
     r2_before, r2_after = (float(v) for v in out.split("test R^2")[-1].split()[:2])
     assert r2_after > 0.9
+
+
+def test_fastmlp_format_in_and_out(model_path, tmp_path, capsys):
+    """The safe format: read (by magic bytes) and written for -o paths not
+    ending in .pkl/.joblib; the pruned layers come back exactly."""
+    import fastmlp
+    from fastmlp.cli import load_model
+
+    model = tmp_path / "model.fmlp"
+    fastmlp.save(load_model(str(model_path)), model)
+    out_path = tmp_path / "pruned.fmlp"
+    capsys.readouterr()
+    assert main(["prune", str(model), "--sparsity", "0.7", "--retrain-epochs", "2",
+                 "--threads", "1", "-o", str(out_path)]) == 0
+    out = capsys.readouterr().out
+    assert out_path.read_bytes().startswith(b"\x89FASTMLP")
+    est = fastmlp.load(out_path)
+    assert all(sp.isspmatrix_csc(W) for W in est.coefs_)
+    np.testing.assert_allclose(est.sparsity_, 0.7, atol=2e-3)
+    # The reported sizes are those of the files, in their format.
+    size_line = next(line for line in out.splitlines() if line.startswith("file size"))
+    assert f"{out_path.stat().st_size / 1024:.1f} KB" in size_line
+    assert f"{model.stat().st_size / 1024:.1f} KB" in size_line
+    # A pruned model pruned again from its fastmlp file, reported without -o.
+    capsys.readouterr()
+    assert main(["prune", str(out_path), "--sparsity", "0.9", "--retrain-epochs", "1",
+                 "--threads", "1"]) == 0
+    assert "saved:" not in capsys.readouterr().out
