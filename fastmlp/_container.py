@@ -27,9 +27,30 @@ API
     Call ``write_fn(fileobj)`` on a temporary file in the target folder,
     flush, fsync, then ``os.replace`` it over ``path``.
 
-A new kind of content (pruned, compressed...) is a new ``kind`` plus its own
-metadata keys and section names, not a new format: codebooks are small
-dense arrays, entropy-coded indices are ``uint8`` arrays.
+Variants
+--------
+A new kind of content is a new ``kind`` plus its own metadata keys and
+section names, not a new format. Estimators (dense or pruned: a pruned
+layer is a CSC matrix section) are kind ``"fastmlp.estimator"``
+(fastmlp/_persist.py). A compressed ``.fmz`` model would be, say, kind
+``"fastmlp.compressed"``: codebooks as small dense arrays, entropy-coded
+indices as ``uint8`` arrays, the codec's parameters in ``meta``::
+
+    from fastmlp import _container
+
+    _container.write(path, "fastmlp.compressed",
+                     {"codec": "kmeans-huffman", "layers": [...]},
+                     arrays={"codebook.0": centroids, "codes.0": packed_uint8})
+    c = _container.read(path, kinds=("fastmlp.compressed",))
+    c.meta["codec"], c.arrays["codes.0"]
+
+``fastmlp.load`` dispatches on the kind through ``_persist.LOADERS``
+(``{kind: loader(path, contents) -> estimator}``): a variant registers its
+loader there to be loadable by ``fastmlp.load`` and the CLI. The loader
+must validate ``meta`` itself (it is untrusted JSON) and raise
+:class:`fastmlp.ModelFileError` naming what is wrong. Bump ``VERSION``'s
+minor number only for layout changes an older reader could not follow; a
+new kind needs no new version (older readers refuse unknown kinds by name).
 
 Byte layout (all integers little-endian)
 ----------------------------------------

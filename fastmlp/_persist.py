@@ -334,7 +334,12 @@ def load(path):
         A valid file whose arrays need more memory than is available.
     """
     path = os.fspath(path)
-    contents = _container.read(path, kinds=(KIND,))
+    contents = _container.read(path, kinds=tuple(LOADERS))
+    return LOADERS[contents.kind](path, contents)
+
+
+def _load_estimator(path, contents):
+    """The estimator a ``fastmlp.estimator`` container holds."""
     meta = contents.meta
     if set(meta) != {"class", "fastmlp_version", "state"}:
         raise ModelFileError(
@@ -361,3 +366,8 @@ def load(path):
     if unused:
         raise ModelFileError(f"{path}: sections {sorted(unused)} are not part of the state")
     return est
+
+
+# fastmlp.load's readers, by container kind (see fastmlp/_container.py,
+# "Variants": other kinds of model file register theirs here).
+LOADERS = {KIND: _load_estimator}

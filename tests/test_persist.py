@@ -638,3 +638,24 @@ def test_callbacks_are_not_stored(tmp_path):
     loaded = fastmlp.load(tmp_path / "m")
     assert loaded.callbacks is None and len(est.callbacks) == 1
     assert loaded.validation_loss_curve_ == est.validation_loss_curve_
+
+
+def test_other_kinds_load_through_their_registered_loader(tmp_path, monkeypatch):
+    """How a variant (the compressed .fmz) plugs into fastmlp.load."""
+    from fastmlp import _container, _persist
+
+    path = tmp_path / "m.fmz"
+    _container.write(path, "test.variant", {"codec": "none"},
+                     arrays={"codes": np.arange(4, dtype=np.uint8)})
+    with pytest.raises(ModelFileError, match="holds a 'test.variant'; expected "
+                                             "'fastmlp.estimator'"):
+        fastmlp.load(path)
+    est = quiet(MLPClassifier((3,), max_iter=2, random_state=0).fit, X, Y3)
+
+    def loader(p, contents):
+        assert contents.meta == {"codec": "none"}
+        assert_same(contents.arrays["codes"], np.arange(4, dtype=np.uint8))
+        return est
+
+    monkeypatch.setitem(_persist.LOADERS, "test.variant", loader)
+    assert fastmlp.load(path) is est
