@@ -39,8 +39,14 @@ def quiet(f, *a, **kw):
 def assert_same_training(a, b):
     for attr in TRAINING_STATE:
         va, vb = getattr(a, attr, None), getattr(b, attr, None)
-        if isinstance(va, list) and va and isinstance(va[0], np.ndarray):
-            assert all(np.array_equal(x, y) for x, y in zip(va, vb)), attr
+        if isinstance(va, list) and va and (isinstance(va[0], np.ndarray) or sp.issparse(va[0])):
+            assert len(va) == len(vb), attr
+            for x, y in zip(va, vb):
+                assert sp.issparse(x) == sp.issparse(y), attr
+                if sp.issparse(x):  # a pruned layer: its pattern and values
+                    x, y = (np.concatenate([m.data.view(np.uint8), m.indices.view(np.uint8),
+                                            m.indptr.view(np.uint8)]) for m in (x, y))
+                assert np.array_equal(x, y), attr
         elif isinstance(va, np.ndarray):
             assert va.dtype == vb.dtype and np.array_equal(va, vb), attr
         else:
@@ -219,3 +225,28 @@ def test_resume_after_kill_9(tmp_path):
                                     batch_size=32).fit, X3, Y3)
     assert_same_training(reference, resumed)
     assert os.listdir(tmp_path) == ["c.fmlp"]
+
+
+def test_retraining_a_pruned_model_resumes_bit_identically(tmp_path, monkeypatch):
+    """A pruned model's retraining (warm start, pattern fixed) checkpoints and
+    resumes like any fit: the sparse layers, their optimiser state and the
+    generators come back from the file."""
+    from fastmlp.pruning import prune_magnitude
+
+    def pruned():
+        est = quiet(MLPClassifier((16, 8), max_iter=4, random_state=3, n_threads=1,
+                                  batch_size=64).fit, X, Y)
+        return prune_magnitude(est, 0.7).set_params(warm_start=True, max_iter=7)
+
+    reference = quiet(pruned().fit, X, Y)
+    path = tmp_path / "ckpt.fmlp"
+    with monkeypatch.context() as m:
+        crash_after(m, 3)
+        with pytest.raises(Crash):
+            quiet(pruned().set_params(checkpoint=str(path)).fit, X, Y)
+    resumed = fastmlp.load(path)
+    assert sp.issparse(resumed.coefs_[0]) and "_resume" in resumed.__dict__
+    quiet(resumed.fit, X, Y)
+    assert_same_training(reference, resumed)
+    for a, b in zip(reference.coefs_, resumed.coefs_):
+        assert np.array_equal(a.indices, b.indices) and np.array_equal(a.indptr, b.indptr)
