@@ -269,6 +269,28 @@ def test_forged_sparse_headers_are_refused(tmp_path, mutate, match):
         fastmlp.load(path)
 
 
+def test_pruned_file_truncated_anywhere_or_with_any_flipped_byte_is_refused(tmp_path):
+    """Every section boundary, and a flipped byte anywhere in a pruned model's
+    file (every byte of the preamble, every 7th after it; tests/test_container.py
+    flips every byte of a smaller file)."""
+    path, _ = pruned_file(tmp_path)
+    blob = path.read_bytes()
+    bounds = filecraft.section_bounds(blob)
+    bad = tmp_path / "bad.fmlp"
+    for cut in bounds[:-1]:
+        bad.write_bytes(blob[:cut])
+        with pytest.raises(ModelFileError, match="truncated|not a fastmlp model file"):
+            fastmlp.load(bad)
+    flipped = bytearray(blob)
+    for i in [*range(32), *range(32, len(blob), 7)]:
+        flipped[i] ^= 0x04
+        bad.write_bytes(bytes(flipped))
+        flipped[i] ^= 0x04
+        with pytest.raises(ModelFileError):
+            fastmlp.load(bad)
+    assert len(bounds) > 20 and len(blob) > 3000
+
+
 def bad_pruned_states():
     def edit(fn):
         def apply(state):
