@@ -6,14 +6,16 @@ from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-# CI runs a small, derandomised profile; `--hypothesis-profile=thorough`
-# runs at least 10,000 examples per property.
+# CI runs a small, derandomised profile; HYPOTHESIS_PROFILE=thorough runs
+# 10,000 examples per property (FASTMLP_THOROUGH_EXAMPLES=N changes that
+# number, to fit a run into the time at hand).
 settings.register_profile(
     "ci", max_examples=60, derandomize=True, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
-    "thorough", max_examples=10_000, deadline=None,
+    "thorough", max_examples=int(os.environ.get("FASTMLP_THOROUGH_EXAMPLES", 10_000)),
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -8,6 +8,7 @@ import scipy.sparse as sp
 from hypothesis import given
 from hypothesis import strategies as st
 
+import fastmlp
 from fastmlp import ModelFileError, _container
 from fastmlp._container import DTYPES, read, write
 
@@ -334,6 +335,8 @@ def test_arbitrary_bytes_raise_only_model_file_error(tmp_path_factory, blob):
     path.write_bytes(blob)
     with pytest.raises(ModelFileError):
         read(path)
+    with pytest.raises(ModelFileError):
+        fastmlp.load(path)
 
 
 @given(st.binary(max_size=300))

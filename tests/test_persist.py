@@ -604,6 +604,56 @@ def test_mutated_states_load_only_if_sound(tmp_path_factory, data):
     assert np.isfinite(proba).all()
 
 
+PRUNED_BASE = None
+
+
+def pruned_base():
+    global PRUNED_BASE
+    if PRUNED_BASE is None:
+        import tempfile
+
+        PRUNED_BASE = pruned_file(pathlib.Path(tempfile.mkdtemp()))[0].read_bytes()
+    return PRUNED_BASE
+
+
+@given(st.data())
+def test_forged_pruned_layers_load_only_if_sound(tmp_path_factory, data):
+    """Arbitrary values written into a pruned layer's data, row indices or column
+    pointers (checksums re-signed): refused with ModelFileError, or a model
+    whose predictions are finite or refused — never a crash or a wrong read."""
+    blob = pruned_base()
+    header, _, _ = filecraft.split(blob)
+    name = data.draw(st.sampled_from(sorted(header["sparse"])))
+    part = data.draw(st.sampled_from(["indices", "indptr", "data"]))
+    entry = header["sparse"][name][part]
+    start = filecraft.align(32 + filecraft.PREAMBLE.unpack(blob[:32])[3]) + entry["offset"]
+    values = np.frombuffer(blob[start:start + entry["nbytes"]], dtype=entry["dtype"]).copy()
+    if part == "data":
+        new = st.floats(width=64)
+    else:
+        new = st.integers(-3, 12) | st.integers(np.iinfo(values.dtype).min,
+                                                np.iinfo(values.dtype).max)
+    for _ in range(data.draw(st.integers(1, 3))):
+        values[data.draw(st.integers(0, len(values) - 1))] = data.draw(new)
+    path = tmp_path_factory.mktemp("fuzz") / "m"
+    path.write_bytes(filecraft.patch_section(
+        blob, lambda h: h["sparse"][name][part], values))
+    try:
+        est = quiet(fastmlp.load, path)
+    except ModelFileError:
+        assert part != "data"  # any weight value is a valid model
+        return
+    for W in est.coefs_:
+        if sp.issparse(W):
+            assert W.indices.min(initial=0) >= 0 and W.indices.max(initial=0) < W.shape[0]
+    try:
+        proba = est.predict_proba(X)
+    except ValueError as exc:
+        assert "not finite" in str(exc) or "NaN" in str(exc) or "infinit" in str(exc), exc
+        return
+    assert np.isfinite(proba).all()
+
+
 # ------------------------------------------------------------ kill -9 during save
 KILL_SCRIPT = textwrap.dedent("""
     import sys, warnings
