@@ -356,4 +356,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m fastmlp.cli` runs this file as __main__; the subcommands
+    # raise fastmlp.cli.CLIError, which only the package's own main catches.
+    from fastmlp.cli import main as package_main
+
+    sys.exit(package_main())

@@ -133,3 +133,21 @@ def test_fastmlp_format_in_and_out(model_path, tmp_path, capsys):
     assert main(["prune", str(out_path), "--sparsity", "0.9", "--retrain-epochs", "1",
                  "--threads", "1"]) == 0
     assert "saved:" not in capsys.readouterr().out
+
+
+def test_errors_are_reported_when_run_as_a_module(tmp_path):
+    """`python -m fastmlp.cli prune` exits 2 with the message, writes nothing."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    bad = tmp_path / "bad.fmlp"
+    bad.write_bytes(b"\x89FASTMLP\r\n\x1a\n")
+    out = tmp_path / "out.fmlp"
+    run = subprocess.run([sys.executable, "-m", "fastmlp.cli", "prune", str(bad), "-o", str(out)],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert f"fastmlp: error: {bad}: truncated" in run.stderr and "Traceback" not in run.stderr
+    assert not out.exists()
