@@ -100,8 +100,14 @@ def fit(dtype=np.float64, **kw):
 
 
 @pytest.mark.parametrize("n_threads", [None, 1])
-def test_eight_threads_predicting_on_one_model_get_the_serial_results(n_threads):
+@pytest.mark.parametrize("pruned", [False, True])
+def test_eight_threads_predicting_on_one_model_get_the_serial_results(n_threads, pruned):
     est = fit(n_threads=n_threads)
+    if pruned:  # the sparse kernels: their workspace is per call too
+        from fastmlp.pruning import kernel_choice, prune_magnitude
+
+        prune_magnitude(est, 0.85)
+        assert "sparse" in kernel_choice(est)
     chunks = [X[i::8] for i in range(8)] + [X]
     serial = [(est.predict_proba(c), est.predict(c)) for c in chunks]
     results = [None] * len(chunks) * 3
