@@ -178,8 +178,11 @@ def test_pruned_model_round_trips_bit_identically(tmp_path, name, make, Xf, y):
     fastmlp.save(est, tmp_path / "pruned.fmlp")
     loaded = fastmlp.load(tmp_path / "pruned.fmlp")
     assert_same_pruned(est, loaded, Xf)
-    # Pickle, joblib-style and skops carry the same state.
+    # Pickle, joblib-style and skops carry the same state, and leave the live
+    # model as it was (its parameter vector and the sparse views of it).
+    theta, W0 = est._theta, est.coefs_[0]
     assert_same_pruned(est, pickle.loads(pickle.dumps(est)), Xf)
+    assert est._theta is theta and est.coefs_[0] is W0
     trusted = SKOPS_TRUSTED[type(est)] + ["scipy.sparse._csc.csc_matrix"]
     assert_same_pruned(est, skops.io.loads(skops.io.dumps(est), trusted=trusted), Xf)
     # Training goes on identically, with the pattern fixed.
