@@ -1,6 +1,7 @@
 """fastmlp.save / fastmlp.load: exact round trips, and files that lie."""
 
 import builtins
+import copy
 import importlib
 import os
 import pathlib
@@ -593,7 +594,8 @@ def test_mutated_states_load_only_if_sound(tmp_path_factory, data):
         parent = header["meta"]
         for key in spot[:-1]:
             parent = parent[key]
-        parent[spot[-1]] = data.draw(replacement_values)
+        # A copy: sampled_from hands out the same list or dict every time.
+        parent[spot[-1]] = copy.deepcopy(data.draw(replacement_values))
     path = tmp_path_factory.mktemp("fuzz") / "m"
     path.write_bytes(filecraft.assemble(header, blob_data))
     try:
