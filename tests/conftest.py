@@ -26,3 +26,18 @@ def dtype(request):
     import numpy as np
 
     return np.dtype(request.param)
+
+
+@pytest.fixture
+def child_env():
+    """Environment for a child Python that imports the fastmlp under test.
+
+    The fastmlp imported here may be the installed one (CI) or the source tree
+    built in place; the child gets its folder first on PYTHONPATH. Children
+    must also run outside the repository (cwd=tmp_path): a child's cwd comes
+    first on sys.path and the unbuilt source tree would shadow the install.
+    """
+    import fastmlp
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))

@@ -202,10 +202,10 @@ KILL_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_resume_after_kill_9(tmp_path):
+def test_resume_after_kill_9(tmp_path, child_env):
     path = tmp_path / "c.fmlp"
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(path)], env=env)
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(path)], env=child_env,
+                            cwd=tmp_path)
     try:
         deadline = time.time() + 300
         epochs = 0

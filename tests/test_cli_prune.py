@@ -135,14 +135,12 @@ def test_fastmlp_format_in_and_out(model_path, tmp_path, capsys):
     assert "saved:" not in capsys.readouterr().out
 
 
-def test_errors_are_reported_when_run_as_a_module(tmp_path):
+def test_errors_are_reported_when_run_as_a_module(tmp_path, child_env):
     """`python -m fastmlp.cli prune` exits 2 with the message, writes nothing."""
-    import os
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = child_env
     bad = tmp_path / "bad.fmlp"
     bad.write_bytes(b"\x89FASTMLP\r\n\x1a\n")
     out = tmp_path / "out.fmlp"

@@ -678,18 +678,18 @@ KILL_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_kill_during_save_leaves_old_or_new_file(tmp_path):
+def test_kill_during_save_leaves_old_or_new_file(tmp_path, child_env):
     path = tmp_path / "m.fmlp"
     rng = np.random.RandomState(0)
     XX = rng.randn(50, 300)
     expected = [quiet(MLPRegressor(hidden_layer_sizes=(500, 500), max_iter=1,
                                    random_state=s).fit, XX, XX[:, 0]).predict(XX)
                 for s in (1, 2)]
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env = child_env
     mid_write = 0
     for trial in range(5):
         proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(path)], env=env,
-                                stdout=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, text=True, cwd=tmp_path)
         assert proc.stdout.readline().strip() == "ready"
         deadline = time.time() + 60
         while not path.exists() and time.time() < deadline:
