@@ -4,11 +4,17 @@
 
 W: all weights, not biases. This is scikit-learn's MLP objective (with
 an added L1 term); minibatch solvers apply the same formula per batch.
+
+Besides the loss and gradient, `Objective` gives the second-order solvers
+curvature-vector products and the empirical Fisher diagonal: it implements
+the protocol of `fastmlp.solvers.hessian_free.hessian_free`.
 """
 
 import numpy as np
 
-from .. import _objective
+from .. import _curvature, _objective
+
+CURVATURES = ("gauss-newton", "hessian")
 
 # Rows per compiled chunk: large enough for efficient gemm, small enough
 # that the workspace stays a few MB.
@@ -58,6 +64,8 @@ class Objective:
             total = float(np.sum(sample_weight[rows], dtype=np.float64))
         self.scale = 1.0 / total
         self.n_evals = 0
+        self._weights = layout.weight_mask()
+        self._Xsq = None
 
     def penalty(self, theta, grad=None):
         """The penalty's value; adds its gradient to grad when given."""
@@ -92,3 +100,75 @@ class Objective:
             self.layout.net, self.loss_code, self.scale, None, False,
             CHUNK_ROWS, self.n_threads)
         return data + self.penalty(theta)
+
+    # ------------------------------------------------------------ curvature
+    @property
+    def n_samples(self):
+        """Number of rows; curvature batches are positions in range(n_samples)."""
+        return len(self.rows)
+
+    def curvature(self, theta, v, rows=None, kind="gauss-newton"):
+        """Curvature-vector product of the objective, estimated on a batch.
+
+        Parameters
+        ----------
+        theta, v : ndarray of the fit's dtype, shape (n_params,)
+        rows : int64 ndarray or None
+            Positions in range(n_samples) of the curvature batch; all rows
+            when None.
+        kind : {'gauss-newton', 'hessian'}
+            The Gauss-Newton matrix G = J^T H_out J (positive semi-definite)
+            or the exact Hessian H.
+
+        Returns
+        -------
+        ndarray : (C_batch + P) v, where C_batch is the data term's curvature
+            averaged over the batch with the sample weights (an estimate of
+            the whole set's) and P the penalty's: alpha / sum_i sw_i on the
+            weights (the L1 term has zero curvature wherever it is
+            differentiable).
+        """
+        if kind not in CURVATURES:
+            raise ValueError(f"kind must be one of {CURVATURES}, got {kind!r}")
+        theta = np.ascontiguousarray(theta)
+        v = np.ascontiguousarray(v, dtype=theta.dtype)
+        if rows is None:
+            rows, scale = self.rows, self.scale
+        else:
+            rows = self.rows[np.asarray(rows, dtype=np.int64)]
+            if self.sample_weight is None:
+                total = len(rows)
+            else:
+                total = float(np.sum(self.sample_weight[rows], dtype=np.float64))
+            scale = 1.0 / total if total > 0 else 0.0
+        out = np.empty_like(theta)
+        _curvature.curvature_product(
+            theta, v, self.X, self.Y, self.sample_weight, rows, self.layout.net,
+            self.loss_code, scale, out, kind == "gauss-newton", False,
+            CHUNK_ROWS, self.n_threads)
+        if self.alpha:
+            out[self._weights] += (self.alpha * self.scale) * v[self._weights]
+        return out
+
+    def loss_grad_fisher(self, theta):
+        """(loss, gradient, fisher_diag) at theta, in one compiled pass.
+
+        fisher_diag is sum_i w_i g_i**2, g_i the gradient of row i's loss and
+        w_i = sw_i / sum_j sw_j (the diagonal of the empirical Fisher matrix,
+        on the scale of the Gauss-Newton matrix), plus the L2 penalty's
+        curvature alpha / sum_j sw_j on the weights.
+        """
+        theta = np.ascontiguousarray(theta)
+        if isinstance(self.X, tuple) and self._Xsq is None:
+            data, indices, indptr = self.X
+            self._Xsq = (np.square(data), indices, indptr)
+        grad = np.empty_like(theta)
+        diag = np.empty_like(theta)
+        self.n_evals += 1
+        data = _curvature.loss_grad_fisher(
+            theta, self.X, self._Xsq, self.Y, self.sample_weight, self.rows,
+            self.layout.net, self.loss_code, self.scale, grad, diag, False,
+            CHUNK_ROWS, self.n_threads)
+        if self.alpha:
+            diag[self._weights] += self.alpha * self.scale
+        return data + self.penalty(theta, grad), grad, diag

@@ -1,0 +1,237 @@
+"""Curvature for the second-order solvers, as sums over rows.
+
+curvature_product returns the Gauss-Newton product G v or the Hessian
+product H v of the data term; loss_grad_fisher returns the loss and gradient
+together with the diagonal of the empirical Fisher matrix (the preconditioner
+of the Hessian-free solver). Like _objective.loss_grad, every result is
+sum_i scale * sw_i * (row i's term) over X[rows], processed in chunks, so
+results add up across chunks and row subsets (a distributed caller sums
+them). Penalties are added by the Python wrappers (solvers/objective.py).
+See _rop.pxd for the R-operator passes and the curvature of each output/loss
+pair.
+"""
+import numpy as np
+from cython cimport floating
+from libc.string cimport memcpy
+from _blas cimport mm_tn, mm_nt
+from _activations cimport deriv_set
+from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
+                      rows_contiguous, csr_grad, col_sums)
+from _args cimport unpack_net, unpack_input
+from _losses cimport output_loss_delta
+from _rop cimport r_forward, r_backward, output_curvature
+
+
+def curvature_product(floating[::1] theta, floating[::1] v, X,
+                      const floating[:, ::1] Y,
+                      const floating[::1] sample_weight, long long[::1] rows,
+                      tuple net, int loss, double scale, floating[::1] out,
+                      bint gauss_newton=True, bint accumulate=False,
+                      Py_ssize_t chunk=1024, int n_threads=1):
+    """out (+)= sum_i scale * sw_i * C_i v over X[rows], without penalties.
+
+    C_i is row i's Gauss-Newton matrix J_i^T H_i J_i (gauss_newton=True) or
+    its Hessian. v and out have theta's layout and dtype.
+    """
+    cdef Net nt = unpack_net(net)
+    cdef Csr csr
+    cdef const floating* X_ptr
+    cdef Py_ssize_t s0 = 0, s1 = 0
+    unpack_input(X, &csr, &X_ptr, &s0, &s1)
+    cdef int L = nt.n_layers
+    cdef Py_ssize_t n = rows.shape[0], k = nt.units[L], n_feat = nt.units[0]
+    if v.shape[0] != theta.shape[0] or out.shape[0] != theta.shape[0]:
+        raise ValueError("v and out must have theta's length")
+    if n == 0:
+        if not accumulate:
+            out[:] = 0
+        return
+    cdef Py_ssize_t B = max(1, min(chunk, n))
+    dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t width = max(net[0][1:])
+    cdef floating[::1] acts = np.empty(B * sum(net[0][1:]), dtype=dtype)
+    cdef floating[::1] racts = np.empty(B * sum(net[0][1:]), dtype=dtype)
+    cdef floating[::1] tmp = np.empty(B * width, dtype=dtype)
+    cdef floating[::1] tmp2 = np.empty(B * width, dtype=dtype)
+    cdef floating[::1] xbuf = np.empty(B * n_feat if X_ptr != NULL else 1,
+                                       dtype=dtype)
+    cdef double[::1] row_loss = np.empty(B)
+    cdef const floating* sw = NULL
+    if sample_weight is not None:
+        sw = &sample_weight[0]
+    cdef Py_ssize_t start, b
+    cdef int ld0
+    cdef const floating* X0
+    cdef floating* Z
+    cdef floating* RZ
+    cdef const floating* bias = &theta[0] + nt.w_off[L - 1] + nt.units[L - 1] * k
+    cdef bint contiguous
+    with nogil:
+        contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, &rows[0], n)
+        start = 0
+        while start < n:
+            b = min(B, n - start)
+            X0 = batch_input(X_ptr, s0, s1, n_feat, &rows[start], b,
+                             contiguous, &xbuf[0], &ld0, n_threads)
+            forward(&nt, &theta[0], X0, ld0, &csr, &rows[start], b, &acts[0],
+                    False, n_threads)
+            r_forward(&nt, &theta[0], &v[0], X0, ld0, &csr, &rows[start], b,
+                      &acts[0], &racts[0], n_threads)
+            Z = slot(&nt, &acts[0], b, L)
+            RZ = slot(&nt, &racts[0], b, L)
+            output_curvature(Z, bias, &Y[0, 0], k, sw, &rows[start], b, scale,
+                             loss, nt.act[L - 1], RZ, gauss_newton, n_threads)
+            if gauss_newton:
+                # J^T (H_out J v): the ordinary backward pass from H_out J v.
+                memcpy(Z, RZ, b * k * sizeof(floating))
+                backward(&nt, &theta[0], X0, ld0, &csr, &rows[start], b,
+                         &acts[0], &tmp[0], &out[0], accumulate or start > 0,
+                         n_threads)
+            else:
+                output_loss_delta(Z, bias, &Y[0, 0], k, sw, &rows[start], b,
+                                  scale, loss, nt.act[L - 1], &row_loss[0],
+                                  n_threads)
+                r_backward(&nt, &theta[0], &v[0], X0, ld0, &csr, &rows[start],
+                           b, &acts[0], &racts[0], &tmp[0], &tmp2[0], &out[0],
+                           accumulate or start > 0, n_threads)
+            start += b
+
+
+cdef void square_scaled_rows(const floating* D, Py_ssize_t B, Py_ssize_t n,
+                             const double* w, floating* out) noexcept nogil:
+    """out[r] = D[r]^2 / w[r] (0 where w[r] = 0): the rows of D carry the
+    weight w once, their squares must carry it once too."""
+    cdef Py_ssize_t r, j
+    cdef floating inv
+    for r in range(B):
+        inv = <floating>(1 / w[r]) if w[r] != 0 else 0
+        for j in range(n):
+            out[r * n + j] = D[r * n + j] * D[r * n + j] * inv
+
+
+cdef void square_rows(const floating* A, int lda, Py_ssize_t B, Py_ssize_t n,
+                      floating* out) noexcept nogil:
+    cdef Py_ssize_t r, j
+    for r in range(B):
+        for j in range(n):
+            out[r * n + j] = A[r * lda + j] * A[r * lda + j]
+
+
+cdef void backward_fisher(const Net* net, const floating* theta,
+                          const floating* X0, int ld0, const Csr* Xs,
+                          const Csr* Xsq, const long long* rows, Py_ssize_t B,
+                          floating* acts, floating* tmp, floating* sqa,
+                          floating* sqd, const double* w, floating* grad,
+                          floating* diag, bint accumulate,
+                          int n_threads) noexcept nogil:
+    """_layers.backward plus diag (+)= sum_r w_r g_r^2, g_r the gradient of
+    row r's unweighted loss: per weight, (A^2)^T (delta^2 / w)."""
+    cdef int l, L = net.n_layers
+    cdef Py_ssize_t n_in, n_out
+    cdef const floating* A
+    cdef floating* D
+    cdef int lda
+    cdef floating beta = 1 if accumulate else 0
+    for l in range(L - 1, -1, -1):
+        n_in = net.units[l]
+        n_out = net.units[l + 1]
+        D = slot(net, acts, B, l + 1)
+        if l == 0:
+            A = X0
+            lda = ld0
+        else:
+            A = slot(net, acts, B, l)
+            lda = <int>n_in
+        square_scaled_rows(D, B, n_out, w, sqd)
+        if l == 0 and Xs.data != NULL:
+            csr_grad(Xs, rows, B, D, n_in, n_out, grad + net.w_off[l],
+                     accumulate, n_threads)
+            csr_grad(Xsq, rows, B, sqd, n_in, n_out, diag + net.w_off[l],
+                     accumulate, n_threads)
+        else:
+            mm_tn(A, lda, D, grad + net.w_off[l], <int>B, <int>n_in,
+                  <int>n_out, beta)
+            square_rows(A, lda, B, n_in, sqa)
+            mm_tn(sqa, <int>n_in, sqd, diag + net.w_off[l], <int>B,
+                  <int>n_in, <int>n_out, beta)
+        col_sums(D, B, n_out, grad + net.w_off[l] + n_in * n_out, accumulate)
+        col_sums(sqd, B, n_out, diag + net.w_off[l] + n_in * n_out,
+                 accumulate)
+        if l > 0:
+            mm_nt(D, theta + net.w_off[l], tmp, <int>B, <int>n_out,
+                  <int>n_in, 0)
+            deriv_set(tmp, slot(net, acts, B, l), B * n_in, net.act[l - 1],
+                      <floating>net.slope, n_threads)
+
+
+def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
+                     const floating[::1] sample_weight, long long[::1] rows,
+                     tuple net, int loss, double scale, floating[::1] grad,
+                     floating[::1] diag, bint accumulate=False,
+                     Py_ssize_t chunk=1024, int n_threads=1):
+    """loss_grad's loss and gradient, and the empirical Fisher diagonal.
+
+    Returns sum_i w_i loss_i with w_i = scale * sw_i, writes its gradient into
+    grad and sum_i w_i (grad loss_i)^2 into diag (adds with accumulate).
+    Xsq is None for dense X and (data**2, indices, indptr) for CSR X.
+    """
+    cdef Net nt = unpack_net(net)
+    cdef Csr csr, csr_sq
+    cdef const floating* X_ptr
+    cdef const floating* Xsq_ptr
+    cdef Py_ssize_t s0 = 0, s1 = 0, t0 = 0, t1 = 0
+    unpack_input(X, &csr, &X_ptr, &s0, &s1)
+    csr_sq.data = NULL
+    if csr.data != NULL:
+        if Xsq is None:
+            raise ValueError("CSR X needs Xsq = (data**2, indices, indptr)")
+        unpack_input(Xsq, &csr_sq, &Xsq_ptr, &t0, &t1)
+    cdef int L = nt.n_layers
+    cdef Py_ssize_t n = rows.shape[0], k = nt.units[L], n_feat = nt.units[0]
+    if n == 0:
+        if not accumulate:
+            grad[:] = 0
+            diag[:] = 0
+        return 0.0
+    cdef Py_ssize_t B = max(1, min(chunk, n))
+    dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t width = max(net[0])
+    cdef floating[::1] acts = np.empty(B * sum(net[0][1:]), dtype=dtype)
+    cdef floating[::1] tmp = np.empty(B * width, dtype=dtype)
+    cdef floating[::1] sqa = np.empty(B * width, dtype=dtype)
+    cdef floating[::1] sqd = np.empty(B * width, dtype=dtype)
+    cdef floating[::1] xbuf = np.empty(B * n_feat if X_ptr != NULL else 1,
+                                       dtype=dtype)
+    cdef double[::1] row_loss = np.empty(B)
+    cdef double[::1] w = np.empty(B)
+    cdef const floating* sw = NULL
+    if sample_weight is not None:
+        sw = &sample_weight[0]
+    cdef Py_ssize_t start, b, r
+    cdef int ld0
+    cdef const floating* X0
+    cdef double total = 0
+    cdef bint contiguous
+    with nogil:
+        contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, &rows[0], n)
+        start = 0
+        while start < n:
+            b = min(B, n - start)
+            for r in range(b):
+                # the weight the kernel applies, in the kernel's precision
+                w[r] = <floating>(scale * (sw[rows[start + r]] if sw != NULL else 1))
+            X0 = batch_input(X_ptr, s0, s1, n_feat, &rows[start], b,
+                             contiguous, &xbuf[0], &ld0, n_threads)
+            forward(&nt, &theta[0], X0, ld0, &csr, &rows[start], b, &acts[0],
+                    False, n_threads)
+            total += output_loss_delta(
+                slot(&nt, &acts[0], b, L),
+                &theta[0] + nt.w_off[L - 1] + nt.units[L - 1] * k, &Y[0, 0],
+                k, sw, &rows[start], b, scale, loss, nt.act[L - 1],
+                &row_loss[0], n_threads)
+            backward_fisher(&nt, &theta[0], X0, ld0, &csr, &csr_sq,
+                            &rows[start], b, &acts[0], &tmp[0], &sqa[0],
+                            &sqd[0], &w[0], &grad[0], &diag[0],
+                            accumulate or start > 0, n_threads)
+            start += b
+    return total

@@ -1,0 +1,321 @@
+# Curvature-vector products: Pearlmutter's R-operator on the chain of dense
+# blocks in _layers.pxd.
+#
+# For a direction v (laid out like theta: V_l at w_off[l], c_l after it) the
+# R-operator R{.} = d/dr (.)(theta + r v) at r = 0 runs alongside the passes
+# backprop already has:
+#
+#   forward   R{Z_l} = R{A_l} W_l + A_l V_l + c_l      (R{A_0} = 0)
+#             R{A_{l+1}} = phi'(Z_l) R{Z_l}
+#   output    R{delta} = w H_out R{z}                    (per row, see below)
+#   backward  R{dW_l} = R{A_l}^T delta_l + A_l^T R{delta_l},  R{db_l} = sum R{delta_l}
+#             R{delta_{l-1}} = (R{delta_l} W_l^T + delta_l V_l^T) phi'(Z_{l-1})
+#                              + (delta_l W_l^T) phi''(Z_{l-1}) R{Z_{l-1}}
+#
+# R{dW, db} is the Hessian product H v. The Gauss-Newton product
+# G v = J^T H_out J v is the R-forward pass (J v) followed by the ordinary
+# backward pass of _layers.pxd started from H_out J v: the network's own
+# second derivatives are left out.
+#
+# As backprop does, everything is read off the activation *outputs*
+# a = phi(z): phi''(z) R{z} = kappa(a) R{a} with kappa = 1 - 2a (logistic),
+# -2a (tanh), 0 for the piecewise-linear units, so R{a} is stored instead of
+# R{z}.
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport INFINITY
+from libc.string cimport memcpy
+from _blas cimport mm_nn, mm_tn, mm_nt
+from _mathf cimport fexp, flog, logistic
+from _activations cimport (ACT_IDENTITY, ACT_LOGISTIC, ACT_TANH, ACT_RELU,
+                           ACT_LEAKY_RELU, ACT_SOFTMAX, ACT_EXP, PAR_MIN,
+                           bias_act)
+from _losses cimport (LOSS_SQUARED, LOSS_LOG, LOSS_HINGE, LOSS_HINGE_BINARY,
+                      LOSS_POISSON)
+from _layers cimport Net, Csr, slot, csr_matmul, csr_grad, col_sums
+
+
+# ------------------------------------------------------------ output layer
+#
+# H_out is the second derivative of the row's loss with respect to the output
+# layer's pre-activation z (output activation included). For the Gauss-Newton
+# matrix the network is split where the rest of the loss is convex, so that
+# G = J^T H_out J is positive semi-definite for every output/loss pair:
+#
+#   softmax + log-loss      split at z: H = ysum (diag(p) - p p^T)     G = H
+#   logistic + log-loss     split at z: H = diag(p (1 - p))           G = H
+#   exp + Poisson           split at z: H = diag(exp(z))              G = H
+#   identity + squared      split at z: H = I                         G = H
+#   softmax/logistic        split at p = sigma(z), where 1/2 |p - y|^2 has
+#     + squared error       Hessian I: G_out = S^T S with S = dp/dz; the exact
+#                           H adds sum_j (p_j - y_j) d2p_j/dz2, indefinite
+#   identity + hinge        piecewise linear in z: H = G = 0 wherever the
+#     (both kinds)          loss is differentiable, so G v = 0 and H v holds
+#                           only the network's second-order terms, weighted
+#                           by the (sub)gradient
+
+
+cdef inline void out_curv_row(const floating* z, const floating* b,
+                              const floating* y, floating* u, Py_ssize_t k,
+                              int loss, int out_act, floating w,
+                              bint gauss_newton) noexcept nogil:
+    """u <- w H_out u (w G_out u with gauss_newton) for one row.
+
+    z holds the output layer's pre-bias values (z + b is the pre-activation),
+    u holds R{z}. Exponentials are recomputed instead of stored, as k is small
+    and this needs no per-row workspace.
+    """
+    cdef Py_ssize_t j
+    cdef floating m, s, lse, p, ysum, pu, q, gp, rgp, g, d
+    if out_act == ACT_SOFTMAX:
+        m = -INFINITY
+        for j in range(k):
+            if z[j] + b[j] > m:
+                m = z[j] + b[j]
+        s = 0
+        for j in range(k):
+            s = s + fexp(z[j] + b[j] - m)
+        lse = m + flog(s)
+        pu = 0
+        for j in range(k):
+            pu = pu + fexp(z[j] + b[j] - lse) * u[j]
+        if loss == LOSS_LOG:
+            ysum = 0
+            for j in range(k):
+                ysum = ysum + y[j]
+            for j in range(k):
+                u[j] = w * ysum * fexp(z[j] + b[j] - lse) * (u[j] - pu)
+            return
+        # Squared error on p: u becomes R{p} = S u first.
+        q = 0
+        gp = 0
+        for j in range(k):
+            p = fexp(z[j] + b[j] - lse)
+            u[j] = p * (u[j] - pu)
+            q = q + p * u[j]
+            gp = gp + (p - y[j]) * p
+        if gauss_newton:  # S R{p}
+            for j in range(k):
+                p = fexp(z[j] + b[j] - lse)
+                u[j] = w * p * (u[j] - q)
+            return
+        # delta_j = p_j (g_j - gp), g = p - y; its R-derivative:
+        rgp = 0
+        for j in range(k):
+            p = fexp(z[j] + b[j] - lse)
+            rgp = rgp + u[j] * (2 * p - y[j])
+        for j in range(k):
+            p = fexp(z[j] + b[j] - lse)
+            u[j] = w * (u[j] * (p - y[j] - gp) + p * (u[j] - rgp))
+    elif out_act == ACT_LOGISTIC:
+        for j in range(k):
+            p = logistic(z[j] + b[j])
+            s = p * (1 - p)
+            if loss == LOSS_LOG:
+                d = s
+            elif gauss_newton:
+                d = s * s
+            else:  # delta = (p - y) s, ds/dz = s (1 - 2p)
+                d = s * (s + (p - y[j]) * (1 - 2 * p))
+            u[j] = w * d * u[j]
+    elif out_act == ACT_EXP:
+        for j in range(k):
+            u[j] = w * fexp(z[j] + b[j]) * u[j]
+    elif loss == LOSS_SQUARED:
+        for j in range(k):
+            u[j] = w * u[j]
+    else:  # hinge: piecewise linear
+        for j in range(k):
+            u[j] = 0
+
+
+cdef inline void output_curvature(
+        const floating* Z, const floating* b, const floating* Y,
+        Py_ssize_t k, const floating* sw, const long long* rows,
+        Py_ssize_t n_rows, double scale, int loss, int out_act, floating* U,
+        bint gauss_newton, int n_threads) noexcept nogil:
+    """U <- w_r H_out U row by row, w_r = scale * sw[rows[r]]."""
+    cdef Py_ssize_t r, i
+    if n_threads > 1 and n_rows > 1 and n_rows * k >= PAR_MIN // 4:
+        for r in prange(n_rows, schedule='static', num_threads=n_threads):
+            i = rows[r]
+            out_curv_row(Z + r * k, b, Y + i * k, U + r * k, k, loss, out_act,
+                         <floating>(scale * (sw[i] if sw != NULL else 1)),
+                         gauss_newton)
+    else:
+        for r in range(n_rows):
+            i = rows[r]
+            out_curv_row(Z + r * k, b, Y + i * k, U + r * k, k, loss, out_act,
+                         <floating>(scale * (sw[i] if sw != NULL else 1)),
+                         gauss_newton)
+
+
+# -------------------------------------------------------- element-wise maps
+
+cdef inline void rmul_span(const floating* A, floating* R, Py_ssize_t n,
+                           int act, floating slope) noexcept nogil:
+    cdef Py_ssize_t i
+    if act == ACT_RELU:
+        for i in range(n):
+            R[i] = R[i] if A[i] > 0 else 0
+    elif act == ACT_LEAKY_RELU:
+        for i in range(n):
+            R[i] = R[i] if A[i] > 0 else slope * R[i]
+    elif act == ACT_LOGISTIC:
+        for i in range(n):
+            R[i] = R[i] * A[i] * (1 - A[i])
+    elif act == ACT_TANH:
+        for i in range(n):
+            R[i] = R[i] * (1 - A[i] * A[i])
+
+
+cdef inline void rdelta_span(const floating* T, const floating* T2,
+                             floating* A, floating* RA, Py_ssize_t n, int act,
+                             floating slope) noexcept nogil:
+    """RA <- T2 phi' + T kappa RA, then A <- T phi' (phi', kappa from A)."""
+    cdef Py_ssize_t i
+    cdef floating a, d
+    if act == ACT_IDENTITY:
+        for i in range(n):
+            RA[i] = T2[i]
+            A[i] = T[i]
+    elif act == ACT_RELU:
+        for i in range(n):
+            if A[i] > 0:
+                RA[i] = T2[i]
+                A[i] = T[i]
+            else:
+                RA[i] = 0
+                A[i] = 0
+    elif act == ACT_LEAKY_RELU:
+        for i in range(n):
+            if A[i] > 0:
+                RA[i] = T2[i]
+                A[i] = T[i]
+            else:
+                RA[i] = slope * T2[i]
+                A[i] = slope * T[i]
+    elif act == ACT_LOGISTIC:
+        for i in range(n):
+            a = A[i]
+            d = a * (1 - a)
+            RA[i] = T2[i] * d + T[i] * (1 - 2 * a) * RA[i]
+            A[i] = T[i] * d
+    elif act == ACT_TANH:
+        for i in range(n):
+            a = A[i]
+            d = 1 - a * a
+            RA[i] = T2[i] * d - 2 * T[i] * a * RA[i]
+            A[i] = T[i] * d
+
+
+cdef inline void rmul(const floating* A, floating* R, Py_ssize_t n, int act,
+                      floating slope, int n_threads) noexcept nogil:
+    """R <- phi'(z) R with phi' read off A = phi(z)."""
+    cdef Py_ssize_t c, n_chunks, lo
+    if act == ACT_IDENTITY:
+        return
+    if n_threads > 1 and n >= PAR_MIN:
+        n_chunks = (n + 4095) // 4096
+        for c in prange(n_chunks, schedule='static', num_threads=n_threads):
+            lo = c * 4096
+            rmul_span(A + lo, R + lo, min(4096, n - lo), act, slope)
+    else:
+        rmul_span(A, R, n, act, slope)
+
+
+cdef inline void rdelta(const floating* T, const floating* T2, floating* A,
+                        floating* RA, Py_ssize_t n, int act, floating slope,
+                        int n_threads) noexcept nogil:
+    cdef Py_ssize_t c, n_chunks, lo
+    if n_threads > 1 and n >= PAR_MIN:
+        n_chunks = (n + 4095) // 4096
+        for c in prange(n_chunks, schedule='static', num_threads=n_threads):
+            lo = c * 4096
+            rdelta_span(T + lo, T2 + lo, A + lo, RA + lo, min(4096, n - lo),
+                        act, slope)
+    else:
+        rdelta_span(T, T2, A, RA, n, act, slope)
+
+
+# ---------------------------------------------------------------- passes
+
+cdef inline void r_forward(const Net* net, const floating* theta,
+                           const floating* v, const floating* X0, int ld0,
+                           const Csr* Xs, const long long* rows, Py_ssize_t B,
+                           const floating* acts, floating* racts,
+                           int n_threads) noexcept nogil:
+    """Fill racts (laid out like acts) with R{A_l} of the hidden layers and
+    R{z} (bias direction included) in the output slot.
+
+    acts must hold forward()'s activations; the output slot is not read.
+    """
+    cdef int l, L = net.n_layers
+    cdef Py_ssize_t n_in, n_out
+    cdef floating* RZ
+    for l in range(L):
+        n_in = net.units[l]
+        n_out = net.units[l + 1]
+        RZ = slot(net, racts, B, l + 1)
+        if l == 0:
+            if Xs.data != NULL:
+                csr_matmul(Xs, rows, B, v + net.w_off[0], n_out, RZ, n_threads)
+            else:
+                mm_nn(X0, ld0, v + net.w_off[0], RZ, <int>B, <int>n_in,
+                      <int>n_out, 0)
+        else:
+            mm_nn(slot(net, <floating*>acts, B, l), <int>n_in, v + net.w_off[l],
+                  RZ, <int>B, <int>n_in, <int>n_out, 0)
+            mm_nn(slot(net, racts, B, l), <int>n_in, theta + net.w_off[l], RZ,
+                  <int>B, <int>n_in, <int>n_out, 1)
+        bias_act(RZ, v + net.w_off[l] + n_in * n_out, B, n_out, ACT_IDENTITY,
+                 <floating>net.slope, n_threads)
+        if l < L - 1:
+            rmul(slot(net, <floating*>acts, B, l + 1), RZ, B * n_out,
+                 net.act[l], <floating>net.slope, n_threads)
+
+
+cdef inline void r_backward(const Net* net, const floating* theta,
+                            const floating* v, const floating* X0, int ld0,
+                            const Csr* Xs, const long long* rows, Py_ssize_t B,
+                            floating* acts, floating* racts, floating* tmp,
+                            floating* tmp2, floating* hv, bint accumulate,
+                            int n_threads) noexcept nogil:
+    """Hessian product: R{gradient} written (or added) into hv.
+
+    Needs the activations in acts with the output delta in the last slot, and
+    r_forward()'s R{A} in racts with R{delta} in the last slot. Both are
+    consumed (overwritten by the deltas and their R-derivatives).
+    """
+    cdef int l, L = net.n_layers
+    cdef Py_ssize_t n_in, n_out
+    cdef floating* D
+    cdef floating* RD
+    cdef floating* out
+    cdef floating beta = 1 if accumulate else 0
+    for l in range(L - 1, -1, -1):
+        n_in = net.units[l]
+        n_out = net.units[l + 1]
+        D = slot(net, acts, B, l + 1)
+        RD = slot(net, racts, B, l + 1)
+        out = hv + net.w_off[l]
+        if l == 0:
+            if Xs.data != NULL:
+                csr_grad(Xs, rows, B, RD, n_in, n_out, out, accumulate,
+                         n_threads)
+            else:
+                mm_tn(X0, ld0, RD, out, <int>B, <int>n_in, <int>n_out, beta)
+        else:
+            mm_tn(slot(net, acts, B, l), <int>n_in, RD, out, <int>B,
+                  <int>n_in, <int>n_out, beta)
+            mm_tn(slot(net, racts, B, l), <int>n_in, D, out, <int>B,
+                  <int>n_in, <int>n_out, 1)
+        col_sums(RD, B, n_out, out + n_in * n_out, accumulate)
+        if l > 0:
+            mm_nt(D, theta + net.w_off[l], tmp, <int>B, <int>n_out,
+                  <int>n_in, 0)
+            mm_nt(RD, theta + net.w_off[l], tmp2, <int>B, <int>n_out,
+                  <int>n_in, 0)
+            mm_nt(D, v + net.w_off[l], tmp2, <int>B, <int>n_out, <int>n_in, 1)
+            rdelta(tmp, tmp2, slot(net, acts, B, l), slot(net, racts, B, l),
+                   B * n_in, net.act[l - 1], <floating>net.slope, n_threads)
