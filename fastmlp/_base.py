@@ -30,15 +30,17 @@ from ._state import OPTIMIZER_STATE, check_fitted_state
 from ._threads import blas_threads, effective_n_threads
 from ._validation import (as_float_input, check_finite_output, check_X_predict,
                           warn_if_badly_scaled)
+from ._full_batch import FULL_BATCH_SOLVERS, fit_full_batch
 from .exceptions import DivergenceWarning
 from .solvers.first_order import FIRST_ORDER_SOLVERS, SCHEDULES, EpochRunner, Optimizer
-from .solvers.objective import CHUNK_ROWS, Objective, kernel_input
-from .solvers.quasi_newton import lbfgs
+from .solvers.objective import CHUNK_ROWS, CURVATURES, Objective, kernel_input
+from .solvers.quasi_newton import check_bfgs_size
 
-SOLVERS = ("lbfgs",) + FIRST_ORDER_SOLVERS
+SOLVERS = FULL_BATCH_SOLVERS + FIRST_ORDER_SOLVERS
 # More OpenMP threads than this is a typo, and asking the runtime for a
 # million of them aborts the process.
 MAX_THREADS = 1024
+
 
 
 class BaseMLP(BaseEstimator, ABC):
@@ -80,6 +82,10 @@ class BaseMLP(BaseEstimator, ABC):
         "lr_decay": [Interval(Real, 0, 1, closed="right")],
         "lr_min": [Interval(Real, 0, None, closed="left")],
         "checkpoint": [None, str, os.PathLike],
+        "curvature_batch_size": [Interval(Integral, 1, None, closed="left")],
+        "damping": [Interval(Real, 0, None, closed="neither")],
+        "max_cg_iter": [Interval(Integral, 1, None, closed="left")],
+        "curvature": [StrOptions(set(CURVATURES))],
     }
 
     @abstractmethod
@@ -90,7 +96,7 @@ class BaseMLP(BaseEstimator, ABC):
                  validation_fraction, beta_1, beta_2, epsilon,
                  n_iter_no_change, max_fun, l1, init, negative_slope, rho,
                  n_threads, dropout, callbacks, lr_step_size, lr_decay, lr_min,
-                 checkpoint):
+                 checkpoint, curvature_batch_size, damping, max_cg_iter, curvature):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -126,6 +132,10 @@ class BaseMLP(BaseEstimator, ABC):
         self.lr_decay = lr_decay
         self.lr_min = lr_min
         self.checkpoint = checkpoint
+        self.curvature_batch_size = curvature_batch_size
+        self.damping = damping
+        self.max_cg_iter = max_cg_iter
+        self.curvature = curvature
 
     # ----------------------------------------------------------- subclasses
     @abstractmethod
@@ -300,6 +310,7 @@ class BaseMLP(BaseEstimator, ABC):
         state.pop("_theta_vec", None)
         state.pop("_layout_obj", None)
         state.pop("_runner", None)
+        state.pop("_solver_state", None)  # warm-start curvature: large, rebuilt
         return state
 
     def __setstate__(self, state):
@@ -388,6 +399,9 @@ class BaseMLP(BaseEstimator, ABC):
             class_weight = class_weight.astype(X.dtype)
             sample_weight = class_weight if sample_weight is None else sample_weight * class_weight
         units = [X.shape[1]] + hidden + [Y.shape[1]]
+        if self.solver == "bfgs":
+            check_bfgs_size(sum(a * b + b for a, b in zip(units[:-1], units[1:]))
+                            if first_pass else self._layout.n_params)
         if not first_pass and list(self._layout.units) != units:
             raise ValueError(
                 f"The network has layer sizes {list(self._layout.units)} but this "
@@ -408,9 +422,10 @@ class BaseMLP(BaseEstimator, ABC):
                 cb.on_train_begin(self)
         try:
             with blas_threads(n_threads):
-                if self.solver == "lbfgs":
+                if self.solver in FULL_BATCH_SOLVERS:
                     self.__dict__.pop("_resume", None)
-                    self._fit_lbfgs(X, Y, sample_weight, n_threads, callbacks)
+                    fit_full_batch(self, X, Y, y, sample_weight, n_threads, callbacks,
+                                   random_state)
                 else:
                     self._fit_stochastic(X, Y, y, sample_weight, incremental, n_threads,
                                          dropout, callbacks, random_state, resume)
@@ -441,42 +456,6 @@ class BaseMLP(BaseEstimator, ABC):
         for cb in callbacks:
             stop = bool(cb.on_epoch_end(self, dict(info))) or stop
         return stop
-
-    def _fit_lbfgs(self, X, Y, sample_weight, n_threads, callbacks=()):
-        objective = Objective(self._layout, X, Y, sample_weight, self._loss_code,
-                              self.alpha, self.l1, n_threads)
-        start = last = time.perf_counter()
-        stopped = False
-
-        def on_iteration(loss):
-            nonlocal last, stopped
-            self.loss_curve_.append(loss)
-            now = time.perf_counter()
-            if self.verbose:
-                print("Iteration %d, loss = %.8f, time = %.3fs"
-                      % (len(self.loss_curve_), loss, now - start))
-            if callbacks:
-                stopped = self._notify(callbacks, loss, None, None, None, now - last)
-                last = time.perf_counter()
-            return stopped
-
-        theta, loss, n_iter, res = lbfgs(
-            objective, self._theta, max_iter=self.max_iter, max_fun=self.max_fun,
-            tol=self.tol, on_iteration=on_iteration)
-        self._theta[:] = theta
-        self.loss_ = float(loss)
-        if res is None:
-            warnings.warn("Training interrupted by user.")
-            self.n_iter_ = len(self.loss_curve_)
-            return
-        self.n_iter_ = min(n_iter, self.max_iter)
-        if res.status != 0 and not stopped:
-            warnings.warn(
-                f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
-                f"(status={res.status}): {res.message}. Increase max_iter or "
-                "max_fun, or scale the data.",
-                ConvergenceWarning,
-            )
 
     def _batch_size(self, n_samples):
         if self.batch_size == "auto":

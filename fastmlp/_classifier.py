@@ -33,16 +33,23 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         ``('relu', 'tanh')``. The 'glorot' initialisation uses each hidden
         layer's own activation for its factor, and the last hidden layer's
         for the output layer (scikit-learn's rule when all are the same).
-    solver : {'adam', 'sgd', 'lbfgs', 'adagrad', 'adadelta', 'rmsprop'}, default='adam'
+    solver : {'adam', 'sgd', 'lbfgs', 'bfgs', 'hf', 'adagrad', 'adadelta', 'rmsprop'}, \
+default='adam'
         'sgd' uses ``learning_rate``, ``momentum`` and ``nesterovs_momentum``;
         'adam' uses ``beta_1``, ``beta_2``, ``epsilon``; 'rmsprop' and
         'adadelta' use ``rho`` and ``epsilon``; 'adagrad' uses ``epsilon``.
         'adadelta' scales its step by ``learning_rate_init``, as PyTorch and
         Keras do: set ``learning_rate_init=1.0`` for Zeiler's original rule.
+        The full-batch solvers: 'lbfgs' (limited-memory BFGS, 10 pairs) and
+        'bfgs' (a dense inverse-Hessian approximation; networks of at most
+        10,000 parameters) use ``max_fun``; 'hf' (Hessian-free, Martens
+        2010) uses ``curvature_batch_size``, ``damping``, ``max_cg_iter``
+        and ``curvature``.
     alpha : float, default=0.0001
         Strength of the L2 penalty, divided by the batch's sample weight sum.
     batch_size : int or 'auto', default='auto'
-        ``min(200, n_samples)`` when 'auto'. Not used by 'lbfgs'.
+        ``min(200, n_samples)`` when 'auto'. Not used by the full-batch
+        solvers 'lbfgs', 'bfgs' and 'hf'.
     learning_rate : {'constant', 'invscaling', 'adaptive', 'cosine', 'step'}, default='constant'
         Learning-rate schedule. scikit-learn's three apply to 'sgd' only, as
         in scikit-learn. 'cosine' and 'step' apply to every first-order
@@ -54,24 +61,40 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     learning_rate_init : float, default=0.001
     power_t : float, default=0.5
     max_iter : int, default=200
-        Epochs for the first-order solvers, iterations for 'lbfgs'.
+        Epochs for the first-order solvers, iterations for 'lbfgs', 'bfgs'
+        and 'hf'.
     shuffle : bool, default=True
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights, the validation split and the shuffling.
         Same seed, data and thread count: bit-identical results.
     tol : float, default=1e-4
+        The first-order solvers and 'hf' stop when the loss (or validation
+        score) does not improve by ``tol`` for ``n_iter_no_change``
+        iterations; 'lbfgs', 'bfgs' and 'hf' stop when max_i |grad_i| <= tol
+        ('lbfgs' and 'bfgs' also on a relative loss change below 2.2e-9, as
+        scipy's L-BFGS-B).
     verbose : bool, default=False
-        Print loss, validation score and time per epoch.
+        Print loss, validation score and time per epoch or iteration ('hf'
+        adds its damping, CG iterations and reduction ratio).
     warm_start : bool, default=False
+        Start from the previous fit's parameters. 'lbfgs', 'bfgs' and 'hf'
+        also keep their curvature estimate (L-BFGS pairs, BFGS matrix, HF
+        damping, last CG solution and batch stream), so that fit(k) then
+        fit(k) is one fit(2k); it is not pickled.
     momentum : float, default=0.9
     nesterovs_momentum : bool, default=True
     early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data and stop when its score
+        does not improve; the best iterate is kept. Honoured by every solver
+        but 'lbfgs', which ignores it as scikit-learn's does.
     validation_fraction : float, default=0.1
     beta_1 : float, default=0.9
     beta_2 : float, default=0.999
     epsilon : float, default=1e-8
     n_iter_no_change : int, default=10
     max_fun : int, default=15000
+        'lbfgs' and 'bfgs': stop after the iteration that makes the number
+        of loss evaluations exceed it.
     loss : {'log_loss', 'hinge', 'squared_error'}, default='log_loss'
         'log_loss': cross-entropy with a softmax output (multiclass) or
         binary log-loss with logistic outputs (binary, multilabel).
@@ -98,11 +121,12 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         validation loss use the whole network. Masks come from random
         streams seeded by ``random_state``: fits are reproducible, and do not
         depend on the thread count. ``loss_curve_`` then records the loss
-        of the thinned networks. Not available with 'lbfgs'.
+        of the thinned networks. Not available with the full-batch solvers
+        'lbfgs', 'bfgs' and 'hf' (a ValueError).
     callbacks : list of objects or None, default=None
         Objects with a method ``on_epoch_end(estimator, info)`` called after
-        every epoch (every iteration for 'lbfgs'), whose true return value
-        stops training. See :mod:`fastmlp.callbacks` for ``info`` and for
+        every epoch (every iteration for 'lbfgs', 'bfgs' and 'hf'), whose
+        true return value stops training. See :mod:`fastmlp.callbacks` for ``info`` and for
         the built-in :class:`~fastmlp.callbacks.History` and
         :class:`~fastmlp.callbacks.ProgressBar`. With ``early_stopping`` the
         validation loss is computed only when there are callbacks.
@@ -130,6 +154,20 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         epochs that remained and ends bit-identical to an uninterrupted run
         (same data, seed and thread count). The finished model is saved here
         too.
+    curvature_batch_size : int, default=1000
+        'hf': rows of the random batch on which the curvature-vector
+        products of an iteration are computed (the gradient always uses the
+        whole training set); clipped to the training set.
+    damping : float, default=1.0
+        'hf': initial Levenberg-Marquardt damping lambda of the quadratic
+        model ``g.p + p.(C + lambda I)p / 2``; adapted every iteration
+        (x 3/2 or x 2/3 from the reduction ratio).
+    max_cg_iter : int, default=250
+        'hf': cap on conjugate-gradient iterations per iteration.
+    curvature : {'gauss-newton', 'hessian'}, default='gauss-newton'
+        'hf': the curvature matrix C. 'gauss-newton' (positive
+        semi-definite for every output/loss pair) or the exact Hessian
+        (conjugate gradient stops at a direction of negative curvature).
 
     Attributes
     ----------
@@ -175,7 +213,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                  loss="log_loss", l1=0.0, init="glorot", negative_slope=0.01,
                  rho=None, n_threads=None, dropout=0.0, callbacks=None,
                  lr_step_size=30, lr_decay=0.1, lr_min=0.0, class_weight=None,
-                 checkpoint=None):
+                 checkpoint=None, curvature_batch_size=1000, damping=1.0, max_cg_iter=250,
+                 curvature="gauss-newton"):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -189,7 +228,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             max_fun=max_fun, l1=l1, init=init, negative_slope=negative_slope,
             rho=rho, n_threads=n_threads, dropout=dropout, callbacks=callbacks,
             lr_step_size=lr_step_size, lr_decay=lr_decay, lr_min=lr_min,
-            checkpoint=checkpoint)
+            checkpoint=checkpoint, curvature_batch_size=curvature_batch_size,
+            damping=damping, max_cg_iter=max_cg_iter, curvature=curvature)
         self.class_weight = class_weight
 
     # ------------------------------------------------------------- targets

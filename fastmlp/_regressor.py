@@ -32,7 +32,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
     validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun,
     l1, init, negative_slope, rho, n_threads, dropout, callbacks,
-    lr_step_size, lr_decay, lr_min, checkpoint :
+    lr_step_size, lr_decay, lr_min, checkpoint, curvature_batch_size, damping,
+    max_cg_iter, curvature :
         As for :class:`fastmlp.MLPClassifier`. The early-stopping score is R².
 
     Attributes
@@ -58,7 +59,9 @@ class MLPRegressor(RegressorMixin, BaseMLP):
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  max_fun=15000, l1=0.0, init="glorot", negative_slope=0.01,
                  rho=None, n_threads=None, dropout=0.0, callbacks=None,
-                 lr_step_size=30, lr_decay=0.1, lr_min=0.0, checkpoint=None):
+                 lr_step_size=30, lr_decay=0.1, lr_min=0.0, checkpoint=None,
+                 curvature_batch_size=1000, damping=1.0, max_cg_iter=250,
+                 curvature="gauss-newton"):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size,
@@ -72,7 +75,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             max_fun=max_fun, l1=l1, init=init, negative_slope=negative_slope,
             rho=rho, n_threads=n_threads, dropout=dropout, callbacks=callbacks,
             lr_step_size=lr_step_size, lr_decay=lr_decay, lr_min=lr_min,
-            checkpoint=checkpoint)
+            checkpoint=checkpoint, curvature_batch_size=curvature_batch_size,
+            damping=damping, max_cg_iter=max_cg_iter, curvature=curvature)
 
     def _validate_targets(self, y, X, incremental, first_pass):
         y = check_array(y, ensure_2d=False, dtype="numeric", input_name="y")

@@ -2,8 +2,8 @@
 
 curvature_product returns the Gauss-Newton product G v or the Hessian
 product H v of the data term; loss_grad_fisher returns the loss and gradient
-together with the diagonal of the empirical Fisher matrix (the preconditioner
-of the Hessian-free solver). Like _objective.loss_grad, every result is
+together with the sum of the squares of the rows' gradient terms (the
+diagonal preconditioner of the Hessian-free solver). Like _objective.loss_grad, every result is
 sum_i scale * sw_i * (row i's term) over X[rows], processed in chunks, so
 results add up across chunks and row subsets (a distributed caller sums
 them). Penalties are added by the Python wrappers (solvers/objective.py).
@@ -27,11 +27,17 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
                       const floating[::1] sample_weight, long long[::1] rows,
                       tuple net, int loss, double scale, floating[::1] out,
                       bint gauss_newton=True, bint accumulate=False,
-                      Py_ssize_t chunk=1024, int n_threads=1):
+                      Py_ssize_t chunk=1024, int n_threads=1,
+                      floating[::1] cache=None, bint fill_cache=False):
     """out (+)= sum_i scale * sw_i * C_i v over X[rows], without penalties.
 
     C_i is row i's Gauss-Newton matrix J_i^T H_i J_i (gauss_newton=True) or
     its Hessian. v and out have theta's layout and dtype.
+
+    The forward pass depends on theta and rows only: given a cache of
+    len(rows) * sum(units[1:]) elements, fill_cache=True stores it there and
+    fill_cache=False reads it back instead of recomputing it (conjugate
+    gradient multiplies many v at one theta). Same chunk for both calls.
     """
     cdef Net nt = unpack_net(net)
     cdef Csr csr
@@ -49,10 +55,16 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
     cdef Py_ssize_t B = max(1, min(chunk, n))
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t width = max(net[0][1:])
-    cdef floating[::1] acts = np.empty(B * sum(net[0][1:]), dtype=dtype)
-    cdef floating[::1] racts = np.empty(B * sum(net[0][1:]), dtype=dtype)
+    cdef Py_ssize_t n_acts = sum(net[0][1:])
+    cdef floating[::1] acts = np.empty(B * n_acts, dtype=dtype)
+    cdef floating[::1] racts = np.empty(B * n_acts, dtype=dtype)
     cdef floating[::1] tmp = np.empty(B * width, dtype=dtype)
     cdef floating[::1] tmp2 = np.empty(B * width, dtype=dtype)
+    cdef floating* cached = NULL
+    if cache is not None:
+        if cache.shape[0] != n * n_acts:
+            raise ValueError("cache must hold len(rows) * sum(units[1:]) elements")
+        cached = &cache[0]
     cdef floating[::1] xbuf = np.empty(B * n_feat if X_ptr != NULL else 1,
                                        dtype=dtype)
     cdef double[::1] row_loss = np.empty(B)
@@ -73,8 +85,15 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
             b = min(B, n - start)
             X0 = batch_input(X_ptr, s0, s1, n_feat, &rows[start], b,
                              contiguous, &xbuf[0], &ld0, n_threads)
-            forward(&nt, &theta[0], X0, ld0, &csr, &rows[start], b, &acts[0],
-                    False, n_threads)
+            if cached != NULL and not fill_cache:
+                memcpy(&acts[0], cached + start * n_acts,
+                       b * n_acts * sizeof(floating))
+            else:
+                forward(&nt, &theta[0], X0, ld0, &csr, &rows[start], b,
+                        &acts[0], False, n_threads)
+                if cached != NULL:
+                    memcpy(cached + start * n_acts, &acts[0],
+                           b * n_acts * sizeof(floating))
             r_forward(&nt, &theta[0], &v[0], X0, ld0, &csr, &rows[start], b,
                       &acts[0], &racts[0], n_threads)
             Z = slot(&nt, &acts[0], b, L)
@@ -97,18 +116,6 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
             start += b
 
 
-cdef void square_scaled_rows(const floating* D, Py_ssize_t B, Py_ssize_t n,
-                             const double* w, floating* out) noexcept nogil:
-    """out[r] = D[r]^2 / w[r] (0 where w[r] = 0): the rows of D carry the
-    weight w once, their squares must carry it once too."""
-    cdef Py_ssize_t r, j
-    cdef floating inv
-    for r in range(B):
-        inv = <floating>(1 / w[r]) if w[r] != 0 else 0
-        for j in range(n):
-            out[r * n + j] = D[r * n + j] * D[r * n + j] * inv
-
-
 cdef void square_rows(const floating* A, int lda, Py_ssize_t B, Py_ssize_t n,
                       floating* out) noexcept nogil:
     cdef Py_ssize_t r, j
@@ -121,11 +128,10 @@ cdef void backward_fisher(const Net* net, const floating* theta,
                           const floating* X0, int ld0, const Csr* Xs,
                           const Csr* Xsq, const long long* rows, Py_ssize_t B,
                           floating* acts, floating* tmp, floating* sqa,
-                          floating* sqd, const double* w, floating* grad,
-                          floating* diag, bint accumulate,
-                          int n_threads) noexcept nogil:
-    """_layers.backward plus diag (+)= sum_r w_r g_r^2, g_r the gradient of
-    row r's unweighted loss: per weight, (A^2)^T (delta^2 / w)."""
+                          floating* sqd, floating* grad, floating* diag,
+                          bint accumulate, int n_threads) noexcept nogil:
+    """_layers.backward plus diag (+)= sum_r g_r^2, g_r row r's term of the
+    gradient (its weight included): per weight, (A^2)^T delta^2."""
     cdef int l, L = net.n_layers
     cdef Py_ssize_t n_in, n_out
     cdef const floating* A
@@ -142,7 +148,7 @@ cdef void backward_fisher(const Net* net, const floating* theta,
         else:
             A = slot(net, acts, B, l)
             lda = <int>n_in
-        square_scaled_rows(D, B, n_out, w, sqd)
+        square_rows(D, <int>n_out, B, n_out, sqd)
         if l == 0 and Xs.data != NULL:
             csr_grad(Xs, rows, B, D, n_in, n_out, grad + net.w_off[l],
                      accumulate, n_threads)
@@ -169,10 +175,11 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
                      tuple net, int loss, double scale, floating[::1] grad,
                      floating[::1] diag, bint accumulate=False,
                      Py_ssize_t chunk=1024, int n_threads=1):
-    """loss_grad's loss and gradient, and the empirical Fisher diagonal.
+    """loss_grad's loss and gradient, and the squares of the rows' gradients.
 
-    Returns sum_i w_i loss_i with w_i = scale * sw_i, writes its gradient into
-    grad and sum_i w_i (grad loss_i)^2 into diag (adds with accumulate).
+    Returns sum_i w_i loss_i with w_i = scale * sw_i, writes its gradient
+    sum_i g_i, g_i = w_i grad loss_i, into grad and sum_i g_i**2 into diag
+    (adds to both with accumulate).
     Xsq is None for dense X and (data**2, indices, indptr) for CSR X.
     """
     cdef Net nt = unpack_net(net)
@@ -203,11 +210,10 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
     cdef floating[::1] xbuf = np.empty(B * n_feat if X_ptr != NULL else 1,
                                        dtype=dtype)
     cdef double[::1] row_loss = np.empty(B)
-    cdef double[::1] w = np.empty(B)
     cdef const floating* sw = NULL
     if sample_weight is not None:
         sw = &sample_weight[0]
-    cdef Py_ssize_t start, b, r
+    cdef Py_ssize_t start, b
     cdef int ld0
     cdef const floating* X0
     cdef double total = 0
@@ -217,9 +223,6 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
         start = 0
         while start < n:
             b = min(B, n - start)
-            for r in range(b):
-                # the weight the kernel applies, in the kernel's precision
-                w[r] = <floating>(scale * (sw[rows[start + r]] if sw != NULL else 1))
             X0 = batch_input(X_ptr, s0, s1, n_feat, &rows[start], b,
                              contiguous, &xbuf[0], &ld0, n_threads)
             forward(&nt, &theta[0], X0, ld0, &csr, &rows[start], b, &acts[0],
@@ -231,7 +234,7 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
                 &row_loss[0], n_threads)
             backward_fisher(&nt, &theta[0], X0, ld0, &csr, &csr_sq,
                             &rows[start], b, &acts[0], &tmp[0], &sqa[0],
-                            &sqd[0], &w[0], &grad[0], &diag[0],
+                            &sqd[0], &grad[0], &diag[0],
                             accumulate or start > 0, n_threads)
             start += b
     return total

@@ -14,6 +14,15 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from fastmlp import MLPClassifier, MLPRegressor
 
+# Weighted and repeated rows give sums that differ in the last bits; HF's
+# conjugate gradient carries that to ~5e-7 (relative) in predict_proba, above
+# these checks' rtol=1e-7.
+_WHY = "equal up to rounding that conjugate gradient amplifies to ~5e-7"
+ROUNDING = {
+    "check_sample_weight_equivalence_on_dense_data": _WHY,
+    "check_sample_weight_equivalence_on_sparse_data": _WHY,
+}
+
 
 @parametrize_with_checks(
     [
@@ -21,7 +30,10 @@ from fastmlp import MLPClassifier, MLPRegressor
         MLPRegressor(max_iter=100, random_state=0),
         MLPClassifier(solver="lbfgs", max_iter=50, random_state=0),
         MLPRegressor(solver="sgd", max_iter=100, random_state=0, n_threads=1),
-    ]
+        MLPRegressor(solver="bfgs", hidden_layer_sizes=(20,), max_iter=50, random_state=0),
+        MLPClassifier(solver="hf", max_iter=10, random_state=0),
+    ],
+    expected_failed_checks=lambda est: ROUNDING if est.solver == "hf" else {},
 )
 def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():

@@ -6,8 +6,8 @@ W: all weights, not biases. This is scikit-learn's MLP objective (with
 an added L1 term); minibatch solvers apply the same formula per batch.
 
 Besides the loss and gradient, `Objective` gives the second-order solvers
-curvature-vector products and the empirical Fisher diagonal: it implements
-the protocol of `fastmlp.solvers.hessian_free.hessian_free`.
+curvature-vector products and the squares of the rows' gradients: it
+implements the protocol of `fastmlp.solvers.hessian_free.hessian_free`.
 """
 
 import numpy as np
@@ -19,6 +19,8 @@ CURVATURES = ("gauss-newton", "hessian")
 # Rows per compiled chunk: large enough for efficient gemm, small enough
 # that the workspace stays a few MB.
 CHUNK_ROWS = 2048
+# Largest forward pass kept between curvature products at one point.
+CACHE_BYTES = 256 << 20
 
 
 def kernel_input(X):
@@ -66,6 +68,7 @@ class Objective:
         self.n_evals = 0
         self._weights = layout.weight_mask()
         self._Xsq = None
+        self._forward_cache = None  # (theta, rows, activations, chunk)
 
     def penalty(self, theta, grad=None):
         """The penalty's value; adds its gradient to grad when given."""
@@ -142,21 +145,37 @@ class Objective:
                 total = float(np.sum(self.sample_weight[rows], dtype=np.float64))
             scale = 1.0 / total if total > 0 else 0.0
         out = np.empty_like(theta)
+        cache, fill = self._cached_forward(theta, rows)
         _curvature.curvature_product(
             theta, v, self.X, self.Y, self.sample_weight, rows, self.layout.net,
             self.loss_code, scale, out, kind == "gauss-newton", False,
-            CHUNK_ROWS, self.n_threads)
+            CHUNK_ROWS, self.n_threads, cache, fill)
         if self.alpha:
             out[self._weights] += (self.alpha * self.scale) * v[self._weights]
         return out
 
-    def loss_grad_fisher(self, theta):
-        """(loss, gradient, fisher_diag) at theta, in one compiled pass.
+    def _cached_forward(self, theta, rows):
+        """(buffer, fill): the forward pass of the last (theta, rows), kept
+        because successive products at one point (CG) share it."""
+        size = len(rows) * int(self.layout.units[1:].sum())
+        if size * theta.itemsize > CACHE_BYTES:
+            return None, False
+        held = self._forward_cache
+        if (held is not None and held[3] == CHUNK_ROWS and held[2].dtype == theta.dtype
+                and np.array_equal(held[1], rows) and np.array_equal(held[0], theta)):
+            return held[2], False
+        self._forward_cache = (theta.copy(), rows.copy(), np.empty(size, dtype=theta.dtype),
+                               CHUNK_ROWS)
+        return self._forward_cache[2], True
 
-        fisher_diag is sum_i w_i g_i**2, g_i the gradient of row i's loss and
-        w_i = sw_i / sum_j sw_j (the diagonal of the empirical Fisher matrix,
-        on the scale of the Gauss-Newton matrix), plus the L2 penalty's
-        curvature alpha / sum_j sw_j on the weights.
+    def loss_grad_fisher(self, theta):
+        """(loss, gradient, squares) at theta, in one compiled pass.
+
+        The gradient of the data term is sum_i g_i, g_i = w_i grad loss_i with
+        w_i = sw_i / sum_j sw_j; squares is sum_i g_i**2 (Martens' diagonal
+        preconditioner statistic: an empirical Fisher diagonal scaled by the
+        weights), plus the L2 penalty's curvature alpha / sum_j sw_j on the
+        weights.
         """
         theta = np.ascontiguousarray(theta)
         if isinstance(self.X, tuple) and self._Xsq is None:

@@ -1,70 +1,336 @@
-"""Quasi-Newton solvers over the compiled full-batch objective."""
+"""Quasi-Newton solvers: L-BFGS and BFGS over any loss-and-gradient callable.
+
+Both minimise f with steps x <- x + a d, d = -H g, where H approximates the
+inverse Hessian from the pairs s = x_{k+1} - x_k, y = g_{k+1} - g_k, and the
+step length a satisfies the strong Wolfe conditions (scipy.optimize's
+line search, c1 = 1e-4, c2 = 0.9). L-BFGS keeps the last 10 pairs (the
+two-loop recursion, Nocedal & Wright, Numerical Optimization, Alg. 7.4);
+BFGS keeps a dense n x n matrix. Either approximation can be handed back in
+to continue where a previous call stopped (warm starts): the iterates are
+then those of one uninterrupted run.
+
+Stopping follows scipy's L-BFGS-B as scikit-learn's 'lbfgs' solver drives
+it: max|g_i| <= tol, a relative loss reduction below 2.2e-9 (L-BFGS-B's
+factr = 1e7), max_iter iterations, or more than max_fun evaluations at the
+end of an iteration.
+"""
+
+import math
+import warnings
 
 import numpy as np
 import scipy.optimize
+from scipy.linalg.blas import dsymv, dsyr, dsyr2
+from scipy.optimize import OptimizeResult
+
+# L-BFGS-B's default stopping rule on the relative reduction (factr * eps).
+FTOL = 1e7 * np.finfo(float).eps
+LBFGS_MEMORY = 10
+# BFGS stores an n x n float64 matrix: 10,000 parameters take 800 MB.
+BFGS_MAX_PARAMS = 10_000
+
+STATUS_CONVERGED, STATUS_LIMIT, STATUS_LINE_SEARCH, STATUS_NON_FINITE = 0, 1, 2, 3
 
 
-class BestTracker:
-    """Wraps an objective and remembers the best finite point it has seen.
-
-    A fit interrupted (Ctrl-C) inside a scipy driver, or one whose driver
-    returns a non-finite point, falls back to this point.
-    """
-
-    def __init__(self, objective, theta0):
-        self.objective = objective
-        self.best_theta = theta0.copy()
-        self.best_loss = np.inf
-
-    def __call__(self, theta):
-        loss, grad = self.objective(theta)
-        if not (np.isfinite(loss) and np.isfinite(grad).all()):
-            # scipy's line searches treat an infinite value as "step too long".
-            return np.inf, np.zeros_like(grad)
-        if loss < self.best_loss:
-            self.best_loss = loss
-            self.best_theta[:] = theta
-        return loss, grad
-
-
-def lbfgs(objective, theta0, *, max_iter, max_fun, tol, on_iteration=None):
-    """Minimise with scipy's L-BFGS-B, as scikit-learn's MLP does.
+class LBFGSMemory:
+    """The last m (s, y) pairs of L-BFGS: its inverse-Hessian approximation.
 
     Parameters
     ----------
-    objective : callable theta -> (loss, grad)
-    theta0 : ndarray, dtype of the fit
-    max_iter, max_fun, tol : as scikit-learn's 'lbfgs' solver uses them.
-    on_iteration : callable(loss) or None
-        Called after every iteration with the current loss; a true return
-        value stops the minimisation there (scipy's result then has
-        status 99).
-
-    Returns
-    -------
-    theta, loss, n_iter, result : result is scipy's OptimizeResult (None when
-        interrupted, in which case theta is the best point seen).
+    m : int
+        Pairs kept.
     """
+
+    def __init__(self, m=LBFGS_MEMORY):
+        self.m = int(m)
+        self.s = []
+        self.y = []
+        self.rho = []
+
+    def __len__(self):
+        return len(self.s)
+
+    def reset(self):
+        self.s, self.y, self.rho = [], [], []
+
+    def update(self, s, y):
+        """Add a pair; pairs with s.y <= 0 are skipped (H stays positive
+        definite). Returns whether the pair was kept."""
+        sy = float(s @ y)
+        if not sy > 1e-10 * float(y @ y):
+            return False
+        if len(self.s) == self.m:
+            del self.s[0], self.y[0], self.rho[0]
+        self.s.append(s)
+        self.y.append(y)
+        self.rho.append(1.0 / sy)
+        return True
+
+    def direction(self, g):
+        """-H g by the two-loop recursion, H_0 = (s.y / y.y) I (newest pair)."""
+        q = -g.copy()
+        a = np.empty(len(self.s))
+        for i in range(len(self.s) - 1, -1, -1):
+            a[i] = self.rho[i] * float(self.s[i] @ q)
+            q -= a[i] * self.y[i]
+        if self.s:
+            q *= 1.0 / (self.rho[-1] * float(self.y[-1] @ self.y[-1]))
+        for i in range(len(self.s)):
+            b = self.rho[i] * float(self.y[i] @ q)
+            q += (a[i] - b) * self.s[i]
+        return q
+
+
+class DenseInverseHessian:
+    """BFGS's inverse-Hessian approximation as a dense n x n float64 matrix.
+
+    Only the upper triangle is stored up to date (symmetric BLAS updates
+    need no n x n temporaries). The matrix is allocated at the first update,
+    as (s.y / y.y) I (Nocedal & Wright's eq. 6.20) before the update is
+    applied; until then the direction is -g.
+    """
+
+    def __init__(self, n):
+        check_bfgs_size(n)
+        self.n = int(n)
+        self.H = None
+
+    def __len__(self):
+        return 0 if self.H is None else 1
+
+    def reset(self):
+        self.H = None
+
+    def update(self, s, y):
+        sy = float(s @ y)
+        if not sy > 1e-10 * float(y @ y):
+            return False
+        rho = 1.0 / sy
+        if self.H is None:
+            self.H = np.zeros((self.n, self.n), order="F")
+            self.H[np.diag_indices(self.n)] = sy / float(y @ y)
+        # H <- (I - rho s y^T) H (I - rho y s^T) + rho s s^T
+        #    = H - rho (s Hy^T + Hy s^T) + (rho^2 y^T H y + rho) s s^T
+        Hy = dsymv(1.0, self.H, y)
+        dsyr2(-rho, s, Hy, a=self.H, overwrite_a=True)
+        dsyr(rho * rho * float(y @ Hy) + rho, s, a=self.H, overwrite_a=True)
+        return True
+
+    def direction(self, g):
+        if self.H is None:
+            return -g
+        return dsymv(-1.0, self.H, g)
+
+
+def check_bfgs_size(n_params):
+    """Refuse a BFGS matrix that would not fit (see BFGS_MAX_PARAMS)."""
+    if n_params > BFGS_MAX_PARAMS:
+        raise ValueError(
+            f"solver='bfgs' keeps a dense n_params x n_params inverse-Hessian "
+            f"approximation: this network has {n_params:,} parameters, which needs "
+            f"{8 * n_params**2 / 1e9:.1f} GB (the limit is {BFGS_MAX_PARAMS:,} "
+            "parameters). Use solver='lbfgs' (limited memory) or solver='hf' "
+            "(Hessian-free) for networks this size."
+        )
+
+
+class _Evaluations:
+    """The objective as the line search calls it: float64 in and out, one
+    call per point (values and gradients of the last points are cached),
+    non-finite values reported as an infinite loss (a step too long)."""
+
+    def __init__(self, objective, dtype):
+        self.objective = objective
+        self.dtype = dtype
+        self.count = 0
+        self.cache = []
+        self.best = None  # lowest (f, x, g) since the last line search began
+
+    def __call__(self, x):
+        for cx, f, g in self.cache:
+            if np.array_equal(cx, x):
+                return f, g
+        loss, grad = self.objective(x.astype(self.dtype))
+        self.count += 1
+        loss = float(loss)
+        grad = np.asarray(grad, dtype=np.float64)
+        if not (math.isfinite(loss) and np.isfinite(grad).all()):
+            loss, grad = math.inf, np.zeros_like(x)
+        self.cache = self.cache[-2:] + [(x.copy(), loss, grad)]
+        if self.best is None or loss < self.best[0]:
+            self.best = (loss, self.cache[-1][0], grad)
+        return loss, grad
+
+    def f(self, x):
+        return self(x)[0]
+
+    def g(self, x):
+        return self(x)[1]
+
+
+def _line_search(evals, x, d, f, g):
+    """A step along d: (x_new, f_new, g_new), or None without a decrease.
+
+    The strong-Wolfe step when scipy's search finds one; otherwise (a search
+    cut short, e.g. along a direction where the loss keeps falling up to a
+    non-finite region) the lowest point it evaluated if that is lower than f.
+    """
+    evals.best = None
+    with warnings.catch_warnings():
+        # scipy's LineSearchWarning is not public; a failed search is
+        # handled here.
+        warnings.filterwarnings("ignore", category=RuntimeWarning,
+                                message="(The line search|Rounding errors)")
+        alpha = scipy.optimize.line_search(evals.f, evals.g, x, d, gfk=g, old_fval=f,
+                                           c1=1e-4, c2=0.9)[0]
+    if alpha is not None:
+        x_new = x + alpha * d
+        f_new, g_new = evals(x_new)
+        if f_new <= f:
+            return x_new, f_new, g_new
+    if evals.best is not None and evals.best[0] < f:
+        f_new, x_new, g_new = evals.best
+        return x_new, f_new, g_new
+    return None
+
+
+def _minimize(objective, theta0, approx, *, max_iter, max_fun, tol, ftol, on_iteration,
+              callback):
+    """The quasi-Newton loop shared by lbfgs and bfgs."""
     dtype = theta0.dtype
-    tracker = BestTracker(objective, theta0)
+    evals = _Evaluations(objective, dtype)
+    x = theta0.astype(np.float64)
+    nit, f, g = 0, math.nan, None
 
-    def fun(x):
-        loss, grad = tracker(x.astype(dtype, copy=False))
-        return loss, grad.astype(np.float64)
-
-    def callback(intermediate_result):
-        if on_iteration is not None and on_iteration(float(intermediate_result.fun)):
-            raise StopIteration
+    def result(status, message):
+        return OptimizeResult(x=x.astype(dtype), fun=f, jac=g, nit=nit, nfev=evals.count,
+                              status=status, message=message, success=status == 0)
 
     try:
-        res = scipy.optimize.minimize(
-            fun, theta0.astype(np.float64), method="L-BFGS-B", jac=True,
-            callback=callback,
-            options={"maxfun": max_fun, "maxiter": max_iter, "gtol": tol},
-        )
+        f, g = evals(x)
+        if not math.isfinite(f):
+            return theta0.copy(), f, 0, result(
+                STATUS_NON_FINITE, "the loss or its gradient is non-finite at the start")
+        while True:
+            if np.abs(g).max() <= tol:
+                status, message = STATUS_CONVERGED, "max|gradient| <= tol"
+                break
+            if nit >= max_iter:
+                status, message = STATUS_LIMIT, "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT"
+                break
+            if evals.count > max_fun:
+                status, message = (STATUS_LIMIT,
+                                   "STOP: TOTAL NO. OF F,G EVALUATIONS EXCEEDS LIMIT")
+                break
+            step = None
+            if len(approx):
+                d = approx.direction(g)
+                if float(d @ g) < 0:
+                    step = _line_search(evals, x, d, f, g)
+                if step is None:
+                    approx.reset()  # a stale approximation: restart from -g
+            if step is None:
+                # Without curvature information the first trial moves a unit
+                # distance, as L-BFGS-B's first step does.
+                step = _line_search(evals, x, -g / np.linalg.norm(g), f, g)
+            if step is None:
+                all_inf = all(not math.isfinite(c[1]) for c in evals.cache)
+                status = STATUS_NON_FINITE if all_inf else STATUS_LINE_SEARCH
+                message = ("the loss became non-finite along the search direction"
+                           if all_inf else "ABNORMAL: the line search found no decrease")
+                break
+            x_new, f_new, g_new = step
+            approx.update(x_new - x, g_new - g)
+            f_old = f
+            x, f, g = x_new, f_new, g_new
+            nit += 1
+            stop = on_iteration is not None and on_iteration(f)
+            if callback is not None:
+                stop = callback(x.astype(dtype), f, {"n_evals": evals.count}) or stop
+            if stop:
+                status, message = STATUS_CONVERGED, "stopped by the caller"
+                break
+            if (f_old - f) / max(abs(f_old), abs(f), 1.0) <= ftol:
+                status, message = STATUS_CONVERGED, "CONVERGENCE: REL_REDUCTION_OF_F <= FACTR*EPSMCH"
+                break
     except KeyboardInterrupt:
-        return tracker.best_theta, tracker.best_loss, None, None
-    theta = res.x.astype(dtype)
-    if not np.isfinite(res.fun) or not np.isfinite(theta).all():
-        return tracker.best_theta, tracker.best_loss, res.nit, res
-    return theta, float(res.fun), res.nit, res
+        return x.astype(dtype), f, nit, None
+    return x.astype(dtype), f, nit, result(status, message)
+
+
+_DOC_COMMON = """
+    objective : callable theta -> (loss, grad)
+        Any callable: it receives an ndarray of theta0's dtype (do not keep
+        or modify it) and returns a float and an array of theta's shape (a
+        distributed objective may do a round trip per call). A non-finite
+        loss or gradient counts as a step too long.
+    theta0 : ndarray
+        The starting point; not modified. Results have its dtype; the
+        solver's own vectors are float64.
+    max_iter : int
+        Iterations (accepted steps).
+    max_fun : int
+        Stop at the end of the first iteration that leaves more than max_fun
+        objective calls made (scipy's L-BFGS-B rule, as in scikit-learn).
+    tol : float
+        Stop when max_i |grad_i| <= tol (L-BFGS-B's gtol).
+    ftol : float
+        Stop when (f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol
+        (L-BFGS-B's rule; its default factr=1e7 gives FTOL).
+    on_iteration : callable(loss) or None
+        Called after each iteration; a True return value stops the solver.
+    callback : callable(theta, loss, info) or None
+        Called after each iteration with the new iterate (theta0's dtype) and
+        a dict (key 'n_evals'); a True return value stops the solver.
+"""
+
+_DOC_RETURNS = """
+    Returns
+    -------
+    theta, loss, n_iter, result
+        The last iterate, its loss and the number of iterations. result is a
+        scipy OptimizeResult (fields x, fun, jac, nit, nfev, status, message,
+        success; status 0: converged or stopped by a callback, 1: max_iter or
+        max_fun reached, 2: the line search found no decrease, 3: non-finite
+        loss at the start or everywhere along the search direction), or
+        None if interrupted (Ctrl-C), theta then being the last iterate.
+"""
+
+
+def lbfgs(objective, theta0, *, max_iter, max_fun, tol, ftol=FTOL, on_iteration=None,
+          callback=None, memory=None):
+    return _minimize(objective, theta0, LBFGSMemory() if memory is None else memory,
+                     max_iter=max_iter, max_fun=max_fun, tol=tol, ftol=ftol,
+                     on_iteration=on_iteration, callback=callback)
+
+
+lbfgs.__doc__ = """Minimise with limited-memory BFGS (10 pairs).
+
+    The stopping rules and parameters mean what scikit-learn's 'lbfgs'
+    solver (scipy's L-BFGS-B without bounds) means by them.
+
+    Parameters
+    ----------""" + _DOC_COMMON + """    memory : LBFGSMemory or None
+        Pairs to start from, updated in place: pass the same object again to
+        continue a run (warm start). A fresh one when None.
+""" + _DOC_RETURNS
+
+
+def bfgs(objective, theta0, *, max_iter, max_fun, tol, ftol=FTOL, on_iteration=None,
+         callback=None, inverse_hessian=None):
+    if inverse_hessian is None:
+        inverse_hessian = DenseInverseHessian(theta0.size)
+    return _minimize(objective, theta0, inverse_hessian, max_iter=max_iter,
+                     max_fun=max_fun, tol=tol, ftol=ftol, on_iteration=on_iteration,
+                     callback=callback)
+
+
+bfgs.__doc__ = """Minimise with BFGS (a dense inverse-Hessian approximation).
+
+    Memory is 8 n**2 bytes for n parameters; above BFGS_MAX_PARAMS a
+    ValueError names the alternatives. Same stopping rules as lbfgs.
+
+    Parameters
+    ----------""" + _DOC_COMMON + """    inverse_hessian : DenseInverseHessian or None
+        The approximation to start from, updated in place (warm starts).
+""" + _DOC_RETURNS

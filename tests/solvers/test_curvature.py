@@ -273,23 +273,62 @@ def test_batch_of_an_objective_on_a_row_subset():
 # --------------------------------------------------- Fisher diagonal
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
 @pytest.mark.parametrize("out,code,ref_loss,kind", OUTPUTS)
-def test_fisher_diagonal_is_the_weighted_sum_of_squared_row_gradients(out, code, ref_loss,
-                                                                     kind, dtype, sparse):
+def test_fisher_diagonal_is_the_sum_of_squared_row_gradients(out, code, ref_loss, kind,
+                                                            dtype, sparse):
     layout, theta, X, Y, sw = make_problem("tanh", out, kind, dtype, sparse=sparse)
-    sw[3] = 0  # a zero weight contributes nothing (and does not divide by zero)
+    sw[3] = 0  # a zero weight contributes nothing
     obj = objective(layout, X, Y, sw, code, alpha=0.3, l1=0.05)
     loss, grad, diag = obj.loss_grad_fisher(theta)
     ref_loss_value, ref_grad = obj(theta)
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(loss, ref_loss_value, rtol=tol)
     np.testing.assert_allclose(grad, ref_grad, rtol=tol, atol=tol * np.abs(ref_grad).max())
+    # Row i's term of the gradient: its own gradient times its weight share.
     expected = np.zeros(theta.size)
     ones = np.ones(len(sw), dtype=dtype)
     for i in range(len(sw)):
         row = objective(layout, X, Y, ones, code, alpha=0.0, l1=0.0,
                         rows=np.array([i], dtype=np.int64))
-        g = row(theta)[1].astype(np.float64)
-        expected += float(sw[i]) / float(sw.astype(float).sum()) * g * g
+        g = row(theta)[1].astype(np.float64) * float(sw[i]) / float(sw.astype(float).sum())
+        expected += g * g
     expected += 0.3 / float(sw.astype(float).sum()) * layout.weight_mask()
     rtol = 1e-10 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(diag, expected, rtol=rtol, atol=rtol * expected.max())
+
+
+@pytest.mark.parametrize("curvature", ["gauss-newton", "hessian"])
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_threaded_products_match_one_thread(hidden, curvature):
+    """Big enough for the OpenMP loops to run in parallel; rows are
+    independent, so only BLAS's summation order may differ."""
+    rng = np.random.RandomState(10)
+    layout = Layout([20, 64, 64, 8], [hidden, hidden, "softmax"], negative_slope=0.1)
+    theta = rng.randn(layout.n_params) * 0.3
+    X = rng.randn(1500, 20)
+    Y = np.eye(8)[rng.randint(0, 8, 1500)]
+    v = unit(rng, theta.size)
+    one = Objective(layout, X, Y, None, LOSS_LOG, 0.0, 0.0, n_threads=1)
+    two = Objective(layout, X, Y, None, LOSS_LOG, 0.0, 0.0, n_threads=2)
+    a, b = one.curvature(theta, v, kind=curvature), two.curvature(theta, v, kind=curvature)
+    np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12 * np.abs(a).max())
+    fa, fb = one.loss_grad_fisher(theta), two.loss_grad_fisher(theta)
+    for x, y in zip(fa[1:], fb[1:]):
+        np.testing.assert_allclose(y, x, rtol=1e-10, atol=1e-12 * np.abs(x).max())
+
+
+@pytest.mark.parametrize("curvature", ["gauss-newton", "hessian"])
+def test_forward_pass_kept_between_products_at_one_point(curvature, dtype):
+    layout, theta, X, Y, sw = make_problem("tanh", "softmax", "onehot", dtype, n=50)
+    rng = np.random.RandomState(11)
+    obj = objective(layout, X, Y, sw, LOSS_LOG)
+    rows = np.arange(5, 45)
+    u, v = unit(rng, theta.size, dtype), unit(rng, theta.size, dtype)
+    first = obj.curvature(theta, v, rows, kind=curvature)
+    obj.curvature(theta, u, rows, kind=curvature)  # from the kept forward pass
+    np.testing.assert_array_equal(obj.curvature(theta, v, rows, kind=curvature), first)
+    fresh = objective(layout, X, Y, sw, LOSS_LOG)
+    theta[3] += 0.1  # in place: a new point, however the array is passed
+    np.testing.assert_array_equal(obj.curvature(theta, v, rows, kind=curvature),
+                                  fresh.curvature(theta, v, rows, kind=curvature))
+    np.testing.assert_array_equal(obj.curvature(theta, v, rows[:-1], kind=curvature),
+                                  fresh.curvature(theta, v, rows[:-1], kind=curvature))
