@@ -228,9 +228,10 @@ def build_parser():
                        help="hidden activation: identity, logistic, tanh, relu or "
                        "leaky_relu; or one per hidden layer, e.g. relu,tanh (default relu)")
     train.add_argument("--solver", default="adam",
-                       choices=["adam", "sgd", "lbfgs", "adagrad", "adadelta", "rmsprop"])
+                       choices=["adam", "sgd", "lbfgs", "bfgs", "hf", "adagrad", "adadelta",
+                                "rmsprop"])
     train.add_argument("--epochs", type=int, default=200,
-                       help="max_iter: epochs (iterations for lbfgs); default 200")
+                       help="max_iter: epochs (iterations for lbfgs, bfgs, hf); default 200")
     train.add_argument("--batch-size", type=int, default=None,
                        help="minibatch size (default: min(200, n_samples))")
     train.add_argument("--lr", type=float, default=0.001, help="learning_rate_init")
