@@ -209,8 +209,8 @@ def hessian_free(objective, theta0, *, max_iter, tol, batch_size=1000, damping=1
             n_evals += 1
             g_new = np.asarray(g_new, dtype=np.float64)
             if not (math.isfinite(f_new) and np.isfinite(g_new).all()):
-                # Only the start can get here: accepted steps have a finite
-                # loss, but the gradient at one may still overflow.
+                # At the start, or where the gradient overflows at an
+                # accepted point (accepted points have a finite loss).
                 return theta.astype(dtype), f, nit, result(
                     STATUS_NON_FINITE, "the loss or its gradient became non-finite")
             f, g = float(f_new), g_new
