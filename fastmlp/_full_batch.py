@@ -26,8 +26,11 @@ FULL_BATCH_SOLVERS = ("lbfgs", "bfgs", "hf")
 
 
 def _solver_state(est, n_params, dtype):
-    """The warm-started driver state, or a fresh one."""
-    key = (est.solver, n_params, np.dtype(dtype).str)
+    """The warm-started driver state, or a fresh one (also when the
+    parameters changed meaning: another size, dtype or pruning pattern)."""
+    pattern = tuple(None if s is None else hash(s[1].tobytes())
+                    for s in est._layout.structure)
+    key = (est.solver, n_params, np.dtype(dtype).str, pattern)
     saved = est.__dict__.get("_solver_state")
     if est.warm_start and saved is not None and saved[0] == key:
         return saved[1]

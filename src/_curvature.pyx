@@ -17,9 +17,19 @@ from _blas cimport mm_tn, mm_nt
 from _activations cimport deriv_set
 from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
                       rows_contiguous, csr_grad, col_sums)
-from _args cimport unpack_net, unpack_input
+from _args cimport unpack_net, unpack_input, new_sparse_work
+from _sparse_layers cimport SP_KERNEL, SP_GEMM, sp_backward
 from _losses cimport output_loss_delta
 from _rop cimport r_forward, r_backward, output_curvature
+
+
+cdef int check_no_gemm_layers(Net nt) except -1:
+    cdef int l
+    for l in range(nt.n_layers):
+        if nt.sp.mode[l] == SP_GEMM:
+            raise ValueError("the curvature kernels run pruned layers on the sparse "
+                             "kernels: build the layout with max_sparse_density=1")
+    return 0
 
 
 def curvature_product(floating[::1] theta, floating[::1] v, X,
@@ -40,6 +50,7 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
     gradient multiplies many v at one theta). Same chunk for both calls.
     """
     cdef Net nt = unpack_net(net)
+    check_no_gemm_layers(nt)
     cdef Csr csr
     cdef const floating* X_ptr
     cdef Py_ssize_t s0 = 0, s1 = 0
@@ -76,7 +87,9 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
     cdef const floating* X0
     cdef floating* Z
     cdef floating* RZ
-    cdef const floating* bias = &theta[0] + nt.w_off[L - 1] + nt.units[L - 1] * k
+    cdef const floating* bias = &theta[0] + nt.b_off[L - 1]
+    cdef floating[::1] sp_work = new_sparse_work(net, B, dtype)
+    nt.sp.work = &sp_work[0]
     cdef bint contiguous
     with nogil:
         contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, &rows[0], n)
@@ -95,7 +108,7 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
                     memcpy(cached + start * n_acts, &acts[0],
                            b * n_acts * sizeof(floating))
             r_forward(&nt, &theta[0], &v[0], X0, ld0, &csr, &rows[start], b,
-                      &acts[0], &racts[0], n_threads)
+                      &acts[0], &racts[0], &tmp[0], n_threads)
             Z = slot(&nt, &acts[0], b, L)
             RZ = slot(&nt, &racts[0], b, L)
             output_curvature(Z, bias, &Y[0, 0], k, sw, &rows[start], b, scale,
@@ -131,7 +144,8 @@ cdef void backward_fisher(const Net* net, const floating* theta,
                           floating* sqd, floating* grad, floating* diag,
                           bint accumulate, int n_threads) noexcept nogil:
     """_layers.backward plus diag (+)= sum_r g_r^2, g_r row r's term of the
-    gradient (its weight included): per weight, (A^2)^T delta^2."""
+    gradient (its weight included): per weight, (A^2)^T delta^2 (at the
+    stored weights of a pruned layer)."""
     cdef int l, L = net.n_layers
     cdef Py_ssize_t n_in, n_out
     cdef const floating* A
@@ -149,7 +163,19 @@ cdef void backward_fisher(const Net* net, const floating* theta,
             A = slot(net, acts, B, l)
             lda = <int>n_in
         square_rows(D, <int>n_out, B, n_out, sqd)
-        if l == 0 and Xs.data != NULL:
+        if net.sp.mode[l] == SP_KERNEL:
+            if A != NULL:
+                square_rows(A, lda, B, n_in, sqa)
+            sp_backward(&net.sp, l, n_in, n_out, theta + net.w_off[l],
+                        sqa if A != NULL else NULL, <int>n_in,
+                        Xsq.data if l == 0 else NULL, Xsq.indices,
+                        Xsq.indptr, rows, B, sqd, diag + net.w_off[l],
+                        accumulate, NULL, n_threads)
+            sp_backward(&net.sp, l, n_in, n_out, theta + net.w_off[l], A, lda,
+                        Xs.data if l == 0 else NULL, Xs.indices, Xs.indptr,
+                        rows, B, D, grad + net.w_off[l], accumulate,
+                        tmp if l > 0 else NULL, n_threads)
+        elif l == 0 and Xs.data != NULL:
             csr_grad(Xs, rows, B, D, n_in, n_out, grad + net.w_off[l],
                      accumulate, n_threads)
             csr_grad(Xsq, rows, B, sqd, n_in, n_out, diag + net.w_off[l],
@@ -160,12 +186,12 @@ cdef void backward_fisher(const Net* net, const floating* theta,
             square_rows(A, lda, B, n_in, sqa)
             mm_tn(sqa, <int>n_in, sqd, diag + net.w_off[l], <int>B,
                   <int>n_in, <int>n_out, beta)
-        col_sums(D, B, n_out, grad + net.w_off[l] + n_in * n_out, accumulate)
-        col_sums(sqd, B, n_out, diag + net.w_off[l] + n_in * n_out,
-                 accumulate)
+        col_sums(D, B, n_out, grad + net.b_off[l], accumulate)
+        col_sums(sqd, B, n_out, diag + net.b_off[l], accumulate)
         if l > 0:
-            mm_nt(D, theta + net.w_off[l], tmp, <int>B, <int>n_out,
-                  <int>n_in, 0)
+            if net.sp.mode[l] != SP_KERNEL:
+                mm_nt(D, theta + net.w_off[l], tmp, <int>B, <int>n_out,
+                      <int>n_in, 0)
             deriv_set(tmp, slot(net, acts, B, l), B * n_in, net.act[l - 1],
                       <floating>net.slope, n_threads)
 
@@ -183,6 +209,7 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
     Xsq is None for dense X and (data**2, indices, indptr) for CSR X.
     """
     cdef Net nt = unpack_net(net)
+    check_no_gemm_layers(nt)
     cdef Csr csr, csr_sq
     cdef const floating* X_ptr
     cdef const floating* Xsq_ptr
@@ -207,6 +234,8 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
     cdef floating[::1] tmp = np.empty(B * width, dtype=dtype)
     cdef floating[::1] sqa = np.empty(B * width, dtype=dtype)
     cdef floating[::1] sqd = np.empty(B * width, dtype=dtype)
+    cdef floating[::1] sp_work = new_sparse_work(net, B, dtype)
+    nt.sp.work = &sp_work[0]
     cdef floating[::1] xbuf = np.empty(B * n_feat if X_ptr != NULL else 1,
                                        dtype=dtype)
     cdef double[::1] row_loss = np.empty(B)
@@ -229,7 +258,7 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
                     False, n_threads)
             total += output_loss_delta(
                 slot(&nt, &acts[0], b, L),
-                &theta[0] + nt.w_off[L - 1] + nt.units[L - 1] * k, &Y[0, 0],
+                &theta[0] + nt.b_off[L - 1], &Y[0, 0],
                 k, sw, &rows[start], b, scale, loss, nt.act[L - 1],
                 &row_loss[0], n_threads)
             backward_fisher(&nt, &theta[0], X0, ld0, &csr, &csr_sq,

@@ -17,6 +17,13 @@
 # backward pass of _layers.pxd started from H_out J v: the network's own
 # second derivatives are left out.
 #
+# Pruned layers (_sparse_layers.pxd) keep their mask: v holds a direction for
+# the stored weights only, and every product with W or V (and the weight
+# terms of the Hessian) runs through the sparse kernels at the stored
+# positions. The callers pass a layout whose pruned layers all use the
+# sparse kernels (no SP_GEMM dense copy, which these passes would have to
+# keep for theta and v at once).
+#
 # As backprop does, everything is read off the activation *outputs*
 # a = phi(z): phi''(z) R{z} = kappa(a) R{a} with kappa = 1 - 2a (logistic),
 # -2a (tanh), 0 for the piecewise-linear units, so R{a} is stored instead of
@@ -33,6 +40,10 @@ from _activations cimport (ACT_IDENTITY, ACT_LOGISTIC, ACT_TANH, ACT_RELU,
 from _losses cimport (LOSS_SQUARED, LOSS_LOG, LOSS_HINGE, LOSS_HINGE_BINARY,
                       LOSS_POISSON)
 from _layers cimport Net, Csr, slot, csr_matmul, csr_grad, col_sums
+from _sparse_layers cimport (SP_KERNEL, SMALL_B, SpTables, sp_tables,
+                             packed_area, pack_dense, gather_tiles,
+                             sp_forward, sp_backward)
+from _sparse_layers cimport gather_rows as sp_gather_rows
 
 
 # ------------------------------------------------------------ output layer
@@ -240,35 +251,80 @@ cdef inline void rdelta(const floating* T, const floating* T2, floating* A,
 
 # ---------------------------------------------------------------- passes
 
+cdef inline void sp_times_wt(const Net* net, int l, Py_ssize_t n_in,
+                             Py_ssize_t n_out, const floating* w,
+                             const floating* D, Py_ssize_t B,
+                             floating* out, int n_threads) noexcept nogil:
+    """out = D W^T (row-major B x n_in) for a pruned layer whose stored
+    weights are w: sp_backward's delta product without its weight gradient
+    (V^T has no gradient to go with it)."""
+    cdef SpTables t = sp_tables(&net.sp, l, n_in, n_out)
+    cdef floating* P
+    cdef floating* wc
+    cdef Py_ssize_t q
+    if B < SMALL_B:
+        sp_gather_rows(w, t.row_ptr, t.col_idx, t.perm, n_in, D, n_out, B,
+                       out)
+        return
+    P = packed_area(&net.sp, w)
+    pack_dense(D, n_out, B, n_out, P, False, n_threads)
+    wc = <floating*>net.sp.work + net.sp.off[2 * l + 1]
+    for q in range(t.row_ptr[n_in]):
+        wc[q] = w[t.perm[q]]  # CSR order, read sequentially by the gather
+    gather_tiles(wc, t.row_ptr, t.col_idx, n_out, n_in, P, B, out, n_threads)
+
+
+cdef inline void add_to(floating* out, const floating* x,
+                        Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = out[i] + x[i]
+
+
 cdef inline void r_forward(const Net* net, const floating* theta,
                            const floating* v, const floating* X0, int ld0,
                            const Csr* Xs, const long long* rows, Py_ssize_t B,
                            const floating* acts, floating* racts,
-                           int n_threads) noexcept nogil:
+                           floating* tmp, int n_threads) noexcept nogil:
     """Fill racts (laid out like acts) with R{A_l} of the hidden layers and
     R{z} (bias direction included) in the output slot.
 
     acts must hold forward()'s activations; the output slot is not read.
+    tmp: B * max(units[1:]) scratch (pruned layers).
     """
     cdef int l, L = net.n_layers
     cdef Py_ssize_t n_in, n_out
     cdef floating* RZ
+    cdef const floating* A
+    cdef int lda
     for l in range(L):
         n_in = net.units[l]
         n_out = net.units[l + 1]
         RZ = slot(net, racts, B, l + 1)
         if l == 0:
-            if Xs.data != NULL:
-                csr_matmul(Xs, rows, B, v + net.w_off[0], n_out, RZ, n_threads)
-            else:
-                mm_nn(X0, ld0, v + net.w_off[0], RZ, <int>B, <int>n_in,
-                      <int>n_out, 0)
+            A = X0
+            lda = ld0
         else:
-            mm_nn(slot(net, <floating*>acts, B, l), <int>n_in, v + net.w_off[l],
-                  RZ, <int>B, <int>n_in, <int>n_out, 0)
-            mm_nn(slot(net, racts, B, l), <int>n_in, theta + net.w_off[l], RZ,
-                  <int>B, <int>n_in, <int>n_out, 1)
-        bias_act(RZ, v + net.w_off[l] + n_in * n_out, B, n_out, ACT_IDENTITY,
+            A = slot(net, <floating*>acts, B, l)
+            lda = <int>n_in
+        if net.sp.mode[l] == SP_KERNEL:
+            sp_forward(&net.sp, l, n_in, n_out, v + net.w_off[l], A, lda,
+                       Xs.data if l == 0 else NULL, Xs.indices, Xs.indptr,
+                       rows, B, RZ, n_threads)
+            if l > 0:
+                sp_forward(&net.sp, l, n_in, n_out, theta + net.w_off[l],
+                           slot(net, racts, B, l), <int>n_in, NULL, NULL,
+                           NULL, rows, B, tmp, n_threads)
+                add_to(RZ, tmp, B * n_out)
+        elif l == 0 and Xs.data != NULL:
+            csr_matmul(Xs, rows, B, v + net.w_off[0], n_out, RZ, n_threads)
+        else:
+            mm_nn(A, lda, v + net.w_off[l], RZ, <int>B, <int>n_in,
+                  <int>n_out, 0)
+            if l > 0:
+                mm_nn(slot(net, racts, B, l), <int>n_in, theta + net.w_off[l],
+                      RZ, <int>B, <int>n_in, <int>n_out, 1)
+        bias_act(RZ, v + net.b_off[l], B, n_out, ACT_IDENTITY,
                  <floating>net.slope, n_threads)
         if l < L - 1:
             rmul(slot(net, <floating*>acts, B, l + 1), RZ, B * n_out,
@@ -292,6 +348,8 @@ cdef inline void r_backward(const Net* net, const floating* theta,
     cdef floating* D
     cdef floating* RD
     cdef floating* out
+    cdef const floating* A
+    cdef int lda
     cdef floating beta = 1 if accumulate else 0
     for l in range(L - 1, -1, -1):
         n_in = net.units[l]
@@ -300,22 +358,42 @@ cdef inline void r_backward(const Net* net, const floating* theta,
         RD = slot(net, racts, B, l + 1)
         out = hv + net.w_off[l]
         if l == 0:
-            if Xs.data != NULL:
+            A = X0
+            lda = ld0
+        else:
+            A = slot(net, acts, B, l)
+            lda = <int>n_in
+        if net.sp.mode[l] == SP_KERNEL:
+            # out (+)= A^T RD + R{A}^T D at the stored weights;
+            # tmp = D W^T, tmp2 = RD W^T + D V^T.
+            if l > 0:
+                sp_times_wt(net, l, n_in, n_out, v + net.w_off[l], D, B, tmp,
+                            n_threads)
+            sp_backward(&net.sp, l, n_in, n_out, theta + net.w_off[l], A, lda,
+                        Xs.data if l == 0 else NULL, Xs.indices, Xs.indptr,
+                        rows, B, RD, out, accumulate,
+                        tmp2 if l > 0 else NULL, n_threads)
+            if l > 0:
+                add_to(tmp2, tmp, B * n_in)
+                sp_backward(&net.sp, l, n_in, n_out, theta + net.w_off[l],
+                            slot(net, racts, B, l), <int>n_in, NULL, NULL,
+                            NULL, rows, B, D, out, True, tmp, n_threads)
+        else:
+            if l == 0 and Xs.data != NULL:
                 csr_grad(Xs, rows, B, RD, n_in, n_out, out, accumulate,
                          n_threads)
             else:
-                mm_tn(X0, ld0, RD, out, <int>B, <int>n_in, <int>n_out, beta)
-        else:
-            mm_tn(slot(net, acts, B, l), <int>n_in, RD, out, <int>B,
-                  <int>n_in, <int>n_out, beta)
-            mm_tn(slot(net, racts, B, l), <int>n_in, D, out, <int>B,
-                  <int>n_in, <int>n_out, 1)
-        col_sums(RD, B, n_out, out + n_in * n_out, accumulate)
+                mm_tn(A, lda, RD, out, <int>B, <int>n_in, <int>n_out, beta)
+            if l > 0:
+                mm_tn(slot(net, racts, B, l), <int>n_in, D, out, <int>B,
+                      <int>n_in, <int>n_out, 1)
+                mm_nt(D, theta + net.w_off[l], tmp, <int>B, <int>n_out,
+                      <int>n_in, 0)
+                mm_nt(RD, theta + net.w_off[l], tmp2, <int>B, <int>n_out,
+                      <int>n_in, 0)
+                mm_nt(D, v + net.w_off[l], tmp2, <int>B, <int>n_out,
+                      <int>n_in, 1)
+        col_sums(RD, B, n_out, hv + net.b_off[l], accumulate)
         if l > 0:
-            mm_nt(D, theta + net.w_off[l], tmp, <int>B, <int>n_out,
-                  <int>n_in, 0)
-            mm_nt(RD, theta + net.w_off[l], tmp2, <int>B, <int>n_out,
-                  <int>n_in, 0)
-            mm_nt(D, v + net.w_off[l], tmp2, <int>B, <int>n_out, <int>n_in, 1)
             rdelta(tmp, tmp2, slot(net, acts, B, l), slot(net, racts, B, l),
                    B * n_in, net.act[l - 1], <floating>net.slope, n_threads)

@@ -199,3 +199,64 @@ def test_ctrl_c_leaves_a_usable_model(solver):
     assert 0 <= est.n_iter_ < 10_000 and len(est.loss_curve_) == est.n_iter_
     assert all(np.isfinite(c).all() for c in est.coefs_)
     assert est.predict(X[:10]).shape == (10,)
+
+
+# ------------------------------------------- with the estimators' other features
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_class_weight_is_a_sample_weight(solver, digits):
+    """class_weight enters the objective (and HF's curvature and Fisher
+    statistics) as sample weights do."""
+    Xtr, _, ytr, _ = digits
+    kw = dict(hidden_layer_sizes=(12,), solver=solver, max_iter=8, random_state=0, n_threads=1,
+              curvature_batch_size=300)
+    weights = {c: 1.0 + c / 3 for c in range(10)}
+    a = quiet(lambda: MLPClassifier(class_weight=weights, **kw).fit(Xtr, ytr))
+    b = quiet(lambda: MLPClassifier(**kw).fit(Xtr, ytr, sample_weight=[weights[c] for c in ytr]))
+    np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)
+    for x, y in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_per_layer_activations_and_l1(solver, digits):
+    Xtr, Xte, ytr, yte = digits
+    clf = quiet(lambda: MLPClassifier((24, 16), activation=("tanh", "logistic"), solver=solver,
+                                      l1=1e-4, max_iter=40, random_state=0, damping=0.1,
+                                      curvature_batch_size=400).fit(Xtr, ytr))
+    assert clf.loss_curve_[-1] < 0.3 * clf.loss_curve_[0]
+    assert clf.score(Xte, yte) > 0.85
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_dropout_is_refused(solver, digits):
+    Xtr, _, ytr, _ = digits
+    with pytest.raises(ValueError, match="dropout needs a first-order solver"):
+        MLPClassifier((8,), solver=solver, dropout=0.2).fit(Xtr, ytr)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_callbacks_run_every_iteration_and_can_stop(solver, digits):
+    from fastmlp.callbacks import History
+
+    Xtr, _, ytr, _ = digits
+
+    class StopAt:
+        def __init__(self):
+            self.infos = []
+
+        def on_epoch_end(self, est, info):
+            self.infos.append(info)
+            return info["epoch"] == 4
+
+    stop, history = StopAt(), History()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # a callback stop is no failure
+        clf = MLPClassifier((10,), solver=solver, max_iter=50, random_state=0,
+                            early_stopping=solver != "lbfgs", curvature_batch_size=300,
+                            callbacks=[stop, history]).fit(Xtr, ytr)
+    assert clf.n_iter_ == 4 == len(clf.loss_curve_) == len(stop.infos)
+    assert [i["loss"] for i in stop.infos] == clf.loss_curve_
+    assert all(i["learning_rate"] is None and i["seconds"] >= 0 for i in stop.infos)
+    if solver != "lbfgs":
+        assert all(i["validation_loss"] > 0 for i in stop.infos)
+        assert len(clf.validation_loss_curve_) == 4

@@ -13,6 +13,7 @@ implements the protocol of `fastmlp.solvers.hessian_free.hessian_free`.
 import numpy as np
 
 from .. import _curvature, _objective
+from .._network import SP_GEMM, Layout
 
 CURVATURES = ("gauss-newton", "hessian")
 
@@ -28,6 +29,19 @@ def kernel_input(X):
     if hasattr(X, "indptr"):
         return (X.data, X.indices, X.indptr)
     return X
+
+
+def curvature_net(layout):
+    """The kernel tuple that _curvature's functions take for this layout.
+
+    Pruned layers keep their mask; the curvature kernels run them all on the
+    sparse kernels, so a layer dense enough for the gemm fallback (SP_GEMM)
+    is switched to them here. Dense layouts are returned as they are.
+    """
+    if not (layout.sp_mode == SP_GEMM).any():
+        return layout.net
+    return Layout(layout.units, layout.activations, layout.negative_slope,
+                  layout.structure, max_sparse_density=1.0).net
 
 
 class Objective:
@@ -69,6 +83,7 @@ class Objective:
         self._weights = layout.weight_mask()
         self._Xsq = None
         self._forward_cache = None  # (theta, rows, activations, chunk)
+        self._curvature_net = curvature_net(layout)
 
     def penalty(self, theta, grad=None):
         """The penalty's value; adds its gradient to grad when given."""
@@ -147,7 +162,7 @@ class Objective:
         out = np.empty_like(theta)
         cache, fill = self._cached_forward(theta, rows)
         _curvature.curvature_product(
-            theta, v, self.X, self.Y, self.sample_weight, rows, self.layout.net,
+            theta, v, self.X, self.Y, self.sample_weight, rows, self._curvature_net,
             self.loss_code, scale, out, kind == "gauss-newton", False,
             CHUNK_ROWS, self.n_threads, cache, fill)
         if self.alpha:
@@ -186,7 +201,7 @@ class Objective:
         self.n_evals += 1
         data = _curvature.loss_grad_fisher(
             theta, self.X, self._Xsq, self.Y, self.sample_weight, self.rows,
-            self.layout.net, self.loss_code, self.scale, grad, diag, False,
+            self._curvature_net, self.loss_code, self.scale, grad, diag, False,
             CHUNK_ROWS, self.n_threads)
         if self.alpha:
             diag[self._weights] += self.alpha * self.scale
