@@ -122,6 +122,9 @@ def bench_hf(args):
             clock += seconds
             checkpoints.append(clock)
             errors.append(reconstruction_error(hf, X))
+            print(f"  hf {len(errors) * args.chunk:4d} iterations, {clock:7.1f}s: "
+                  f"error {errors[-1]:.4f}, damping {hf._solver_state[1].damping:.3g}",
+                  flush=True)
         columns["hf"] = errors
         for lr in args.adam_lr:
             adam = MLPRegressor(solver="adam", learning_rate_init=lr, **common)

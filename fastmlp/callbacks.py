@@ -2,7 +2,8 @@
 
 Pass them as ``callbacks=[...]`` to an estimator. A callback is any object
 with a method ``on_epoch_end(estimator, info)``, called once after every
-epoch (after every iteration for ``solver='lbfgs'``), never per mini-batch.
+epoch (after every iteration for the full-batch solvers 'lbfgs', 'bfgs' and
+'hf'), never per mini-batch.
 ``info`` is a dict:
 
 =====================  ======================================================
@@ -15,7 +16,7 @@ epoch (after every iteration for ``solver='lbfgs'``), never per mini-batch.
 ``validation_loss``    the loss on the validation split (``early_stopping=True``):
                        the objective's data term, without penalty or dropout;
                        else None
-``learning_rate``      the rate the epoch used (None for 'lbfgs')
+``learning_rate``      the rate the epoch used (None for 'lbfgs', 'bfgs', 'hf')
 ``seconds``            wall time of the epoch, validation included
 =====================  ======================================================
 

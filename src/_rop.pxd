@@ -166,12 +166,15 @@ cdef inline void output_curvature(
 cdef inline void rmul_span(const floating* A, floating* R, Py_ssize_t n,
                            int act, floating slope) noexcept nogil:
     cdef Py_ssize_t i
-    if act == ACT_RELU:
+    cdef floating r
+    if act == ACT_RELU:  # unconditional loads: a blend, not a branch
         for i in range(n):
-            R[i] = R[i] if A[i] > 0 else 0
+            r = R[i]
+            R[i] = r if A[i] > 0 else 0
     elif act == ACT_LEAKY_RELU:
         for i in range(n):
-            R[i] = R[i] if A[i] > 0 else slope * R[i]
+            r = R[i]
+            R[i] = r if A[i] > 0 else slope * r
     elif act == ACT_LOGISTIC:
         for i in range(n):
             R[i] = R[i] * A[i] * (1 - A[i])
