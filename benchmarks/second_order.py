@@ -2,7 +2,9 @@
 
     python benchmarks/second_order.py lbfgs   # digits 64-100-10: fastmlp vs scikit-learn lbfgs
     python benchmarks/second_order.py bfgs    # fastmlp bfgs vs scipy.optimize BFGS, same objective
-    python benchmarks/second_order.py hf      # deep autoencoder: HF vs Adam, same wall-clock time
+    python benchmarks/second_order.py hf      # deep autoencoder: HF vs Adam, same CPU time
+    python benchmarks/second_order.py hf --budget 60 --chunk 2 --max-cg-iter 50 --adam-lr
+                                              # HF alone for 60 s (tuning)
 
 Every run is single-threaded (n_threads=1, BLAS limited to one thread) and
 timed in CPU seconds of this process (time.process_time), which other
@@ -117,7 +119,8 @@ def bench_hf(args):
                           curvature_batch_size=args.batch, max_cg_iter=args.max_cg_iter,
                           curvature=args.curvature, **common)
         clock, errors = 0.0, []
-        for _ in range(args.hf_iter // args.chunk):
+        while (clock < args.budget if args.budget else
+               len(errors) < args.hf_iter // args.chunk):
             _, seconds = timed(lambda: hf.fit(X, X))
             clock += seconds
             checkpoints.append(clock)
@@ -160,12 +163,15 @@ def main(argv=None):
     p.add_argument("--max-iter", type=int, default=2000)
     p = sub.add_parser("hf")
     p.add_argument("--hf-iter", type=int, default=100, help="HF iterations; sets the budget")
+    p.add_argument("--budget", type=float, default=None,
+                   help="CPU seconds for HF instead of --hf-iter (whole chunks)")
     p.add_argument("--chunk", type=int, default=10, help="HF iterations between checkpoints")
     p.add_argument("--damping", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--max-cg-iter", type=int, default=250)
     p.add_argument("--curvature", default="gauss-newton")
-    p.add_argument("--adam-lr", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
+    p.add_argument("--adam-lr", type=float, nargs="*", default=[1e-3, 3e-3, 1e-2],
+                   help="Adam learning rates to compare (none: HF alone)")
     p.add_argument("--float32", action="store_true")
     args = parser.parse_args(argv)
     with threadpool_limits(1):
