@@ -135,6 +135,8 @@ def fit_full_batch(est, X, Y, y, sample_weight, n_threads, callbacks, random_sta
     if early_stopping:
         theta[:] = est._best_theta
     if res is None:
+        # Ctrl-C may land between a step and its report: count the reports.
+        est.n_iter_ = len(est.loss_curve_) - n_before
         warnings.warn("Training interrupted by user.")
     elif res.status == STATUS_NON_FINITE:
         warnings.warn(

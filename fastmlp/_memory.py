@@ -15,6 +15,9 @@ _FIRST_ORDER_COPIES = 5
 # tracemalloc: tests/test_memory.py); plus the tracker's best point and the
 # kernel's gradient in the fit's dtype.
 _LBFGS_FLOAT64_COPIES = 40
+# Hessian-free's float64 vectors, counted (not measured): ~10 for the
+# iteration and CG, up to 20 CG iterates kept at ceil(1.3^j) <= 250.
+_HF_FLOAT64_COPIES = 32
 # Rows per chunk of a forward pass (prediction, validation score).
 PREDICT_CHUNK = 1024
 
@@ -107,7 +110,7 @@ def fit_bytes(units, itemsize, n_samples, batch_size, solver, early_stopping, ch
     solver : str
     early_stopping : bool
     chunk_rows : int
-        Rows per chunk of the full-batch objective (L-BFGS).
+        Rows per chunk of the full-batch objective ('lbfgs', 'bfgs', 'hf').
     """
     units = [int(u) for u in units]
     n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
@@ -115,9 +118,18 @@ def fit_bytes(units, itemsize, n_samples, batch_size, solver, early_stopping, ch
     # init_theta draws each layer's weights as float64 before the cast.
     need = 8 * widest + n_params  # + the update pieces' weight mask (bool)
     rows = min(batch_size, n_samples)
-    if solver == "lbfgs":
+    if solver in ("lbfgs", "bfgs"):
         need += 8 * _LBFGS_FLOAT64_COPIES * n_params + 2 * itemsize * n_params
+        if solver == "bfgs":  # the dense inverse-Hessian approximation
+            need += 8 * n_params * n_params
         rows = min(chunk_rows, n_samples)
+    elif solver == "hf":
+        # float64 vectors of the driver (gradient, squares, preconditioner,
+        # CG's x, r, y, d, A d, previous solution, iterates kept for
+        # backtracking) and the curvature kernels' second activation buffer.
+        need += 8 * _HF_FLOAT64_COPIES * n_params + 3 * itemsize * n_params
+        rows = min(chunk_rows, n_samples)
+        need += rows * itemsize * (sum(units[1:]) + max(units[1:]))
     else:
         copies = _FIRST_ORDER_COPIES + (1 if early_stopping else 0)
         need += copies * itemsize * n_params
