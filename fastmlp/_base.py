@@ -27,7 +27,7 @@ from ._init import init_theta
 from ._memory import PREDICT_CHUNK, check_memory, fit_bytes
 from ._network import HIDDEN_ACTIVATIONS, Layout
 from ._state import OPTIMIZER_STATE, check_fitted_state
-from ._threads import blas_threads, effective_n_threads
+from ._threads import SMALL_PREDICT, blas_threads, effective_n_threads, predict_blas_threads
 from ._validation import (as_float_input, check_finite_output, check_X_predict,
                           warn_if_badly_scaled)
 from ._full_batch import FULL_BATCH_SOLVERS, fit_full_batch
@@ -653,19 +653,28 @@ class BaseMLP(BaseEstimator, ABC):
 
     def _forward(self, X):
         """Validated X -> output-layer activations (n_samples, n_outputs)."""
-        check_is_fitted(self, "coefs_")
+        if "coefs_" not in self.__dict__:
+            check_is_fitted(self, "coefs_")  # raises scikit-learn's NotFittedError
         theta = self._theta
+        if type(X) is np.ndarray and "feature_names_in_" not in self.__dict__:
+            # A well-behaved array (the kernel checks it) skips scikit-learn's
+            # validation, which costs more than a small network's pass.
+            if X.size < SMALL_PREDICT:
+                out = _forward.predict_dense(theta, X, self._layout.net, 1)
+            else:
+                n_threads = effective_n_threads(self.n_threads)
+                with predict_blas_threads(X.shape[0], n_threads):
+                    out = _forward.predict_dense(theta, X, self._layout.net, n_threads)
+            if out is not None:
+                check_finite_output(out)
+                return out
         X = check_X_predict(self, X, theta.dtype)
         if X.shape[1] != self._layout.units[0]:
             raise ValueError(f"X has {X.shape[1]} features, but the network's first layer "
                              f"takes {self._layout.units[0]}.")
-        n = X.shape[0]
         n_threads = effective_n_threads(self.n_threads)
-        rows = np.arange(n, dtype=np.int64)
-        if n >= 2048 and n_threads != effective_n_threads(-1):
-            with blas_threads(n_threads, wait=False):
-                out = self._network_output(kernel_input(X), rows, n_threads)
-        else:
+        rows = np.arange(X.shape[0], dtype=np.int64)
+        with predict_blas_threads(X.shape[0], n_threads):
             out = self._network_output(kernel_input(X), rows, n_threads)
         check_finite_output(out)
         return out

@@ -2,7 +2,14 @@
 
 import os
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+
+# Predictions on fewer input values than this run on one thread: a parallel
+# region (and resolving the thread count) costs more than the pass.
+SMALL_PREDICT = 32768
+# Capping BLAS (threadpoolctl) costs tens of microseconds; below this many
+# rows a predict does not pay for it.
+BLAS_LIMIT_MIN_ROWS = 2048
 
 
 def cpu_count():
@@ -116,3 +123,15 @@ def blas_threads(n_threads, wait=True):
         yield
     finally:
         _limit.release()
+
+
+def predict_blas_threads(n_rows, n_threads):
+    """blas_threads(n_threads, wait=False) for a predict of n_rows, when it
+    pays.
+
+    Small predictions, and ones that may use every core anyway, leave BLAS
+    as it is.
+    """
+    if n_rows < BLAS_LIMIT_MIN_ROWS or n_threads >= cpu_count():
+        return nullcontext()
+    return blas_threads(n_threads, wait=False)

@@ -52,9 +52,11 @@ def as_float_input(estimator, X, reset, dtype=None):
 def check_X_predict(estimator, X, dtype):
     """X for predict, in the model's dtype.
 
-    A C-contiguous float ndarray of the right width takes a fast path that
-    checks only what could make the answer wrong; anything else goes
-    through scikit-learn's full validation (and its error messages).
+    A C-contiguous ndarray of the model's dtype never gets here when it is
+    valid: ``_forward.predict_dense`` checks it in C. A float ndarray of the
+    right dtype and width in another layout takes a fast path that checks
+    only what could make the answer wrong; anything else goes through
+    scikit-learn's full validation (and its error messages).
     """
     if (
         type(X) is np.ndarray

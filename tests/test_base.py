@@ -243,3 +243,16 @@ def test_read_only_memmap_and_fortran_input(tmp_path):
     est = fit_quiet(MLPClassifier((8,), max_iter=5, random_state=0), X, Y_SMALL)
     ref = fit_quiet(MLPClassifier((8,), max_iter=5, random_state=0), X_SMALL, Y_SMALL)
     np.testing.assert_allclose(est.predict_proba(X), ref.predict_proba(X_SMALL))
+
+
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+def test_fast_and_validated_predict_paths_agree(Est, dtype):
+    # A C-contiguous array of the model's dtype skips scikit-learn's checks;
+    # lists and other layouts go through them: same answers.
+    X = X_SMALL.astype(dtype)
+    est = fit_quiet(Est(hidden_layer_sizes=(8,), max_iter=5, random_state=0), X, Y_SMALL)
+    fast = est.predict(X)
+    for other in (X.tolist(), np.asfortranarray(X), np.repeat(X, 2, axis=0)[::2]):
+        np.testing.assert_allclose(est.predict(other), fast, rtol=1e-5)
+    # One row (gemv, not gemm) agrees with the same row in a batch.
+    np.testing.assert_allclose(est.predict(X[3:4]), fast[3:4], rtol=1e-5)

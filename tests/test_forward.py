@@ -43,3 +43,34 @@ def test_softmax_is_stable_for_huge_inputs():
     _forward.predict(theta, X, layout.net, out, np.arange(3, dtype=np.int64), 8, 1)
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out.sum(1), 1)
+
+
+@pytest.mark.parametrize("n_rows", [1, 3, 1500])
+def test_predict_dense_matches_reference(n_rows, dtype):
+    # 1 row goes through gemv, 1500 rows through two chunks without the GIL.
+    rng = np.random.RandomState(1)
+    layout = Layout([13, 9, 4], ["tanh", "softmax"])
+    theta = (rng.randn(layout.n_params) * 0.5).astype(dtype)
+    X = rng.randn(n_rows, 13).astype(dtype)
+    out = _forward.predict_dense(theta, X, layout.net, 2)
+    assert out.dtype == dtype and out.shape == (n_rows, 4)
+    expected = ref_forward(layout, theta.astype(float), X.astype(float))
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
+
+
+def test_predict_dense_declines_what_it_cannot_read():
+    # None sends the caller to the full validation, which raises or converts.
+    layout = Layout([3, 1], ["identity"])
+    theta = np.ones(layout.n_params)
+    X = np.arange(12.0).reshape(4, 3)
+    swapped = X.astype(X.dtype.newbyteorder())
+    unaligned = np.frombuffer(b"\0" + X.tobytes(), dtype=np.float64, offset=1).reshape(4, 3)
+    with_nan, with_inf = X.copy(), X.copy()
+    with_nan[2, 1] = np.nan
+    with_inf[3, 2] = -np.inf
+    for bad in [X.tolist(), np.asfortranarray(X), X[:, :2], X.astype(np.float32),
+                X[0], X[:0], X.reshape(2, 2, 3), swapped, unaligned, with_nan, with_inf]:
+        assert _forward.predict_dense(theta, bad, layout.net, 1) is None
+    np.testing.assert_allclose(_forward.predict_dense(theta, X, layout.net, 1),
+                               X.sum(1, keepdims=True) + 1)
