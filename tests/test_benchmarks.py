@@ -1,0 +1,166 @@
+"""The benchmarks stay runnable: CI runs none of the long benchmarks, but
+checks the asv suite, runs each of its benchmarks once on tiny data, and runs
+``benchmarks/compare.py --quick``."""
+
+import functools
+import itertools
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks")
+sys.path.insert(0, BENCH)
+
+from benchmarks import common, fit, predict  # noqa: E402
+import compare  # noqa: E402
+
+
+def test_asv_check_finds_no_problem():
+    env = dict(os.environ, ASV_PYTHONPATH=ROOT)
+    res = subprocess.run([sys.executable, "-m", "asv", "check", "--python=same"],
+                         cwd=BENCH, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "No problems found" in res.stdout
+
+
+def run_suite_class(cls, paths):
+    """Call setup and every benchmark method of cls once per parameter set."""
+    methods = [m for m in dir(cls) if m.split("_")[0] in ("time", "peakmem", "track")]
+    assert methods
+    results = {}
+    for combo in itertools.product(*cls.params):
+        bench = cls()
+        bench.setup(paths, *combo)
+        for m in methods:
+            results[m, combo] = getattr(bench, m)(paths, *combo)
+    return results
+
+
+def test_every_asv_benchmark_runs_on_tiny_data(monkeypatch, tmp_path):
+    monkeypatch.setattr(common, "make_data", functools.partial(common.make_data, size=0.02))
+    monkeypatch.chdir(tmp_path)  # setup_cache writes its arrays to the cwd
+    monkeypatch.setattr(fit, "ACCURACY_EPOCHS", {"W1": 1, "W2": 2, "W3": 2})
+    paths = common.Suite().setup_cache()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = run_suite_class(fit.FitEpoch, paths)
+        res.update(run_suite_class(fit.Fit, paths))
+        res.update(run_suite_class(predict.Predict, paths))
+    for (name, combo), value in res.items():
+        if name.startswith("track_test_accuracy"):
+            assert 0 <= value <= 1
+        elif name.startswith("track_fit_memory"):
+            workload, dtype = combo
+            X = np.load(paths[workload][0])
+            # Well under a copy of X plus the model; the exact bound is
+            # compare.py's business (tiny data has different proportions).
+            assert 0 < value < 10 * compare.memory_bound(workload, dtype, X.shape[1]) + X.nbytes
+        else:
+            assert value is None
+
+
+def parse_table(out, title):
+    """Rows (lists of cells) of the markdown table under the heading title."""
+    lines = out[out.index(title):].splitlines()[2:]
+    rows = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def run_compare(*args, env=None):
+    res = subprocess.run([sys.executable, os.path.join(BENCH, "compare.py"), "--quick", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_compare_quick_prints_every_table():
+    out = run_compare("--workloads", "W2", "--dtypes", "float64")
+    torch = compare.load_torch()
+    (train,) = parse_table(out, "#### Training")
+    assert train[:2] == ["W2", "float64"]
+    fastmlp, sklearn, torch_s, floor = train[2:6]
+    for cell in (fastmlp, sklearn, floor) + ((torch_s,) if torch else ()):
+        float(cell.split()[0])  # a number (maybe with "ms")
+    assert (torch_s == "—") == (torch is None)
+    (latency,) = parse_table(out, "#### Predict")
+    assert float(latency[0]) > 0 and float(latency[1]) > 0
+    (memory,) = parse_table(out, "#### Peak memory")
+    assert memory[:2] == ["W2", "float64"] and memory[3].endswith("MiB")
+    targets = parse_table(out, "#### Targets")
+    assert {r[0] for r in targets} >= {"W2 float64: scikit-learn / fastmlp",
+                                         "predict, one sample, digits net"}
+    assert all(r[3] in ("yes", "no", "—") for r in targets)
+
+
+def test_compare_without_pytorch_says_so(tmp_path):
+    # A torch package that fails to import stands for a missing one.
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('no torch here')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    out = run_compare("--workloads", "W3", "--dtypes", "float32", "--no-memory", env=env)
+    assert "PyTorch not installed" in out
+    (train,) = parse_table(out, "#### Training")
+    assert train[4] == "—" and train[7] == "—"
+
+
+def test_gemm_floor_does_the_epochs_products():
+    # The floor's products, counted in flops, are those of forward and
+    # backward passes over every row (the first layer's input delta excluded).
+    units, B, n = [7, 5, 3], 4, 10
+    floor = compare.GemmFloor(units, B, np.float64)
+    calls = []
+    real = np.matmul
+
+    def counting(a, b, out=None):
+        calls.append((a.shape, b.shape))
+        return real(a, b, out=out)
+
+    np.matmul, saved = counting, np.matmul
+    try:
+        floor.epoch(np.ones((n, 7)))
+    finally:
+        np.matmul = saved
+    flops = sum(a[0] * a[1] * b[1] for a, b in calls)
+    per_row = 2 * (7 * 5 + 5 * 3) + 5 * 3  # forward + dW, and delta of layer 1
+    assert flops == n * per_row
+
+
+def test_pytorch_loop_is_the_estimators_adam():
+    # From the same weights, without shuffling, PyTorch's loop and fastmlp's
+    # epoch take the same Adam steps (L2 as weight decay alpha/batch on the
+    # weights): compare.py times the same work.
+    torch = pytest.importorskip("torch")
+    from fastmlp import MLPClassifier
+
+    X, y = common.make_data("W3", size=0.06)[:2]
+    X, y = X[:300], y[:300]
+    # A negligible epsilon: PyTorch adds it after Adam's bias correction,
+    # scikit-learn before, which changes the steps of near-zero gradients.
+    params = dict(common.estimator_params("W3", 1), shuffle=False, warm_start=True,
+                  epsilon=1e-30)
+    est = MLPClassifier(**params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+        start = [c.copy() for c in est.coefs_], [b.copy() for b in est.intercepts_]
+        est.fit(X, y)  # one more epoch, from `start`, with a fresh Adam
+    net = compare.TorchMLP(torch, [40, 100, 100, 10], 100, np.float64, shuffle=False,
+                           eps=1e-30)
+    net.set_weights(*start)
+    net.fit(X, y, 1)
+    for W, W0, lin in zip(est.coefs_, start[0], net.linear_layers()):
+        step, torch_step = W - W0, lin.weight.detach().numpy().T - W0
+        diff = np.abs(torch_step - step) / np.abs(step).max()
+        # Adam's early steps are close to +-lr whatever the gradient's size,
+        # so a rounding difference near a zero gradient moves a few entries.
+        assert np.median(diff) <= 1e-5
+        assert np.quantile(diff, 0.99) <= 1e-3
