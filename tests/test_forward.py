@@ -1,5 +1,7 @@
 """The compiled prediction pass against the numpy reference forward."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -74,3 +76,29 @@ def test_predict_dense_declines_what_it_cannot_read():
         assert _forward.predict_dense(theta, bad, layout.net, 1) is None
     np.testing.assert_allclose(_forward.predict_dense(theta, X, layout.net, 1),
                                X.sum(1, keepdims=True) + 1)
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.9])
+def test_predict_dense_runs_pruned_layers(sparsity, dtype):
+    # 0.3 keeps gemm on a dense copy (its zeroed workspace), 0.9 the sparse
+    # kernels: the fast path must agree with predict, which validates fully.
+    from sklearn.datasets import load_digits
+
+    from fastmlp import MLPClassifier
+    from fastmlp.pruning import kernel_choice, prune_magnitude
+
+    X, y = load_digits(return_X_y=True)
+    X = (X[:300] / 16).astype(dtype)
+    est = MLPClassifier(hidden_layer_sizes=(40,), max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y[:300])
+    prune_magnitude(est, sparsity)
+    expected_kernel = "sparse" if sparsity > 0.5 else "gemm on dense copy"
+    assert expected_kernel in kernel_choice(est)
+    for n_rows in [1, 300]:
+        out = _forward.predict_dense(est._theta, X[:n_rows], est._layout.net, 1)
+        ref = np.empty_like(out)
+        _forward.predict(est._theta, np.asfortranarray(X[:n_rows]), est._layout.net, ref,
+                         np.arange(n_rows, dtype=np.int64), 1024, 1)
+        np.testing.assert_array_equal(out, ref)
