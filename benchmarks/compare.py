@@ -47,7 +47,14 @@ import tracemalloc
 import warnings
 from statistics import median
 
-import numpy as np
+# One OpenMP runtime serves the whole process (PyTorch's libgomp.so.1 and
+# the system one fastmlp links share a soname: the first loaded wins), so
+# its wait policy applies to every library alike. Passive, unless set
+# outside: on a shared machine a thread spinning at a barrier takes the core
+# its partner needs (fastmlp measured 7x slower under PyTorch's default).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -395,7 +402,8 @@ def header(n_threads, repeats, torch, clock):
         f"round(s); load average {load:.1f} at start.",
         f"fastmlp {fastmlp.__version__}, scikit-learn {sklearn.__version__}, "
         f"numpy {np.__version__}, scipy {scipy.__version__}, "
-        f"PyTorch {torch.__version__ if torch else 'not installed'}; BLAS: {', '.join(blas)}.",
+        f"PyTorch {torch.__version__ if torch else 'not installed'}; BLAS: {', '.join(blas)}; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}.",
     ]
     return lines
 
