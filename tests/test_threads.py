@@ -1,16 +1,19 @@
 """Threads: the process-wide BLAS limit, concurrent predicts and fits."""
 
+import inspect
 import threading
 import time
 import warnings
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
 from sklearn.datasets import make_classification
-from threadpoolctl import ThreadpoolController, threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
 
 from fastmlp import MLPClassifier
-from fastmlp._threads import blas_threads, effective_n_threads
+from fastmlp._threads import blas_threads, cpu_count, effective_n_threads, predict_blas_threads
+from fastmlp.solvers import first_order
 
 X, Y = make_classification(3000, 30, n_informative=10, n_classes=4, random_state=0)
 
@@ -149,3 +152,82 @@ def test_two_fits_in_two_threads_match_their_serial_runs(threads):
         t.join()
     for got, want in zip(out, serial):
         assert all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("env,expected", [("3", 3), ("2,1", 2), (" 5 ", 5)])
+def test_omp_num_threads_sets_the_default(monkeypatch, env, expected):
+    monkeypatch.setenv("OMP_NUM_THREADS", env)
+    assert effective_n_threads(None) == expected
+    assert effective_n_threads(1) == 1  # an explicit count wins
+
+
+@pytest.mark.parametrize("env", [None, "", "0", "abc", "-2"])
+def test_all_cores_without_a_usable_omp_num_threads(monkeypatch, env):
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    assert effective_n_threads(None) == cpu_count()
+
+
+def test_negative_counts_back_from_the_cores():
+    assert effective_n_threads(-1) == cpu_count()
+    assert effective_n_threads(-2) == max(1, cpu_count() - 1)
+    assert effective_n_threads(-1000) == 1
+    with pytest.raises(ValueError, match="n_threads"):
+        effective_n_threads(0)
+
+
+def blas_counts():
+    return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_predict_caps_blas_only_when_it_pays():
+    assert isinstance(predict_blas_threads(10, 1), nullcontext)
+    assert isinstance(predict_blas_threads(10**6, cpu_count()), nullcontext)
+    if cpu_count() > 1:
+        assert not isinstance(predict_blas_threads(10**6, 1), nullcontext)
+
+
+@pytest.mark.parametrize("n_threads,env,expected", [(None, "1", 1), (1, None, 1), (2, "1", 2)])
+def test_fit_uses_the_resolved_count(monkeypatch, n_threads, env, expected):
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    seen = []
+    run = first_order.EpochRunner.run
+
+    def spy(self, *args, **kwargs):
+        bound = inspect.signature(run).bind(self, *args, **kwargs)
+        seen.append((bound.arguments["n_threads"], set(blas_counts().values())))
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(first_order.EpochRunner, "run", spy)
+    X = np.random.RandomState(0).randn(50, 4)
+    MLPClassifier((5,), max_iter=2, n_threads=n_threads).fit(X, X[:, 0] > 0)
+    # The kernels get the count, and BLAS is capped at it while they run.
+    assert seen and all(s == (expected, {expected}) for s in seen)
+
+
+@pytest.mark.parametrize("env,expected", [(None, "PASSIVE"), ("active", "ACTIVE")])
+def test_openmp_waits_passively_unless_told_otherwise(env, expected):
+    # libgomp prints its settings at load with OMP_DISPLAY_ENV; the variable
+    # set for it is gone again afterwards.
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    environ["OMP_DISPLAY_ENV"] = "TRUE"
+    if env is not None:
+        environ["OMP_WAIT_POLICY"] = env
+    code = ("import sys, os; sys.path.insert(0, sys.argv[1]); import fastmlp; "
+            "print(os.environ.get('OMP_WAIT_POLICY'))")
+    res = subprocess.run([sys.executable, "-c", code, root], env=environ,
+                         capture_output=True, text=True, check=True)
+    if "OMP_WAIT_POLICY" not in res.stderr:
+        pytest.skip("the OpenMP runtime does not report its settings (not libgomp)")
+    assert f"OMP_WAIT_POLICY = '{expected}'" in res.stderr
+    assert res.stdout.strip() == str(env)

@@ -127,3 +127,29 @@ def test_row_subsets_sum_to_whole():
     lw, gw = whole(theta)
     np.testing.assert_allclose((wa * la + wb * lb) / (wa + wb), lw, rtol=1e-12)
     np.testing.assert_allclose((wa * ga + wb * gb) / (wa + wb), gw, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("n", [300, 700])
+def test_large_products_on_two_threads_match_one(n, dtype):
+    # Products large enough for the threaded paths (BLAS and OpenMP loops).
+    rng = np.random.RandomState(3)
+    layout = Layout([50, 500, 90, 3], ["tanh", "relu", "softmax"])
+    theta = (rng.randn(layout.n_params) * 0.1).astype(dtype)
+    X = rng.randn(n, 50).astype(dtype)
+    Y = np.eye(3)[rng.randint(0, 3, n)].astype(dtype)
+    one, two = (Objective(layout, X, Y, None, LOSS_LOG, alpha=0.1, l1=0.0, n_threads=t)
+                for t in (1, 2))
+    (l1, g1), (l2, g2) = one(theta), two(theta)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(l2, l1, rtol=tol)
+    np.testing.assert_allclose(g2, g1, rtol=tol, atol=tol * np.abs(g1).max())
+    # Same thread count, same bits.
+    np.testing.assert_array_equal(two(theta)[1], g2)
+    expected = ref_objective(layout, theta.astype(float), X.astype(float), Y.astype(float),
+                             "log", None, alpha=0.1)
+    np.testing.assert_allclose(l2, expected, rtol=tol)
+    if dtype == np.float64:
+        v = rng.randn(layout.n_params)
+        h = 1e-6
+        fd = (one.loss(theta + h * v) - one.loss(theta - h * v)) / (2 * h)
+        np.testing.assert_allclose(float(np.dot(g2, v)), fd, rtol=1e-6)
