@@ -13,6 +13,7 @@ the dask graph) and evaluations give bit-identical results.
 import time
 import uuid
 
+import dask
 import numpy as np
 from distributed import wait
 
@@ -129,29 +130,34 @@ class Placement:
             by_host.setdefault(host, []).append(g)
         return list(by_host.items())
 
-    def _place(self, groups, hosts, strict=True):
+    def _place(self, groups, hosts, rebuild=False):
         """Build the parts of each group on its host (pinned), wait, check.
 
-        strict=False (when rebuilding after a loss) lets tasks of the user's
-        graph that are still pinned to the lost worker run elsewhere.
+        rebuild=True (after a loss) bounds the wait by REBUILD_TIMEOUT.
         """
         self._generation += 1
         pending = {}
         for g, host in zip(groups, hosts):
             lo, hi = self.bounds[g], self.bounds[g + 1]
-            graphs = [self.build_part(i, f"fastmlp-part-{self._token}-{i}-{self._generation}")
-                      for i in range(lo, hi)]
-            # Restricting the whole graph (not only the parts) makes the
-            # user's chunks load where their part will live. Strictly: were
-            # the host busy or paused, a part must not be built elsewhere.
-            futures = self.client.compute(graphs, workers=[host],
-                                          allow_other_workers=not strict)
+            # The parts are pinned to their host: were it busy or paused, a
+            # part must not be built elsewhere. The user's chunks only
+            # prefer it (so they load where their part lives): their keys
+            # are the user's, and a task the scheduler already knows keeps
+            # the restrictions it was first given. Another placement of
+            # the same graph (an earlier fit not yet garbage-collected, a
+            # concurrent one, or this one before a loss) may have pinned
+            # them to a worker that is gone; strictly, they would then wait
+            # for it forever and hold up the rebuild.
+            with dask.annotate(workers=[host], allow_other_workers=False):
+                graphs = [self.build_part(i, f"fastmlp-part-{self._token}-{i}-{self._generation}")
+                          for i in range(lo, hi)]
+            futures = self.client.compute(graphs, workers=[host], allow_other_workers=True)
             self.futures[lo:hi] = futures
             self.homes[g] = host
             pending[g] = futures
         everything = [f for fs in pending.values() for f in fs]
         wait_alive(self.client, everything, set(hosts),
-                   timeout=None if strict else REBUILD_TIMEOUT)
+                   timeout=REBUILD_TIMEOUT if rebuild else None)
         for f in everything:
             if f.status == "error":
                 raise f.exception()
@@ -215,14 +221,13 @@ class Placement:
             for g in affected:
                 for i in range(self.bounds[g], self.bounds[g + 1]):
                     self.futures[i] = None
-            # Cancel (synchronously) before rebuilding: the scheduler would
-            # otherwise keep recomputing the lost parts, and the chunks they
-            # need, pinned to the lost worker, and the new parts would wait
-            # on those forever.
+            # Cancel (synchronously) before rebuilding: the lost parts are
+            # pinned to the lost worker, and the scheduler would otherwise
+            # keep them, and the chunks they need, waiting for it.
             if old:
                 self.client.cancel(old, force=True)
             try:
-                self._place(affected, hosts, strict=False)
+                self._place(affected, hosts, rebuild=True)
                 return
             except WorkersLost as again:
                 lost = again.workers
@@ -239,5 +244,15 @@ class Placement:
         return f"{start}-{start + int(self.part_rows[self.bounds[g]:self.bounds[g + 1]].sum()) - 1}"
 
     def release(self):
-        """Drop the parts: the workers free them."""
+        """Drop the parts: the workers free them.
+
+        Cancelled explicitly rather than left to the futures' garbage
+        collection, which references from tracebacks can delay.
+        """
+        live = [f for f in self.futures if f is not None]
         self.futures = [None] * len(self.futures)
+        if live:
+            try:
+                self.client.cancel(live, force=True)
+            except Exception:  # a closed client has nothing left to free
+                pass

@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -24,9 +25,15 @@ pytestmark = [pytest.mark.timeout(180),
 
 @pytest.fixture(scope="module")
 def proc_client():
-    """Two worker processes under nannies (a killed worker is restarted)."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, \
+    """Two worker processes under nannies (a killed worker is restarted).
+
+    LocalCluster retires a worker whose replacement has not registered
+    within lost-worker-timeout (15 s by default), which a busy machine
+    exceeds: the replacement would be closed and later tests left with one.
+    """
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "300s"}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                         dashboard_address=":0") as cluster, \
             Client(cluster, set_as_default=False) as c:
         yield c
 
@@ -122,6 +129,26 @@ def test_fit_survives_a_worker_lost_between_evaluations(pclient, monkeypatch):
     assert survivor.loss_curve_ == reference.loss_curve_
     for a, b in zip(survivor.coefs_, reference.coefs_):
         np.testing.assert_array_equal(a, b)
+
+
+def test_rebuild_is_not_held_up_by_another_placement_of_the_same_data(pclient, monkeypatch):
+    """Another placement of the same dask graph (an earlier fit whose futures
+    are not yet garbage-collected, or a concurrent one) still wants the lost
+    worker's parts: the rebuild must not wait on the chunk tasks it pinned."""
+    from fastmlp.dask import _placement
+
+    monkeypatch.setattr(_placement, "REBUILD_TIMEOUT", 30.0)
+    earlier, theta = problem(pclient)
+    obj, _ = problem(pclient)
+    value, grad = obj(theta)
+    earlier(theta)
+    victim = obj.placement.homes[0]
+    assert earlier.placement.homes[0] == victim
+    kill(pclient, victim)
+    again, grad_again = obj(theta)
+    assert again == value
+    np.testing.assert_array_equal(grad_again, grad)
+    assert victim not in obj.placement.homes
 
 
 def test_data_that_cannot_be_recreated_gives_a_clear_error(pclient):
