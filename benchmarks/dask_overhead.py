@@ -101,7 +101,7 @@ def measure(client, n_rows, n_chunks, n_evals):
         obj(theta)
     traffic = client.run(_stream_bytes)
     rounds = np.array(obj.round_times)
-    obj.placement.release()
+    obj.release()
     return rounds, traffic, layout.n_params
 
 

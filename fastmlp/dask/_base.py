@@ -158,6 +158,7 @@ class DaskMLPMixin:
 
         placement = Placement(
             client, part_builder(X, y, sample_weight, targets, dtype), X.chunks[0])
+        objective = None
         try:
             stats = placement.part_stats()
             total = sum(s[1] for s in stats)
@@ -176,7 +177,10 @@ class DaskMLPMixin:
                     if hasattr(cb, "on_train_end"):
                         cb.on_train_end(self)
         finally:
-            placement.release()
+            if objective is not None:
+                objective.release()  # its actors, and the parts
+            else:
+                placement.release()
 
     def _run_lbfgs(self, objective, callbacks=()):
         """The local estimators' L-BFGS, on the distributed objective."""

@@ -1,8 +1,9 @@
 """The full-batch objective over data held by dask workers (client side).
 
-One evaluation is one round trip: the parameter vector goes straight to
-each worker holding data (scattered, one copy per worker), each runs one
-task over its local parts (fastmlp.dask._worker), and the partial sums come
+One evaluation is one round trip: each worker holding data keeps its parts
+in an actor (fastmlp.dask._worker.GroupEvaluator) for the whole fit; the
+client calls every actor at once, sending the parameter vector straight to
+its worker (no scheduler, no task graph), and the partial sums come
 straight back and are added in group order, so the result does not depend
 on timing or on which worker holds which group.
 """
@@ -12,10 +13,12 @@ import time
 import uuid
 
 import numpy as np
+from distributed.protocol import to_serialize
 
 from ..solvers.objective import Objective
-from ._placement import POLL_SECONDS, WorkersLost
-from ._worker import RoundSpec, run_groups
+
+from ._placement import POLL_SECONDS, WorkersLost, wait_alive
+from ._worker import GroupEvaluator, RoundSpec
 
 # Seconds to wait, after a connection to a worker failed, for the scheduler
 # to confirm that the worker left before treating it as a plain error.
@@ -99,6 +102,7 @@ class DistributedObjective:
         self.n_threads = n_threads
         self.scale = 1.0 / float(total_weight)
         self.n_evals = 0
+        self._actors = {}  # host: (part keys, actor future)
         # (wall seconds, slowest worker's compute seconds) per round.
         self.round_times = []
 
@@ -143,42 +147,71 @@ class DistributedObjective:
             except WorkersLost as lost:
                 self.placement.recover(lost.workers)
 
-    async def _scatter(self, vectors, hosts):
-        """One copy of vectors on each host, sent by the client directly (not
-        through the scheduler, not replicated between workers)."""
+    def _evaluators(self, plan):
+        """{host: actor key} for plan, (re)creating the actors whose parts
+        changed (at the start, and after a lost worker's data was rebuilt)."""
         client = self.client
-        name = f"fastmlp-vectors-{uuid.uuid4().hex[:12]}"
-        # One scatter call of one copy per host puts one on each (it deals
-        # the copies round-robin); who_has says which is where.
-        futures = await client.scatter({f"{name}-{i}": vectors for i in range(len(hosts))},
-                                       workers=hosts, direct=True, asynchronous=True)
-        who_has = await client.scheduler.who_has(keys=list(futures))
-        where = {who_has[key][0]: f for key, f in futures.items() if who_has.get(key)}
-        for host in hosts:
-            if host not in where:  # e.g. paused: send its copy on its own
-                where[host] = await client.scatter(vectors, workers=[host], direct=True,
-                                                   hash=False, asynchronous=True)
-        return [where[host] for host in hosts]
-
-    async def _scatter_submit_gather(self, spec, vectors, plan):
-        client = self.client
-        hosts = [host for host, _ in plan]
-        copies = await _guard(client, self._scatter(vectors, hosts), hosts)
-        name = f"fastmlp-{spec.op}-{uuid.uuid4().hex[:12]}"
-        tasks = []
-        for i, ((host, groups), copy) in enumerate(zip(plan, copies)):
+        created = {}
+        for host, groups in plan:
             parts = [f for g in groups for f in self.placement.group_parts(g)]
+            signature = tuple(f.key for f in parts)
+            current = self._actors.get(host)
+            if current is not None and current[0] == signature:
+                continue
             sizes = [len(self.placement.group_parts(g)) for g in groups]
-            tasks.append(client.submit(
-                run_groups, copy, spec, sizes, *parts, key=f"{name}-{i}",
-                workers=[host], allow_other_workers=False, pure=False))
-        return await _guard(client, client.gather(tasks, direct=True, asynchronous=True),
-                            hosts)
+            # Pinned with its parts: they are handed to it in place.
+            created[host] = (signature, client.submit(
+                GroupEvaluator, sizes, *parts, actor=True, workers=[host],
+                allow_other_workers=False, pure=False,
+                key=f"fastmlp-evaluator-{uuid.uuid4().hex[:12]}"))
+        if created:
+            futures = [f for _, f in created.values()]
+            wait_alive(client, futures, set(created))
+            for f in futures:
+                if f.status == "error":
+                    raise f.exception()
+            stale = [self._actors[h][1] for h in created if h in self._actors]
+            stale += [f for h, (_, f) in self._actors.items() if h not in dict(plan)]
+            self._actors = {h: a for h, a in self._actors.items() if h in dict(plan)}
+            self._actors.update(created)
+            if stale:
+                client.cancel(stale, force=True)
+        return {host: self._actors[host][1].key for host, _ in plan}
+
+    async def _call(self, spec, vectors, evaluators):
+        """Run spec on every worker's actor at once; their results, in order."""
+        client = self.client
+        hosts = list(evaluators)
+        args = [to_serialize(vectors), to_serialize(spec)]
+
+        async def call(host):
+            # What distributed.Actor does when the client talks to workers
+            # directly; called here whatever the client's direct_to_workers,
+            # so that theta never goes through the scheduler.
+            reply = await client.rpc(host).actor_execute(
+                actor=evaluators[host], function="run", args=args, kwargs={})
+            if reply["status"] != "OK":
+                raise reply["exception"]
+            return reply["result"]
+
+        return await _guard(client, asyncio.gather(*(call(h) for h in hosts)), hosts)
+
+    def release(self):
+        """Free the workers' actors and the parts they hold."""
+        actors = [f for _, f in self._actors.values()]
+        self._actors = {}
+        if actors:
+            try:
+                self.client.cancel(actors, force=True)
+            except Exception:  # a closed client has nothing left to free
+                pass
+        self.placement.release()
 
     def _try_round(self, spec, vectors):
         plan = self.placement.plan()
         start = time.perf_counter()
-        results = self.client.sync(self._scatter_submit_gather, spec, vectors, plan)
+        evaluators = self._evaluators(plan)
+        results = self.client.sync(self._call, spec, vectors, evaluators)
         by_group = [None] * self.placement.n_groups
         compute = 0.0
         for (_, groups), result in zip(plan, results):

@@ -1,8 +1,10 @@
-"""What a worker runs for one evaluation: one task over all its local parts.
+"""What a worker runs for one evaluation: one call over all its local parts.
 
 Every quantity the full-batch solvers need is a sum over rows, so a worker
 adds up its parts with the compiled kernels (part after part, in row
-order) and returns one partial sum per group. An operation is an entry of
+order) and returns one partial sum per group. The parts are held by a
+``GroupEvaluator`` (a dask actor) on their worker for the whole fit, which
+the client calls directly for each evaluation. An operation is an entry of
 ``OPS``: a function (vectors, parts, spec, n_threads) -> (value, vector).
 Curvature products for Hessian-free (G v, H v) are one more entry each,
 reading the direction from ``vectors[1]``.
@@ -94,3 +96,28 @@ def run_groups(vectors, spec, sizes, *parts):
             out.append((value, vector, time.perf_counter() - t0))
             start += size
     return out
+
+
+class GroupEvaluator:
+    """The parts one worker holds for a fit, evaluated on request.
+
+    Created as a dask actor on the parts' worker (the parts are its task's
+    dependencies, so they are handed over in place); the client then calls
+    ``run`` straight on the worker, with no task graph and no scheduler in
+    the way, once per evaluation.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Number of parts in each of this worker's groups, in group order.
+    *parts : Part
+        The groups' parts, group after group, in row order.
+    """
+
+    def __init__(self, sizes, *parts):
+        self.sizes = list(sizes)
+        self.parts = parts
+
+    def run(self, vectors, spec):
+        """[(value, vector or None, seconds)] per group; see run_groups."""
+        return run_groups(vectors, spec, self.sizes, *self.parts)
