@@ -133,11 +133,6 @@ class DaskMLPMixin:
                 "checkpoint is not supported by fastmlp.dask (its solver is 'lbfgs'; "
                 "checkpoints are for the local first-order solvers)."
             )
-        if getattr(self, "class_weight", None) is not None:
-            raise ValueError(
-                "class_weight is not supported by fastmlp.dask yet; pass the per-sample "
-                "weights as sample_weight (a dask array cut like X's rows) instead."
-            )
         X, meta = as_dask_rows(X)
         first_pass = not hasattr(self, "coefs_") or not self.warm_start
         dtype = fit_dtype(X, None if first_pass else self._theta.dtype)

@@ -12,13 +12,28 @@ from ._base import DaskMLPMixin, with_client
 
 
 class ClassTargets:
-    """Encodes a chunk of labels as the kernels' target matrix (on workers)."""
+    """Encodes a chunk of labels as the kernels' target matrix, and gives
+    its rows' class weights (on workers).
 
-    def __init__(self, classes):
+    weight_tables : list of (values, weights) or None
+        One per column of y (one for 1-D y): the weight of each value.
+    """
+
+    def __init__(self, classes, weight_tables=None):
         self.classes = classes
+        self.weight_tables = weight_tables
 
     def encode(self, y, index):
         return label_binarize(y, classes=self.classes)
+
+    def class_weights(self, y):
+        """Per-row class weights (float64), as sklearn's compute_sample_weight."""
+        if self.weight_tables is None:
+            return None
+        columns = y.reshape(y.shape[0], -1)
+        per_column = [weights[np.searchsorted(values, columns[:, k])]
+                      for k, (values, weights) in enumerate(self.weight_tables)]
+        return np.prod(per_column, axis=0, dtype=np.float64)
 
 
 @with_client(LocalMLPClassifier)
@@ -57,8 +72,12 @@ class MLPClassifier(DaskMLPMixin, LocalMLPClassifier):
     """
 
     def _dask_targets(self, client, y, first_pass):
+        balanced = isinstance(self.class_weight, str)
         if y.ndim == 1:
-            classes = client.compute(da.unique(y), sync=True)
+            if balanced:
+                classes, counts = client.compute(da.unique(y, return_counts=True), sync=True)
+            else:
+                classes = client.compute(da.unique(y), sync=True)
             check_classification_targets(classes)
             lb_input = classes
         else:
@@ -82,7 +101,50 @@ class MLPClassifier(DaskMLPMixin, LocalMLPClassifier):
                 f"previous call to fit. Previously got {self.classes_}, `y` has {classes}"
             )
         n_outputs = 1 if self._y_type == "binary" else len(self.classes_)
-        return ClassTargets(self.classes_), n_outputs
+        if self.class_weight is None:
+            tables = None
+        elif y.ndim == 1:
+            tables = [self._class_weight_table(counts if balanced else None, y.shape[0])]
+        else:
+            ones = client.compute(y.sum(axis=0), sync=True) if balanced else None
+            tables = self._multilabel_weight_tables(ones, y.shape[0], y.shape[1])
+        return ClassTargets(self.classes_, tables), n_outputs
+
+    def _class_weight_table(self, counts, n):
+        """(classes_, weight of each) for 1-D y; counts: of each class, if
+        class_weight='balanced'. The local estimator's checks and formulas."""
+        if counts is None:  # a dict: weights do not depend on y
+            weights = LocalMLPClassifier._class_weights(self, self.classes_, False)
+        else:  # sklearn's compute_class_weight('balanced'): n / (k * count)
+            weights = n / (len(self.classes_) * np.asarray(counts).astype(np.float64))
+        return self.classes_, self._checked_weights(weights)
+
+    def _multilabel_weight_tables(self, ones, n, n_labels):
+        """[(values, weights)] per label column; ones: count of 1s per column
+        if class_weight='balanced' (each column's classes are those present,
+        as compute_sample_weight has them)."""
+        values = np.array([0, 1])
+        if ones is None:  # a list of dicts {0: w0, 1: w1}, one per label
+            # The local estimator's checks, on a y with both values in each column.
+            LocalMLPClassifier._class_weights(self, np.array([[0] * n_labels, [1] * n_labels]),
+                                              False)
+            return [(values, self._checked_weights(
+                [self.class_weight[k].get(v, 1.0) for v in values]))
+                for k in range(n_labels)]
+        tables = []
+        for k in range(n_labels):
+            counts = np.array([n - ones[k], ones[k]], dtype=np.int64)
+            present = counts > 0
+            weights = n / (present.sum() * counts[present].astype(np.float64))
+            tables.append((values[present], self._checked_weights(weights)))
+        return tables
+
+    @staticmethod
+    def _checked_weights(weights):
+        weights = np.asarray(weights, dtype=np.float64)
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("class_weight must give finite, non-negative weights.")
+        return weights
 
     def predict(self, X):
         """Class labels; a dask array for dask X (see fastmlp.MLPClassifier.predict)."""

@@ -164,14 +164,24 @@ class MatrixTargets:
     def encode(self, y, index):
         return y.reshape(y.shape[0], -1)
 
+    def class_weights(self, y):
+        """Per-row weights from the targets: none here."""
+        return None
+
 
 def make_part(x, y, sw, index, targets, dtype):
     """Build one Part on a worker; ``targets.encode`` turns y into Y."""
     X = _kernel_X(x, dtype, index)
-    Y = np.ascontiguousarray(targets.encode(np.asarray(y), index), dtype=dtype)
+    y = np.asarray(y)
+    Y = np.ascontiguousarray(targets.encode(y, index), dtype=dtype)
     if not np.isfinite(Y).all():
         raise ValueError(f"Input y contains NaN or infinity (in row chunk {index}).")
-    return Part(X, Y, _sample_weight(sw, dtype, index))
+    sw = _sample_weight(sw, dtype, index)
+    class_weight = targets.class_weights(y)
+    if class_weight is not None:  # as the local estimators combine them
+        class_weight = class_weight.astype(dtype)
+        sw = class_weight if sw is None else sw * class_weight
+    return Part(X, Y, sw)
 
 
 def part_builder(X, y, sample_weight, targets, dtype):

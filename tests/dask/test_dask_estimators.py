@@ -63,6 +63,39 @@ def test_classifier_follows_local_loss_curve(client, weighted):
     assert dist.n_features_in_ == 8 and dist.out_activation_ == "softmax"
 
 
+@pytest.mark.parametrize("class_weight, target", [
+    ({0: 2.0, 2: 0.5}, "multiclass"), ("balanced", "multiclass"), ("balanced", "binary"),
+    ("balanced", "multilabel"), ([{0: 1.0, 1: 3.0}, {1: 0.5}, {0: 2.0}], "multilabel")])
+def test_class_weight_follows_local_fit(client, class_weight, target):
+    X, y, sw = make_data()
+    if target == "binary":
+        y = (y == 1).astype(int)
+    elif target == "multilabel":
+        y = np.stack([y == 0, y != 1, X[:, 0] > 1.0], axis=1).astype(int)
+    params = dict(QUICK, class_weight=class_weight)
+    local = fastmlp.MLPClassifier(solver="lbfgs", **params).fit(X, y, sample_weight=sw)
+    Xd, yd, swd = chunked(X, y, sw)
+    dist = MLPClassifier(client=client, **params).fit(Xd, yd, sample_weight=swd)
+    np.testing.assert_allclose(dist.loss_curve_, local.loss_curve_, rtol=1e-10)
+    # Weights matter: an unweighted fit follows another curve.
+    plain = MLPClassifier(client=client, **QUICK).fit(Xd, yd, sample_weight=swd)
+    assert abs(plain.loss_curve_[-1] - dist.loss_curve_[-1]) > 1e-6
+
+
+def test_class_weight_errors_are_the_local_ones(client):
+    X, y, _ = make_data()
+    Xd, yd = chunked(X, y)
+    with pytest.raises(ValueError, match="not classes"):
+        MLPClassifier(client=client, class_weight={7: 2.0}, **QUICK).fit(Xd, yd)
+    with pytest.raises(ValueError, match="multilabel"):
+        MLPClassifier(client=client, class_weight=[{0: 1.0}], **QUICK).fit(Xd, yd)
+    Y = np.stack([y == 0, y == 1], axis=1).astype(int)
+    with pytest.raises(ValueError, match="list of one dict per label"):
+        MLPClassifier(client=client, class_weight={0: 1.0}, **QUICK).fit(*chunked(X, Y))
+    with pytest.raises(ValueError, match="non-negative"):
+        MLPClassifier(client=client, class_weight={0: -1.0}, **QUICK).fit(Xd, yd)
+
+
 def test_regressor_follows_local_loss_curve(client):
     X, y, sw = make_data(task="regression")
     local = fastmlp.MLPRegressor(solver="lbfgs", **PARAMS).fit(X, y, sample_weight=sw)
@@ -199,8 +232,6 @@ def test_callbacks_and_unsupported_parameters(client):
 
     est = MLPClassifier(client=client, callbacks=[Stop()], **PARAMS).fit(Xd, yd)
     assert len(seen) == 3 and est.loss_curve_ == seen
-    with pytest.raises(ValueError, match="class_weight"):
-        MLPClassifier(client=client, class_weight={0: 2.0}, **QUICK).fit(Xd, yd)
     with pytest.raises(ValueError, match="dropout"):
         MLPClassifier(client=client, dropout=0.5, **QUICK).fit(Xd, yd)
     with pytest.raises(ValueError, match="checkpoint is not supported"):
