@@ -59,7 +59,7 @@ def _scatter_submit(obj, spec, vectors):
         for host, groups in plan:
             parts = [f for g in groups for f in obj.placement.group_parts(g)]
             sizes = [len(obj.placement.group_parts(g)) for g in groups]
-            tasks.append(client.submit(run_groups, where[host], spec, sizes, *parts,
+            tasks.append(client.submit(run_groups, where[host], spec, sizes, parts,
                                        workers=[host], allow_other_workers=False, pure=False))
         return await client.gather(tasks, direct=True, asynchronous=True)
 
@@ -74,7 +74,7 @@ def _submit_argument(obj, spec, vectors):
     for host, groups in obj.placement.plan():
         parts = [f for g in groups for f in obj.placement.group_parts(g)]
         sizes = [len(obj.placement.group_parts(g)) for g in groups]
-        tasks.append(client.submit(run_groups, vectors, spec, sizes, *parts, workers=[host],
+        tasks.append(client.submit(run_groups, vectors, spec, sizes, parts, workers=[host],
                                    allow_other_workers=False, pure=False))
     return client.gather(tasks, direct=True)
 

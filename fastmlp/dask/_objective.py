@@ -159,9 +159,11 @@ class DistributedObjective:
             if current is not None and current[0] == signature:
                 continue
             sizes = [len(self.placement.group_parts(g)) for g in groups]
+            ids = [i for g in groups
+                   for i in range(self.placement.bounds[g], self.placement.bounds[g + 1])]
             # Pinned with its parts: they are handed to it in place.
             created[host] = (signature, client.submit(
-                GroupEvaluator, sizes, *parts, actor=True, workers=[host],
+                GroupEvaluator, sizes, ids, *parts, actor=True, workers=[host],
                 allow_other_workers=False, pure=False,
                 key=f"fastmlp-evaluator-{uuid.uuid4().hex[:12]}"))
         if created:

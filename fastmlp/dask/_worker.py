@@ -4,10 +4,12 @@ Every quantity the full-batch solvers need is a sum over rows, so a worker
 adds up its parts with the compiled kernels (part after part, in row
 order) and returns one partial sum per group. The parts are held by a
 ``GroupEvaluator`` (a dask actor) on their worker for the whole fit, which
-the client calls directly for each evaluation. An operation is an entry of
-``OPS``: a function (vectors, parts, spec, n_threads) -> (value, vector).
-Curvature products for Hessian-free (G v, H v) are one more entry each,
-reading the direction from ``vectors[1]``.
+the client calls directly for each evaluation.
+
+An operation is an entry of ``OPS``: a function (vectors, items, spec,
+n_threads) -> (value, vector or None) summed over ``items``, a list of
+(part, rows, cache): the part, the rows of it to use (positions in the part)
+and a dict the actor keeps for that part between calls.
 """
 
 import time
@@ -20,54 +22,83 @@ from ..solvers.objective import CHUNK_ROWS, kernel_input
 
 
 class RoundSpec:
-    """What every worker needs to know for one operation (small, pickled)."""
+    """What every worker needs to know for one operation (small, pickled).
 
-    __slots__ = ("op", "net", "loss", "scale", "n_threads")
+    rows : dict {part index: int64 array} or None
+        For an operation on a batch: the rows of each part in it (positions
+        in the part); parts not in the dict have none. None: all rows.
+    kind : str or None
+        Operation-specific detail (the curvature: 'gauss-newton', 'hessian').
+    """
 
-    def __init__(self, op, net, loss, scale, n_threads):
+    __slots__ = ("op", "net", "loss", "scale", "n_threads", "rows", "kind")
+
+    def __init__(self, op, net, loss, scale, n_threads, rows=None, kind=None):
         self.op = op
         self.net = net
         self.loss = int(loss)
         self.scale = float(scale)
         self.n_threads = n_threads
+        self.rows = rows
+        self.kind = kind
 
     def __getstate__(self):
         return {k: getattr(self, k) for k in self.__slots__}
 
     def __setstate__(self, state):
-        for k, v in state.items():
-            setattr(self, k, v)
+        for k in self.__slots__:
+            setattr(self, k, state.get(k))
 
 
-def _loss_grad(vectors, parts, spec, n_threads):
+def _loss_grad(vectors, items, spec, n_threads):
     theta = vectors[0]
     grad = np.zeros_like(theta)
     total = 0.0
-    for part in parts:
+    for part, rows, _ in items:
         total += _objective.loss_grad(
-            theta, kernel_input(part.X), part.Y, part.sample_weight, part.rows,
+            theta, kernel_input(part.X), part.Y, part.sample_weight, rows,
             spec.net, spec.loss, spec.scale, grad, True, CHUNK_ROWS, n_threads)
     return total, grad
 
 
-def _loss(vectors, parts, spec, n_threads):
+def _loss(vectors, items, spec, n_threads):
     theta = vectors[0]
     total = 0.0
-    for part in parts:
+    for part, rows, _ in items:
         total += _objective.loss_grad(
-            theta, kernel_input(part.X), part.Y, part.sample_weight, part.rows,
+            theta, kernel_input(part.X), part.Y, part.sample_weight, rows,
             spec.net, spec.loss, spec.scale, None, False, CHUNK_ROWS, n_threads)
     return total, None
 
 
-OPS = {"loss_grad": _loss_grad, "loss": _loss}
+def _weight(vectors, items, spec, n_threads):
+    """Sum of the sample weights of the rows (their number if unweighted)."""
+    total = 0.0
+    for part, rows, _ in items:
+        if part.sample_weight is None:
+            total += len(rows)
+        else:
+            total += float(np.sum(part.sample_weight[rows], dtype=np.float64))
+    return total, None
+
+
+def _rows(vectors, items, spec, n_threads):
+    """The rows themselves: [(X rows, Y rows, sample_weight rows)] per part."""
+    out = []
+    for part, rows, _ in items:
+        sw = None if part.sample_weight is None else part.sample_weight[rows]
+        out.append((part.X[rows], part.Y[rows], sw))
+    return out, None
+
+
+OPS = {"loss_grad": _loss_grad, "loss": _loss, "weight": _weight, "rows": _rows}
 
 
 def worker_threads(n_threads):
     """The thread count for this worker's kernels.
 
     Dask sets OMP_NUM_THREADS=1 in its workers (it runs one task per
-    thread), but this task is the only one running here during a fit, so it
+    thread), but this call is the only one running here during a fit, so it
     uses as many threads as the worker has, unless n_threads says otherwise.
     """
     if n_threads is not None:
@@ -77,14 +108,31 @@ def worker_threads(n_threads):
     return get_worker().state.nthreads
 
 
-def run_groups(vectors, spec, sizes, *parts):
+def _items(spec, parts, part_ids, caches):
+    """(part, rows, cache) for the parts this spec uses, in part order."""
+    items = []
+    for part, pid, cache in zip(parts, part_ids, caches):
+        if spec.rows is None:
+            items.append((part, part.rows, cache))
+        elif pid in spec.rows:
+            items.append((part, spec.rows[pid], cache))
+    return items
+
+
+def run_groups(vectors, spec, sizes, parts, part_ids=None, caches=None):
     """Evaluate spec.op over consecutive groups of parts (``sizes`` long).
 
     vectors : (k, n_params) array, row 0 being theta.
+    part_ids : the parts' indices in the whole data (for spec.rows).
+    caches : one dict per part, kept by the caller between calls.
     Returns [(value, vector or None, seconds)] per group.
     """
     if not vectors.flags.writeable:  # received buffers can be read-only
         vectors = vectors.copy()
+    if part_ids is None:
+        part_ids = range(len(parts))
+    if caches is None:
+        caches = [{} for _ in parts]
     n_threads = worker_threads(spec.n_threads)
     op = OPS[spec.op]
     out = []
@@ -92,9 +140,11 @@ def run_groups(vectors, spec, sizes, *parts):
     with blas_threads(n_threads):
         for size in sizes:
             t0 = time.perf_counter()
-            value, vector = op(vectors, parts[start:start + size], spec, n_threads)
+            stop = start + size
+            items = _items(spec, parts[start:stop], part_ids[start:stop], caches[start:stop])
+            value, vector = op(vectors, items, spec, n_threads)
             out.append((value, vector, time.perf_counter() - t0))
-            start += size
+            start = stop
     return out
 
 
@@ -110,14 +160,19 @@ class GroupEvaluator:
     ----------
     sizes : list of int
         Number of parts in each of this worker's groups, in group order.
+    part_ids : list of int
+        The parts' indices in the whole data.
     *parts : Part
         The groups' parts, group after group, in row order.
     """
 
-    def __init__(self, sizes, *parts):
+    def __init__(self, sizes, part_ids, *parts):
         self.sizes = list(sizes)
+        self.part_ids = list(part_ids)
         self.parts = parts
+        # Per part, what successive calls can share (e.g. a forward pass).
+        self.caches = [{} for _ in parts]
 
     def run(self, vectors, spec):
         """[(value, vector or None, seconds)] per group; see run_groups."""
-        return run_groups(vectors, spec, self.sizes, *self.parts)
+        return run_groups(vectors, spec, self.sizes, self.parts, self.part_ids, self.caches)
