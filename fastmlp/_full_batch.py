@@ -67,23 +67,41 @@ def fit_full_batch(est, X, Y, y, sample_weight, n_threads, callbacks, random_sta
     """Fit est (a BaseMLP) with est.solver in FULL_BATCH_SOLVERS; callbacks
     are notified after every iteration (est._notify); random_state (a
     RandomState) draws the validation split and HF's curvature batches."""
-    solver = est.solver
-    theta = est._theta
-    early_stopping = est.early_stopping and solver != "lbfgs"  # as scikit-learn's lbfgs
-    Xk = kernel_input(X)
-    train_rows = None
+    early_stopping = est.early_stopping and est.solver != "lbfgs"  # as scikit-learn's lbfgs
+    train_rows = validate = None
     if early_stopping:
+        Xk = kernel_input(X)
         train_rows, val_rows, y_val, sw_val = _validation_split(est, y, sample_weight,
                                                                 X.shape[0], random_state)
-        if not hasattr(est, "_best_theta"):
-            est._best_theta = theta.copy()
+        val_objective = None
+        if callbacks:
+            # The callbacks' validation loss: the data term on the validation rows.
+            val_objective = Objective(est._layout, X, Y, sample_weight, est._loss_code, 0.0,
+                                      0.0, n_threads, rows=val_rows)
+
+        def validate(new_theta):
+            score = est._validation_score(Xk, val_rows, y_val, sw_val, n_threads)
+            return score, None if val_objective is None else val_objective.loss(new_theta)
+
     objective = Objective(est._layout, X, Y, sample_weight, est._loss_code, est.alpha,
                           est.l1, n_threads, rows=train_rows)
-    val_objective = None
-    if early_stopping and callbacks:
-        # The callbacks' validation loss: the data term on the validation rows.
-        val_objective = Objective(est._layout, X, Y, sample_weight, est._loss_code, 0.0, 0.0,
-                                  n_threads, rows=val_rows)
+    run_full_batch(est, objective, callbacks, random_state, validate)
+
+
+def run_full_batch(est, objective, callbacks, random_state, validate=None):
+    """Run est.solver on objective (fastmlp.solvers.objective.Objective, or
+    any object with its protocol, such as fastmlp.dask's distributed one)
+    and set est's parameters, loss_curve_, loss_ and n_iter_.
+
+    validate : callable(theta) -> (validation score, validation loss or None)
+        For early stopping on the score (est's parameters are theta when it
+        is called); None: no early stopping.
+    """
+    solver = est.solver
+    theta = est._theta
+    early_stopping = validate is not None
+    if early_stopping and not hasattr(est, "_best_theta"):
+        est._best_theta = theta.copy()
     state = _solver_state(est, theta.size, theta.dtype)
     n_before = len(est.loss_curve_)
     last = [time.perf_counter()]
@@ -94,9 +112,7 @@ def fit_full_batch(est, X, Y, y, sample_weight, n_threads, callbacks, random_sta
         val_score = val_loss = None
         if early_stopping:
             theta[:] = new_theta
-            val_score = est._validation_score(Xk, val_rows, y_val, sw_val, n_threads)
-            if val_objective is not None:
-                val_loss = val_objective.loss(new_theta)
+            val_score, val_loss = validate(new_theta)
         stop = False
         if early_stopping or solver == "hf":
             est._update_no_improvement_count(val_score, new_theta)
