@@ -13,12 +13,20 @@ import time
 import uuid
 
 import numpy as np
+import scipy.sparse as sp
 from distributed.protocol import to_serialize
 
-from ..solvers.objective import Objective
+from .._threads import blas_threads, effective_n_threads
+from .._validation import _csr_int32
+from ..solvers.objective import CURVATURES, Objective, curvature_net
 
 from ._placement import POLL_SECONDS, WorkersLost, wait_alive
 from ._worker import GroupEvaluator, RoundSpec
+
+CURVATURE_ON = ("auto", "client", "workers")
+# Largest curvature batch (bytes of its X, Y and weights) that 'auto' gathers
+# to the client: beyond it, one round per product beats moving the rows.
+GATHER_BYTES = 64 << 20
 
 # Seconds to wait, after a connection to a worker failed, for the scheduler
 # to confirm that the worker left before treating it as a plain error.
@@ -68,12 +76,20 @@ async def _guard(client, awaitable, hosts):
 
 
 class DistributedObjective:
-    """Loss and gradient of the data of a Placement, as one callable.
+    """Loss, gradient and curvature products of the data of a Placement.
 
     Same protocol as :class:`fastmlp.solvers.objective.Objective`, so the
     local solver drivers run on it unchanged: ``objective(theta) -> (loss,
-    grad)``, ``objective.loss(theta)``, ``penalty``, ``n_evals``. The
-    objective is the local one, (sum_i sw_i loss_i + penalty) / sum_i sw_i.
+    grad)``, ``objective.loss(theta)``, ``penalty``, ``n_evals``, and for
+    Hessian-free ``n_samples``, ``loss_grad_fisher(theta)`` and
+    ``curvature(theta, v, rows, kind)``. The objective is the local one,
+    (sum_i sw_i loss_i + penalty) / sum_i sw_i.
+
+    Curvature products are estimated on a batch of rows (positions in
+    range(n_samples)). Either the batch's rows are gathered to the client
+    once (one round) and every product of CG is computed there, or each
+    product is one round on the workers (Kingsbury et al. 2012), the
+    batch's forward pass being kept by each worker between the products.
 
     Parameters
     ----------
@@ -86,13 +102,17 @@ class DistributedObjective:
         Threads per worker task; None: each worker's own thread count.
     total_weight : float
         Sum of the sample weights (number of rows when unweighted).
+    curvature_on : {'auto', 'client', 'workers'}
+        Where curvature products are computed: 'client' gathers the batch,
+        'workers' runs one round per product, 'auto' gathers batches of at
+        most GATHER_BYTES.
     """
 
     # The penalty is computed on the client, exactly as locally.
     penalty = Objective.penalty
 
     def __init__(self, client, placement, layout, loss_code, alpha, l1, n_threads,
-                 total_weight):
+                 total_weight, curvature_on="auto"):
         self.client = client
         self.placement = placement
         self.layout = layout
@@ -103,12 +123,17 @@ class DistributedObjective:
         self.scale = 1.0 / float(total_weight)
         self.n_evals = 0
         self._actors = {}  # host: (part keys, actor future)
+        if curvature_on not in CURVATURE_ON:
+            raise ValueError(f"curvature_on must be one of {CURVATURE_ON}, got {curvature_on!r}")
+        self.curvature_on = curvature_on
+        self._batch = None  # the last curvature batch (see _curvature_batch)
+        self._cnet = None
         # (wall seconds, slowest worker's compute seconds) per round.
         self.round_times = []
 
     @classmethod
     def from_dask(cls, client, X, Y, layout, loss_code, sample_weight=None, alpha=0.0,
-                  l1=0.0, n_threads=None, hosts=None):
+                  l1=0.0, n_threads=None, hosts=None, curvature_on="auto"):
         """Place dask arrays X, Y (encoded targets), sample_weight on the
         workers and return their objective (``.placement`` holds the data).
 
@@ -121,7 +146,8 @@ class DistributedObjective:
             client, part_builder(X, Y, sample_weight, MatrixTargets(), X.dtype),
             X.chunks[0], hosts=hosts)
         total = sum(s[1] for s in placement.part_stats())
-        return cls(client, placement, layout, loss_code, alpha, l1, n_threads, total)
+        return cls(client, placement, layout, loss_code, alpha, l1, n_threads, total,
+                   curvature_on)
 
     def __call__(self, theta):
         """(loss, gradient) at theta."""
@@ -134,18 +160,136 @@ class DistributedObjective:
         value, _ = self.round("loss", theta[None, :])
         return value + self.penalty(theta)
 
-    def round(self, op, vectors):
-        """Sum of operation op over all rows; vectors[0] is theta.
+    # ------------------------------------------------------- Hessian-free
+    @property
+    def n_samples(self):
+        """Number of rows; curvature batches are positions in range(n_samples)."""
+        return int(self.placement.part_rows.sum())
+
+    @property
+    def _weights(self):
+        return self.layout.weight_mask()
+
+    def loss_grad_fisher(self, theta):
+        """(loss, gradient, squares) at theta, in one round (see
+        fastmlp.solvers.objective.Objective.loss_grad_fisher)."""
+        self.n_evals += 1
+        n = theta.shape[0]
+        value, both = self.round("loss_grad_fisher", theta[None, :],
+                                 net=self._curvature_net())
+        grad, diag = both[:n].copy(), both[n:].copy()
+        if self.alpha:
+            diag[self._weights] += self.alpha * self.scale
+        return value + self.penalty(theta, grad), grad, diag
+
+    def curvature(self, theta, v, rows=None, kind="gauss-newton"):
+        """(C_batch + P) v, as fastmlp.solvers.objective.Objective.curvature:
+        the data term's curvature averaged over the batch ``rows`` (all rows
+        when None) with the sample weights, plus the L2 penalty's."""
+        if kind not in CURVATURES:
+            raise ValueError(f"kind must be one of {CURVATURES}, got {kind!r}")
+        theta = np.ascontiguousarray(theta)
+        v = np.ascontiguousarray(v, dtype=theta.dtype)
+        batch = self._curvature_batch(rows, theta.dtype)
+        if batch.local is not None:
+            threads = effective_n_threads(self.n_threads)
+            batch.local.n_threads = threads
+            with blas_threads(threads):
+                out = batch.local.curvature(theta, v, None, kind)
+        else:
+            _, out = self.round("curvature", np.stack([theta, v]), rows=batch.part_rows,
+                                scale=batch.scale, kind=kind, net=self._curvature_net())
+        if self.alpha:
+            w = self._weights
+            out[w] += (self.alpha * self.scale) * v[w]
+        return out
+
+    def _curvature_net(self):
+        """The layout's kernel tuple for the curvature kernels (pruned layers
+        all on the sparse kernels)."""
+        if self._cnet is None:
+            self._cnet = curvature_net(self.layout)
+        return self._cnet
+
+    def _curvature_batch(self, rows, dtype):
+        """The batch of these rows (positions in range(n_samples)): gathered
+        to the client, or located on the workers with its weight; kept while
+        the driver asks for the same rows (one outer iteration)."""
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.int64)
+        held = self._batch
+        if held is not None and (held.rows is None if rows is None
+                                 else held.rows is not None and np.array_equal(held.rows, rows)):
+            return held
+        batch = CurvatureBatch(rows)
+        n_rows = self.n_samples if rows is None else len(rows)
+        width = self.layout.units[0] + self.layout.units[-1] + 1
+        nbytes = n_rows * width * np.dtype(dtype).itemsize
+        where = self.curvature_on
+        if where == "auto":
+            where = "client" if nbytes <= GATHER_BYTES else "workers"
+        if rows is None:
+            batch.part_rows, batch.scale = None, self.scale
+        else:
+            starts = np.concatenate([[0], np.cumsum(self.placement.part_rows)])
+            part = np.searchsorted(starts, rows, side="right") - 1
+            batch.part_rows = {int(i): np.ascontiguousarray(rows[part == i] - starts[i])
+                               for i in np.unique(part)}
+            if where == "workers":
+                total, _ = self.round("weight", np.zeros((1, 1)), rows=batch.part_rows)
+                batch.scale = 1.0 / total if total > 0 else 0.0
+        if where == "client":
+            batch.local = self._gather(batch.part_rows)
+        self._batch = batch
+        return batch
+
+    def _gather(self, part_rows):
+        """A local Objective (no penalty) over the batch's rows, fetched from
+        the workers in one round, in row order."""
+        spec = self._spec("rows", rows=part_rows)
+        pieces = [piece for value, _, _ in self._results(spec, np.zeros((1, 1)))
+                  for piece in value]
+        Xs, Ys, sws = zip(*pieces)
+        if sp.issparse(Xs[0]):
+            X = _csr_int32(sp.vstack(Xs, format="csr"))
+        else:
+            X = np.concatenate(Xs)
+        sw = None if sws[0] is None else np.concatenate(sws)
+        return Objective(self.layout, X, np.concatenate(Ys), sw, self.loss_code, 0.0, 0.0,
+                         effective_n_threads(self.n_threads))
+
+    # ---------------------------------------------------------------- rounds
+    def _spec(self, op, rows=None, scale=None, kind=None, net=None):
+        return RoundSpec(op, self.layout.net if net is None else net, self.loss_code,
+                         self.scale if scale is None else scale, self.n_threads, rows, kind,
+                         int(np.sum(self.layout.units[1:])))
+
+    def _results(self, spec, vectors):
+        """[(value, vector, seconds)] per group of one round of spec.
 
         A worker lost during the round has its data re-created on the others
         and the round is run again (see Placement.recover).
         """
-        spec = RoundSpec(op, self.layout.net, self.loss_code, self.scale, self.n_threads)
+        vectors = np.ascontiguousarray(vectors)
         while True:
             try:
-                return self._try_round(spec, np.ascontiguousarray(vectors))
+                return self._try_round(spec, vectors)
             except WorkersLost as lost:
                 self.placement.recover(lost.workers)
+
+    def round(self, op, vectors, **spec):
+        """Sum over all rows (or spec's rows) of operation op; vectors[0] is
+        theta. Partial sums are added in group order: deterministic."""
+        value = 0.0
+        total = None
+        for v, vec, _ in self._results(self._spec(op, **spec), vectors):
+            value += v
+            if vec is not None:
+                if total is None:
+                    total = np.array(vec)
+                else:
+                    total += vec
+        return value, total
 
     def _evaluators(self, plan):
         """{host: actor key} for plan, (re)creating the actors whose parts
@@ -220,14 +364,17 @@ class DistributedObjective:
             for g, r in zip(groups, result):
                 by_group[g] = r
             compute = max(compute, sum(r[2] for r in result))
-        value = 0.0
-        total = None
-        for v, vec, _ in by_group:  # fixed order: deterministic sums
-            value += v
-            if vec is not None:
-                if total is None:
-                    total = np.array(vec)
-                else:
-                    total += vec
         self.round_times.append((time.perf_counter() - start, compute))
-        return value, total
+        return by_group
+
+
+class CurvatureBatch:
+    """A curvature batch: its rows, and either a local Objective over them
+    (gathered) or where they are on the workers (part_rows) and the
+    inverse of their weight (scale)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.local = None
+        self.part_rows = None
+        self.scale = None

@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
-from .. import _objective
+from .. import _curvature, _objective
 from .._threads import blas_threads, effective_n_threads
-from ..solvers.objective import CHUNK_ROWS, kernel_input
+from ..solvers.objective import CACHE_BYTES, CHUNK_ROWS, kernel_input
 
 
 class RoundSpec:
@@ -31,9 +31,9 @@ class RoundSpec:
         Operation-specific detail (the curvature: 'gauss-newton', 'hessian').
     """
 
-    __slots__ = ("op", "net", "loss", "scale", "n_threads", "rows", "kind")
+    __slots__ = ("op", "net", "loss", "scale", "n_threads", "rows", "kind", "width")
 
-    def __init__(self, op, net, loss, scale, n_threads, rows=None, kind=None):
+    def __init__(self, op, net, loss, scale, n_threads, rows=None, kind=None, width=0):
         self.op = op
         self.net = net
         self.loss = int(loss)
@@ -41,6 +41,7 @@ class RoundSpec:
         self.n_threads = n_threads
         self.rows = rows
         self.kind = kind
+        self.width = int(width)  # sum of the layer widths (units[1:])
 
     def __getstate__(self):
         return {k: getattr(self, k) for k in self.__slots__}
@@ -91,7 +92,60 @@ def _rows(vectors, items, spec, n_threads):
     return out, None
 
 
-OPS = {"loss_grad": _loss_grad, "loss": _loss, "weight": _weight, "rows": _rows}
+def _squared_input(part, cache):
+    """(data**2, indices, indptr) of a CSR part, computed once per part."""
+    X = kernel_input(part.X)
+    if not isinstance(X, tuple):
+        return None
+    if "Xsq" not in cache:
+        cache["Xsq"] = (np.square(X[0]), X[1], X[2])
+    return cache["Xsq"]
+
+
+def _loss_grad_fisher(vectors, items, spec, n_threads):
+    """Loss, and [gradient, sum of the rows' squared gradient terms] stacked."""
+    theta = vectors[0]
+    n = theta.shape[0]
+    out = np.zeros(2 * n, dtype=theta.dtype)
+    total = 0.0
+    for part, rows, cache in items:
+        total += _curvature.loss_grad_fisher(
+            theta, kernel_input(part.X), _squared_input(part, cache), part.Y,
+            part.sample_weight, rows, spec.net, spec.loss, spec.scale, out[:n], out[n:],
+            True, CHUNK_ROWS, n_threads)
+    return total, out
+
+
+def _forward_cache(cache, theta, rows, width):
+    """(buffer, fill) for the kernels' forward-pass cache of this part: CG
+    multiplies many directions at one theta on one batch."""
+    size = len(rows) * width
+    if size * theta.itemsize > CACHE_BYTES:
+        return None, False
+    held = cache.get("forward")
+    if (held is not None and held[2].dtype == theta.dtype and np.array_equal(held[1], rows)
+            and np.array_equal(held[0], theta)):
+        return held[2], False
+    cache["forward"] = (theta.copy(), rows.copy(), np.empty(size, dtype=theta.dtype))
+    return cache["forward"][2], True
+
+
+def _curvature_product(vectors, items, spec, n_threads):
+    """sum over the rows of scale * sw_i * C_i v, C = Gauss-Newton or Hessian
+    (spec.kind), v = vectors[1]; no penalty."""
+    theta, v = vectors[0], vectors[1]
+    out = np.zeros_like(theta)
+    for part, rows, cache in items:
+        buffer, fill = _forward_cache(cache, theta, rows, spec.width)
+        _curvature.curvature_product(
+            theta, v, kernel_input(part.X), part.Y, part.sample_weight, rows, spec.net,
+            spec.loss, spec.scale, out, spec.kind == "gauss-newton", True, CHUNK_ROWS,
+            n_threads, buffer, fill)
+    return 0.0, out
+
+
+OPS = {"loss_grad": _loss_grad, "loss": _loss, "weight": _weight, "rows": _rows,
+       "loss_grad_fisher": _loss_grad_fisher, "curvature": _curvature_product}
 
 
 def worker_threads(n_threads):

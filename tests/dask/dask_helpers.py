@@ -19,11 +19,11 @@ def make_data(n=600, n_features=8, n_classes=3, seed=0, task="classification"):
 
 
 def distributed_objective(client, X, Y, sw, layout, loss_code, alpha=0.0, l1=0.0,
-                          hosts=None, n_threads=None):
+                          hosts=None, n_threads=None, curvature_on="auto"):
     """A DistributedObjective over dask arrays X, Y (already encoded), sw."""
     return DistributedObjective.from_dask(client, X, Y, layout, loss_code, sample_weight=sw,
                                           alpha=alpha, l1=l1, n_threads=n_threads,
-                                          hosts=hosts)
+                                          hosts=hosts, curvature_on=curvature_on)
 
 
 def small_layout(n_features, n_out, out="softmax", hidden="tanh"):
