@@ -1,10 +1,10 @@
 """Training on a Dask cluster: the data stays on the workers.
 
 ``fastmlp.dask.MLPClassifier`` and ``fastmlp.dask.MLPRegressor`` take the
-local estimators' parameters plus ``client`` and fit row-chunked dask
-arrays or dataframes with full-batch L-BFGS: the client runs the solver,
-each evaluation sends the parameters to the workers and gets one partial
-loss and gradient back from each. Needs the ``dask`` extra
+local estimators' parameters plus ``client`` and ``curvature_on`` and fit
+row-chunked dask arrays or dataframes with a full-batch solver (L-BFGS,
+BFGS or Hessian-free): the client runs the solver, each evaluation sends
+the parameters to the workers and gets one partial sum back from each. Needs the ``dask`` extra
 (``pip install "fastmlp[dask]"``).
 """
 

@@ -5,34 +5,38 @@ pickling, in-memory predict) whose ``fit`` trains on the workers.
 """
 
 import inspect
-import time
-import warnings
 
 import dask
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import validate_data
 
-from ..solvers.quasi_newton import lbfgs
+from .._full_batch import FULL_BATCH_SOLVERS, run_full_batch
+from ..solvers.quasi_newton import check_bfgs_size
 from ._client import fit_client
 from ._data import align_rows, as_dask_rows, fit_dtype, part_builder
-from ._objective import DistributedObjective
+from ._objective import CURVATURE_ON, DistributedObjective
 from ._placement import Placement
 
-DISTRIBUTED_SOLVERS = ("lbfgs",)
+DISTRIBUTED_SOLVERS = FULL_BATCH_SOLVERS
+# Parameters of the dask estimators that the local ones do not have.
+DASK_PARAMETERS = ("client", "curvature_on")
 
 
 def with_client(local_cls):
-    """Class decorator: take local_cls's parameters, plus ``client``.
+    """Class decorator: take local_cls's parameters, plus ``client`` and
+    ``curvature_on``.
 
     The signature is built from the local estimator's, so parameters added
-    there appear here too; ``solver`` defaults to 'lbfgs', the distributed one.
+    there appear here too; ``solver`` defaults to 'lbfgs', a distributed one.
     """
     sig = inspect.signature(local_cls.__init__)
     params = [p.replace(default="lbfgs") if p.name == "solver" else p
               for p in sig.parameters.values()]
     params.append(inspect.Parameter("client", inspect.Parameter.KEYWORD_ONLY, default=None))
+    params.append(inspect.Parameter("curvature_on", inspect.Parameter.KEYWORD_ONLY,
+                                    default="auto"))
     signature = sig.replace(parameters=params)
 
     def __init__(self, *args, **kwargs):
@@ -41,8 +45,10 @@ def with_client(local_cls):
         values = dict(bound.arguments)
         del values["self"]
         client = values.pop("client")
+        curvature_on = values.pop("curvature_on")
         local_cls.__init__(self, **values)
         self.client = client
+        self.curvature_on = curvature_on
 
     __init__.__signature__ = signature
 
@@ -50,7 +56,8 @@ def with_client(local_cls):
         cls.__init__ = __init__
         cls._local_class = local_cls
         cls._parameter_constraints = {**local_cls._parameter_constraints,
-                                      "client": "no_validation"}
+                                      "client": "no_validation",
+                                      "curvature_on": [StrOptions(set(CURVATURE_ON))]}
         return cls
 
     return decorate
@@ -88,7 +95,7 @@ class DaskMLPMixin:
         return state
 
     def fit(self, X, y, sample_weight=None):
-        """Fit on dask data with full-batch L-BFGS across the workers.
+        """Fit on dask data with a full-batch solver across the workers.
 
         Parameters
         ----------
@@ -105,8 +112,8 @@ class DaskMLPMixin:
         self._validate_params()
         if self.solver not in DISTRIBUTED_SOLVERS:
             raise ValueError(
-                f"solver={self.solver!r} is not distributed by fastmlp.dask; use "
-                f"solver='lbfgs' (full-batch, data kept on the workers). For first-order "
+                f"solver={self.solver!r} is not distributed by fastmlp.dask; use one of "
+                f"{DISTRIBUTED_SOLVERS} (full-batch, data kept on the workers). For first-order "
                 f"solvers on dask data, wrap the local estimator in "
                 f"dask_ml.wrappers.Incremental (it calls partial_fit block by block)."
             )
@@ -127,10 +134,17 @@ class DaskMLPMixin:
         hidden = self._hidden_sizes()
         self._hidden_activations(len(hidden))
         self._dropout_rates(len(hidden))  # refuses dropout with 'lbfgs', as locally
+        if self.early_stopping and self.solver != "lbfgs":
+            raise ValueError(
+                f"early_stopping=True is not supported by fastmlp.dask (solver="
+                f"{self.solver!r}): score a held-out dask array with a callback instead, "
+                "or set early_stopping=False ('hf' then stops when the training loss "
+                "stops improving, as locally)."
+            )
         callbacks = self._checked_callbacks()
         if self.checkpoint is not None:
             raise ValueError(
-                "checkpoint is not supported by fastmlp.dask (its solver is 'lbfgs'; "
+                "checkpoint is not supported by fastmlp.dask (its solvers are full-batch; "
                 "checkpoints are for the local first-order solvers)."
             )
         X, meta = as_dask_rows(X)
@@ -141,9 +155,12 @@ class DaskMLPMixin:
         sample_weight = align_rows(sample_weight, X, "sample_weight", 1)
         targets, n_outputs = self._dask_targets(client, y, first_pass)
         units = [X.shape[1]] + hidden + [n_outputs]
+        if self.solver == "bfgs":
+            check_bfgs_size(sum(a * b + b for a, b in zip(units[:-1], units[1:]))
+                            if first_pass else self._layout.n_params)
+        random_state = check_random_state(self.random_state)
         if first_pass:
-            self._initialize(np.empty((0, n_outputs), dtype=dtype), units, dtype,
-                             check_random_state(self.random_state))
+            self._initialize(np.empty((0, n_outputs), dtype=dtype), units, dtype, random_state)
         elif list(self._layout.units) != units:
             raise ValueError(
                 f"The network has layer sizes {list(self._layout.units)} but this "
@@ -161,12 +178,12 @@ class DaskMLPMixin:
                 raise ValueError("The sample weights sum to zero: nothing to fit.")
             objective = DistributedObjective(
                 client, placement, self._layout, self._loss_code, self.alpha, self.l1,
-                self.n_threads, total)
+                self.n_threads, total, self.curvature_on)
             for cb in callbacks:
                 if hasattr(cb, "on_train_begin"):
                     cb.on_train_begin(self)
             try:
-                self._run_lbfgs(objective, callbacks)
+                run_full_batch(self, objective, callbacks, random_state)
             finally:
                 for cb in callbacks:
                     if hasattr(cb, "on_train_end"):
@@ -177,49 +194,15 @@ class DaskMLPMixin:
             else:
                 placement.release()
 
-    def _run_lbfgs(self, objective, callbacks=()):
-        """The local estimators' L-BFGS, on the distributed objective."""
-        start = last = time.perf_counter()
-        stopped = False
-
-        def on_iteration(loss):
-            nonlocal last, stopped
-            self.loss_curve_.append(loss)
-            now = time.perf_counter()
-            if self.verbose:
-                print("Iteration %d, loss = %.8f, time = %.3fs"
-                      % (len(self.loss_curve_), loss, now - start))
-            if callbacks:
-                stopped = self._notify(callbacks, loss, None, None, None, now - last)
-                last = time.perf_counter()
-            return stopped
-
-        theta, loss, n_iter, res = lbfgs(
-            objective, self._theta, max_iter=self.max_iter, max_fun=self.max_fun,
-            tol=self.tol, on_iteration=on_iteration)
-        self._theta[:] = theta
-        self.loss_ = float(loss)
-        if res is None:
-            warnings.warn("Training interrupted by user.")
-            self.n_iter_ = len(self.loss_curve_)
-            return
-        self.n_iter_ = min(n_iter, self.max_iter)
-        if res.status != 0 and not stopped:
-            warnings.warn(
-                f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
-                f"(status={res.status}): {res.message}. Increase max_iter or "
-                "max_fun, or scale the data.",
-                ConvergenceWarning,
-            )
-
     # ------------------------------------------------------------- predict
     def _local_estimator(self):
         """A local estimator with this one's parameters and fitted state."""
         params = self.get_params(deep=False)
-        del params["client"]
-        local = self._local_class(**params)
         state = self.__getstate__()
-        del state["client"]
+        for name in DASK_PARAMETERS:
+            del params[name]
+            state.pop(name, None)
+        local = self._local_class(**params)
         local.__setstate__(state)
         return local
 

@@ -42,11 +42,11 @@ class MLPClassifier(DaskMLPMixin, LocalMLPClassifier):
 
     The parameters, defaults and fitted attributes of
     :class:`fastmlp.MLPClassifier`, except that ``solver`` defaults to
-    'lbfgs' (the only distributed solver), plus ``client``. ``fit`` takes
-    row-chunked dask arrays or dataframes; each row chunk is loaded once on
-    one worker and stays there while full-batch L-BFGS runs on the client,
-    each evaluation sending the parameters out and getting one partial loss
-    and gradient back per worker.
+    'lbfgs', plus ``client`` and ``curvature_on``. ``fit`` takes row-chunked
+    dask arrays or dataframes; each row chunk is loaded once on one worker
+    and stays there while a full-batch solver ('lbfgs', 'bfgs' or 'hf') runs
+    on the client, each evaluation sending the parameters out and getting
+    one partial sum back per worker.
 
     Parameters
     ----------
@@ -54,13 +54,19 @@ class MLPClassifier(DaskMLPMixin, LocalMLPClassifier):
         The cluster to train on. None: the active client, else a
         LocalCluster started for the fit (one in-process worker with
         ``n_threads`` cores) and closed after it.
+    curvature_on : {'auto', 'client', 'workers'}, default='auto'
+        Where 'hf' computes its curvature products: 'client' gathers each
+        iteration's curvature batch to the client once and runs every CG
+        product there; 'workers' runs each product on the workers (one round
+        trip each); 'auto' gathers batches of at most 64 MiB.
     n_threads : int or None, default=None
         Threads each worker's task uses. None: each worker's thread count
         (``nthreads``); Dask's OMP_NUM_THREADS=1 on workers is not used.
     **params
-        As for :class:`fastmlp.MLPClassifier`. Only ``solver='lbfgs'`` is
-        accepted by ``fit``; ``batch_size``, the learning-rate and momentum
-        parameters are unused, as they are by the local 'lbfgs'.
+        As for :class:`fastmlp.MLPClassifier`. ``fit`` accepts the
+        full-batch solvers 'lbfgs', 'bfgs' and 'hf' (without early_stopping
+        for the latter two); ``batch_size``, the learning-rate and momentum
+        parameters are unused, as they are by the local full-batch solvers.
 
     Notes
     -----

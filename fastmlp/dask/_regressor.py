@@ -31,9 +31,9 @@ class MLPRegressor(DaskMLPMixin, LocalMLPRegressor):
 
     The parameters, defaults and fitted attributes of
     :class:`fastmlp.MLPRegressor`, except that ``solver`` defaults to
-    'lbfgs' (the only distributed solver), plus ``client`` and the
-    distributed meaning of ``n_threads``, both as for
-    :class:`fastmlp.dask.MLPClassifier`. ``predict`` returns a dask array
+    'lbfgs' (full-batch solvers only: 'lbfgs', 'bfgs', 'hf'), plus
+    ``client``, ``curvature_on`` and the distributed meaning of
+    ``n_threads``, all as for :class:`fastmlp.dask.MLPClassifier`. ``predict`` returns a dask array
     for dask input; ``score`` (R²) accepts dask or in-memory input.
     """
 

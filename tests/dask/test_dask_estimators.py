@@ -37,11 +37,13 @@ def chunked(*arrays, chunks=CHUNKS):
 def test_parameters_are_the_local_ones_plus_client(Dask, Local):
     local = Local().get_params()
     params = Dask().get_params()
-    assert set(params) == set(local) | {"client"}
+    assert set(params) == set(local) | {"client", "curvature_on"}
     assert params["solver"] == "lbfgs" and params["client"] is None
-    assert {k: v for k, v in params.items() if k not in ("client", "solver")} == {
+    assert params["curvature_on"] == "auto"
+    assert {k: v for k, v in params.items()
+            if k not in ("client", "solver", "curvature_on")} == {
         k: v for k, v in local.items() if k != "solver"}
-    assert "client" in inspect.signature(Dask).parameters
+    assert {"client", "curvature_on"} <= set(inspect.signature(Dask).parameters)
     est = Dask(alpha=0.5, client=None)
     assert clone(est).get_params() == est.get_params()
     assert not hasattr(est, "partial_fit")
