@@ -12,7 +12,12 @@ chunks, this measures per loss-and-gradient evaluation:
 - for scale, the round trip of one trivial dask task (submit + result) on
   the same cluster: the floor of any Dask round trip on this machine.
 
-Usage: python benchmarks/dask_overhead.py [--rows 8192] [--evals 30]
+Then, for Hessian-free, the two layouts of the curvature products on a
+batch of --batch rows: gathered to the client (one round, then every CG
+product computed there) or on the workers (one round per product).
+
+Usage: PYTHONPATH=. python benchmarks/dask_overhead.py [--rows 8192] [--evals 30]
+       [--batch 1000]
 """
 
 import argparse
@@ -105,10 +110,48 @@ def measure(client, n_rows, n_chunks, n_evals):
     return rounds, traffic, layout.n_params
 
 
+def measure_curvature(client, n_rows, batch, n_products=10):
+    """ms: gathering the batch; one product on the client; one product round
+    on the workers, and the slowest worker's compute within it."""
+    import dask.array as da
+
+    from fastmlp._network import LOSS_LOG, Layout
+    from fastmlp.dask import DistributedObjective
+
+    rng = da.random.RandomState(0)
+    X = rng.standard_normal((n_rows, UNITS[0]), chunks=(n_rows // 8, UNITS[0]))
+    labels = rng.randint(0, UNITS[-1], n_rows, chunks=n_rows // 8)
+    Y = (labels[:, None] == da.arange(UNITS[-1])[None, :]).astype(np.float64)
+    layout = Layout(UNITS, ["relu", "relu", "softmax"])
+    theta = np.random.RandomState(0).randn(layout.n_params) * 0.05
+    v = np.random.RandomState(1).randn(layout.n_params)
+    rows = np.sort(np.random.RandomState(2).choice(n_rows, batch, replace=False))
+    out = {}
+    for where in ("client", "workers"):
+        obj = DistributedObjective.from_dask(client, X, Y, layout, LOSS_LOG, alpha=1e-4,
+                                             curvature_on=where)
+        obj(theta)  # the actors
+        t = time.perf_counter()
+        obj.curvature(theta, v, rows)  # gathers (client) or weighs (workers) the batch
+        first = time.perf_counter() - t
+        obj.round_times.clear()
+        times = []
+        for _ in range(n_products):
+            t = time.perf_counter()
+            obj.curvature(theta, v, rows)
+            times.append(time.perf_counter() - t)
+        out[where] = (first * 1e3, float(np.median(times)) * 1e3,
+                      float(np.median([c for _, c in obj.round_times])) * 1e3
+                      if obj.round_times else None)
+        obj.release()
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=8192)
     parser.add_argument("--evals", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=1000)
     args = parser.parse_args()
 
     from distributed import Client, LocalCluster
@@ -132,6 +175,14 @@ def main():
                   f"{moved / 1e6:8.3f} {bound / 1e6:9.3f}")
         print(f"P = {P}; bytes: sum over the {len(traffic)} workers of bytes sent + received")
         print(f"one trivial dask task, submit + result: {bare_round_trip(client) * 1e3:.1f} ms")
+        curv = measure_curvature(client, args.rows, args.batch)
+        first, product, _ = curv["client"]
+        print(f"HF curvature batch of {args.batch} rows, gathered: {first:.1f} ms once "
+              f"(incl. the first product), then {product:.1f} ms per product on the client")
+        first, product, compute = curv["workers"]
+        print(f"on the workers: {first:.1f} ms for the first product (incl. weighing the "
+              f"batch), then {product:.1f} ms per product round ({compute:.1f} ms of it "
+              "the slowest worker's compute)")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
     # For scale: the same evaluation in this process on all rows.
