@@ -36,6 +36,7 @@ PyTorch is optional: without it its columns say so.
 
 import argparse
 import gc
+import glob
 import json
 import os
 import platform
@@ -58,8 +59,10 @@ import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-# Run from a source checkout, the package next to benchmarks/ is the one measured.
-sys.path.insert(1, os.path.dirname(HERE))
+# Run from a source checkout built in place, the package next to benchmarks/ is
+# the one measured; an unbuilt checkout must not shadow the installed package.
+if glob.glob(os.path.join(os.path.dirname(HERE), "fastmlp", "_epoch*")):
+    sys.path.insert(1, os.path.dirname(HERE))
 
 from benchmarks.common import (  # noqa: E402
     DTYPES, WORKLOADS, estimator_params, fit_quietly, make_data, n_parameters)

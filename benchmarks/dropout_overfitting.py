@@ -28,6 +28,7 @@ Usage (from the repository root, with fastmlp built or installed)::
 """
 
 import argparse
+import glob
 import os
 import sys
 import time
@@ -37,7 +38,9 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+if glob.glob(os.path.join(_ROOT, "fastmlp", "_epoch*")):  # a checkout built in place
+    sys.path.insert(0, _ROOT)
 from fastmlp import MLPClassifier  # noqa: E402
 
 

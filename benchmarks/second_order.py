@@ -13,6 +13,7 @@ wall-clock seconds. Run from the repository root after building the kernels.
 """
 
 import argparse
+import glob
 import os
 import sys
 import time
@@ -23,7 +24,9 @@ import scipy.optimize
 from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+if glob.glob(os.path.join(_ROOT, "fastmlp", "_epoch*")):  # a checkout built in place
+    sys.path.insert(0, _ROOT)
 
 from fastmlp import MLPClassifier, MLPRegressor  # noqa: E402
 from fastmlp._init import init_theta  # noqa: E402

@@ -21,7 +21,10 @@ import compare  # noqa: E402
 
 
 def test_asv_check_finds_no_problem():
-    env = dict(os.environ, ASV_PYTHONPATH=ROOT)
+    import fastmlp
+
+    # The fastmlp under test: installed (CI) or built in place.
+    env = dict(os.environ, ASV_PYTHONPATH=os.path.dirname(os.path.dirname(fastmlp.__file__)))
     res = subprocess.run([sys.executable, "-m", "asv", "check", "--python=same"],
                          cwd=BENCH, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -211,21 +211,23 @@ def test_fit_uses_the_resolved_count(monkeypatch, n_threads, env, expected):
 
 
 @pytest.mark.parametrize("env,expected", [(None, "PASSIVE"), ("active", "ACTIVE")])
-def test_openmp_waits_passively_unless_told_otherwise(env, expected):
+def test_openmp_waits_passively_unless_told_otherwise(env, expected, tmp_path):
     # libgomp prints its settings at load with OMP_DISPLAY_ENV; the variable
     # set for it is gone again afterwards.
     import os
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    import fastmlp
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
     environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     environ["OMP_DISPLAY_ENV"] = "TRUE"
     if env is not None:
         environ["OMP_WAIT_POLICY"] = env
     code = ("import sys, os; sys.path.insert(0, sys.argv[1]); import fastmlp; "
             "print(os.environ.get('OMP_WAIT_POLICY'))")
-    res = subprocess.run([sys.executable, "-c", code, root], env=environ,
+    res = subprocess.run([sys.executable, "-c", code, root], env=environ, cwd=tmp_path,
                          capture_output=True, text=True, check=True)
     if "OMP_WAIT_POLICY" not in res.stderr:
         pytest.skip("the OpenMP runtime does not report its settings (not libgomp)")
