@@ -72,22 +72,12 @@ def human_seconds(t):
     return f"{t * 1e6:.0f} us" if t < 1e-3 else f"{t * 1e3:.2f} ms"
 
 
-def cmd_prune(args):
+def split_data(args, est):
+    """(Xtr, Xte, ytr, yte, source) from --data (default: the built-in digits),
+    split as ``fastmlp train`` splits it (--test-size, --seed)."""
     from sklearn.base import is_classifier
     from sklearn.model_selection import train_test_split
 
-    from .pruning import kernel_choice, prune_retrain, prune_units
-
-    if not 0 <= args.sparsity < 1:
-        raise CLIError(f"--sparsity must be in [0, 1), got {args.sparsity}")
-    if not 0 <= args.units < 1:
-        raise CLIError(f"--units must be in [0, 1), got {args.units}")
-    if args.retrain_epochs < 0:
-        raise CLIError(f"--retrain-epochs must be >= 0, got {args.retrain_epochs}")
-    schedule = parse_schedule(args.schedule, args.sparsity)
-    est = load_model(args.model)
-    if args.threads is not None:
-        est.set_params(n_threads=args.threads)
     if args.data is None:
         from sklearn.datasets import load_digits
 
@@ -108,6 +98,26 @@ def cmd_prune(args):
                                               stratify=y if classify else None)
     except ValueError as exc:
         raise CLIError(f"cannot split the data: {exc}") from None
+    return Xtr, Xte, ytr, yte, source
+
+
+def cmd_prune(args):
+    from sklearn.base import is_classifier
+
+    from .pruning import kernel_choice, prune_retrain, prune_units
+
+    if not 0 <= args.sparsity < 1:
+        raise CLIError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+    if not 0 <= args.units < 1:
+        raise CLIError(f"--units must be in [0, 1), got {args.units}")
+    if args.retrain_epochs < 0:
+        raise CLIError(f"--retrain-epochs must be >= 0, got {args.retrain_epochs}")
+    schedule = parse_schedule(args.schedule, args.sparsity)
+    est = load_model(args.model)
+    if args.threads is not None:
+        est.set_params(n_threads=args.threads)
+    Xtr, Xte, ytr, yte, source = split_data(args, est)
+    classify = is_classifier(est)
     score_name = "test accuracy" if classify else "test R^2"
     units = "-".join(str(int(u)) for u in est._layout.units)
     print(f"model: {args.model} ({type(est).__name__}, layers {units}, "

@@ -3,7 +3,8 @@
 ``fastmlp train`` trains a network on the built-in digits data (or on
 ``--data FILE``), shows per-epoch progress and reports test accuracy (R² for
 ``--task regression``) and fit time. ``fastmlp prune`` prunes a saved model
-and retrains it, reporting what that changed.
+and retrains it, reporting what that changed; ``fastmlp compress`` writes
+it as a compact ``.fmz`` file (weight sharing and entropy coding).
 
 Model files: every command reads models with :func:`load_model` and writes
 them with :func:`save_model`; paths ending in ``.pkl``/``.joblib`` are
@@ -260,6 +261,9 @@ def build_parser():
                        "model and its settings come from it, pass the same --data, "
                        "--seed and --test-size as the original run")
     add_prune_parser(sub)
+    from ._cli_compress import add_compress_parser
+
+    add_compress_parser(sub)
     return parser
 
 
@@ -347,6 +351,10 @@ def main(argv=None):
             from ._cli_prune import cmd_prune
 
             return cmd_prune(args)
+        if args.command == "compress":
+            from ._cli_compress import cmd_compress
+
+            return cmd_compress(args)
     except CLIError as exc:
         print(f"fastmlp: error: {exc}", file=sys.stderr)
         return 2
