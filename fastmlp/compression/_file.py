@@ -134,11 +134,18 @@ def load(path):
         The file is not a valid compressed model (wrong kind, truncated,
         corrupt, inconsistent); the message says why.
     """
-    from .. import _container, _persist
-    from ..exceptions import ModelFileError
+    from .. import _container
 
     path = os.fspath(path)
-    contents = _container.read(path, kinds=(KIND,))
+    return from_contents(path, _container.read(path, kinds=(KIND,)))
+
+
+def from_contents(path, contents):
+    """The estimator of a compressed model file already read by the container
+    reader (``fastmlp.load`` reads any fastmlp model file this way)."""
+    from .. import _persist
+    from ..exceptions import ModelFileError
+
     meta = contents.meta
     if set(meta) != META_KEYS:
         raise ModelFileError(f"{path}: the metadata must hold {sorted(META_KEYS)}, "
