@@ -17,7 +17,7 @@ X, Y = X[:500] / 16, Y[:500]
 
 
 def fitted(Est=MLPClassifier, dtype=np.float64, **kw):
-    params = dict(hidden_layer_sizes=(40, 20), max_iter=60, random_state=0)
+    params = dict(hidden_layer_sizes=(40, 20), max_iter=60, random_state=0, n_threads=1)
     params.update(kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -21,12 +21,12 @@ def fitted(Est, dtype, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if Est is MLPClassifier:
-            params = dict(hidden_layer_sizes=(20, 12), max_iter=30, random_state=0)
+            params = dict(hidden_layer_sizes=(20, 12), max_iter=30, random_state=0, n_threads=1)
             params.update(kw)
             return Est(**params).fit(X.astype(dtype), Y)
         Xr, yr = make_regression(200, 8, n_targets=2, random_state=0)
         kw.setdefault("activation", "tanh")
-        return Est(hidden_layer_sizes=(16,), max_iter=50, random_state=0, **kw).fit(Xr.astype(dtype), yr / 100), Xr.astype(dtype), yr / 100
+        return Est(hidden_layer_sizes=(16,), max_iter=50, random_state=0, n_threads=1, **kw).fit(Xr.astype(dtype), yr / 100), Xr.astype(dtype), yr / 100
 
 
 @pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
