@@ -34,7 +34,7 @@ def test_compress_and_report(pruned_path, tmp_path, capsys):
     m = re.search(r"^file\s+(\d+) B\s+(\d+) B\s+([\d.]+)x", out, re.M)
     assert int(m.group(1)) == 4 * (64 * 60 + 60 + 60 * 30 + 30 + 30 * 10 + 10)
     assert int(m.group(2)) == out_path.stat().st_size
-    assert float(m.group(3)) > 10
+    assert float(m.group(3)) > 5  # a small model: metadata weighs
     before, after = (float(v) for v in out.split("test accuracy")[-1].split()[:2])
     assert abs(after - before) < 0.03
     assert f"saved: {out_path}" in out
