@@ -15,8 +15,8 @@ def pruned_path(tmp_path_factory):
     model, pruned = folder / "model.pkl", folder / "pruned.pkl"
     assert main(["train", "--hidden", "60,30", "--epochs", "40", "--quiet", "--threads", "1",
                  "-o", str(model)]) == 0
-    assert main(["prune", str(model), "--sparsity", "0.85", "--schedule", "2", "--scope",
-                 "global", "--retrain-epochs", "5", "--threads", "1", "-o", str(pruned)]) == 0
+    assert main(["prune", str(model), "--sparsity", "0.7", "--schedule", "2", "--scope",
+                 "global", "--retrain-epochs", "15", "--threads", "1", "-o", str(pruned)]) == 0
     return pruned
 
 
@@ -36,7 +36,7 @@ def test_compress_and_report(pruned_path, tmp_path, capsys):
     assert int(m.group(2)) == out_path.stat().st_size
     assert float(m.group(3)) > 5  # a small model: metadata weighs
     before, after = (float(v) for v in out.split("test accuracy")[-1].split()[:2])
-    assert abs(after - before) < 0.03
+    assert before > 0.9 and after >= before - 0.02
     assert f"saved: {out_path}" in out
     est = load(out_path)
     from sklearn.datasets import load_digits
