@@ -23,6 +23,8 @@ parameters (pruned layers as scipy.sparse CSC): the compressed form is for
 storage, the sparse kernels for inference.
 """
 
+import functools
+import inspect
 import os
 
 import numpy as np
@@ -44,11 +46,17 @@ def _same(a, b):
     return type(a) is type(b) and a == b
 
 
+@functools.lru_cache(maxsize=None)
+def _defaults(cls):
+    """{hyperparameter: default} of an estimator class (one signature read)."""
+    params = inspect.signature(cls.__init__).parameters
+    return {name: params[name].default for name in cls._get_param_names()}
+
+
 def stored_state(est):
     """The estimator state a ``.fmz`` file keeps (no parameters)."""
     state = est.__getstate__()
-    defaults = {name: est._default_param(name) if hasattr(est, "_default_param")
-                else _default_param(type(est), name) for name in est._get_param_names()}
+    defaults = _defaults(type(est))
     out = {}
     for key, value in state.items():
         if key in DROPPED:
@@ -59,12 +67,6 @@ def stored_state(est):
             value = []  # the curves of the uncompressed training
         out[key] = value
     return out
-
-
-def _default_param(cls, name):
-    import inspect
-
-    return inspect.signature(cls.__init__).parameters[name].default
 
 
 def save(model, path):
@@ -176,6 +178,8 @@ def from_contents(path, contents):
     state = decoder.decode(meta["state"], "state")
     if not isinstance(state, dict) or "coefs_" in state or "intercepts_" in state:
         raise ModelFileError(f"{path}: the stored state must be a dict without parameters")
+    for name, default in _defaults(cls).items():
+        state.setdefault(name, default)  # left out on saving
     state["coefs_"] = [c.matrix(dtype) for c in codes]
     state["intercepts_"] = [c.biases().astype(dtype) for c in codes]
     est = cls.__new__(cls)
