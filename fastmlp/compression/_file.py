@@ -29,6 +29,7 @@ import os
 
 import numpy as np
 
+from .._network import Layout
 from ._huffman import CodeError
 from ._layers import Reader, decode_layer
 
@@ -180,8 +181,23 @@ def from_contents(path, contents):
         raise ModelFileError(f"{path}: the stored state must be a dict without parameters")
     for name, default in _defaults(cls).items():
         state.setdefault(name, default)  # left out on saving
-    state["coefs_"] = [c.matrix(dtype) for c in codes]
-    state["intercepts_"] = [c.biases().astype(dtype) for c in codes]
+    # The parameter vector and its layout, built once from the decoded
+    # layers (the estimator would otherwise derive them from coefs_ twice).
+    probe = cls.__new__(cls)
+    probe.__dict__.update(state)
+    try:
+        layout = Layout([codes[0].shape[0]] + [c.shape[1] for c in codes],
+                        probe._layer_activations(len(codes)), state["negative_slope"],
+                        [c.structure() for c in codes])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: the stored model is inconsistent: "
+                             f"{type(exc).__name__}: {exc}") from None
+    theta = np.empty(layout.n_params, dtype=dtype)
+    for l, c in enumerate(codes):
+        theta[layout.coef_slice(l)] = c.weights()
+        theta[layout.intercept_slice(l)] = c.biases()
+    state["coefs_"], state["intercepts_"] = layout.views(theta)
+    state["_theta_vec"], state["_layout_obj"] = theta, layout
     est = cls.__new__(cls)
     try:
         est.__setstate__(state)
@@ -190,5 +206,4 @@ def from_contents(path, contents):
     unused = (set(contents.arrays) | set(contents.sparse)) - decoder.used
     if unused:
         raise ModelFileError(f"{path}: sections {sorted(unused)} are not part of the model")
-    est._theta  # one parameter vector, pruned layers included
     return est
