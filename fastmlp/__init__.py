@@ -32,5 +32,15 @@ __version__ = "0.1.0"
 # The classes a model file may name (looked up by name, never imported).
 _persist.ESTIMATORS.update(MLPClassifier=MLPClassifier, MLPRegressor=MLPRegressor)
 
+
+def _load_compressed(path, contents):
+    from .compression._file import from_contents
+
+    return from_contents(path, contents)
+
+
+# Compressed .fmz models (fastmlp.compression) load through fastmlp.load too.
+_persist.LOADERS["fastmlp.compressed"] = _load_compressed
+
 __all__ = ["MLPClassifier", "MLPRegressor", "save", "load", "DivergenceWarning",
            "InputScaleWarning", "ModelFileError", "__version__"]

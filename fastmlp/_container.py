@@ -32,9 +32,10 @@ Variants
 A new kind of content is a new ``kind`` plus its own metadata keys and
 section names, not a new format. Estimators (dense or pruned: a pruned
 layer is a CSC matrix section) are kind ``"fastmlp.estimator"``
-(fastmlp/_persist.py). A compressed ``.fmz`` model would be, say, kind
-``"fastmlp.compressed"``: codebooks as small dense arrays, entropy-coded
-indices as ``uint8`` arrays, the codec's parameters in ``meta``::
+(fastmlp/_persist.py). A compressed ``.fmz`` model is kind
+``"fastmlp.compressed"`` (fastmlp/compression/_file.py): codebooks as small
+dense arrays, entropy-coded indices as ``uint8`` arrays, the codec's
+parameters in ``meta``, for instance::
 
     from fastmlp import _container
 

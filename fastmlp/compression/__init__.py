@@ -13,6 +13,6 @@ holds exactly the compressed parameters; :func:`save` writes it and
 """
 
 from ._compress import CompressedModel, compress
-from ._file import load, save  # noqa: E402
+from ._file import load, save
 
 __all__ = ["compress", "CompressedModel", "save", "load"]

@@ -29,7 +29,9 @@ import os
 
 import numpy as np
 
+from .. import _container, _persist
 from .._network import Layout
+from ..exceptions import ModelFileError
 from ._huffman import CodeError
 from ._layers import Reader, decode_layer
 
@@ -79,7 +81,7 @@ def save(model, path):
     path : str or os.PathLike
         Conventionally ``*.fmz``.
     """
-    from .. import __version__, _container, _persist
+    from .. import __version__
     from ._compress import CompressedModel
 
     if not isinstance(model, CompressedModel):
@@ -105,8 +107,6 @@ def save(model, path):
 
 
 def _section(path, contents, name, dtype):
-    from ..exceptions import ModelFileError
-
     arr = contents.arrays.pop(name, None)
     if arr is None or arr.dtype != dtype or arr.ndim != 1:
         raise ModelFileError(f"{path}: a compressed model needs a 1-D {np.dtype(dtype)} "
@@ -137,8 +137,6 @@ def load(path):
         The file is not a valid compressed model (wrong kind, truncated,
         corrupt, inconsistent); the message says why.
     """
-    from .. import _container
-
     path = os.fspath(path)
     return from_contents(path, _container.read(path, kinds=(KIND,)))
 
@@ -146,9 +144,6 @@ def load(path):
 def from_contents(path, contents):
     """The estimator of a compressed model file already read by the container
     reader (``fastmlp.load`` reads any fastmlp model file this way)."""
-    from .. import _persist
-    from ..exceptions import ModelFileError
-
     meta = contents.meta
     if set(meta) != META_KEYS:
         raise ModelFileError(f"{path}: the metadata must hold {sorted(META_KEYS)}, "
