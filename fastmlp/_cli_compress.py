@@ -5,7 +5,7 @@ import tempfile
 import warnings
 
 from ._cli_prune import human_bytes, load_model, split_data
-from .cli import CLIError
+from .cli import CLIError, add_data_arguments
 
 
 def add_compress_parser(sub):
@@ -34,12 +34,7 @@ def add_compress_parser(sub):
                    help="epochs of centroid fine-tuning on the training part (default 0)")
     p.add_argument("--fine-tune-lr", type=float, default=None, metavar="LR",
                    help="Adam step for fine-tuning (default: the model's learning_rate_init)")
-    p.add_argument("--data", metavar="FILE",
-                   help="as for fastmlp train (default: scikit-learn's digits, scaled)")
-    p.add_argument("--test-size", type=float, default=0.25,
-                   help="fraction held out for the test score (default 0.25)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
-    p.add_argument("--threads", type=int, default=None, help="n_threads")
+    add_data_arguments(p)
     p.add_argument("-o", "--output", metavar="OUT.fmz",
                    help="write the compressed model here (load it with "
                    "fastmlp.compression.load)")

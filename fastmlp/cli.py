@@ -115,6 +115,16 @@ def load_model(path):
     return est
 
 
+def add_data_arguments(parser):
+    """The data and split options shared by the commands that score a saved model."""
+    parser.add_argument("--data", metavar="FILE",
+                        help="as for fastmlp train (default: scikit-learn's digits, scaled)")
+    parser.add_argument("--test-size", type=float, default=0.25,
+                        help="fraction held out for the test score (default 0.25)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    parser.add_argument("--threads", type=int, default=None, help="n_threads")
+
+
 def add_prune_parser(sub):
     prune = sub.add_parser(
         "prune",
@@ -146,12 +156,7 @@ def add_prune_parser(sub):
     prune.add_argument("--units", type=float, default=0.0, metavar="FRACTION",
                        help="first remove this fraction of each hidden layer's units "
                        "(structured pruning; default 0)")
-    prune.add_argument("--data", metavar="FILE",
-                       help="as for fastmlp train (default: scikit-learn's digits, scaled)")
-    prune.add_argument("--test-size", type=float, default=0.25,
-                       help="fraction held out for the test score (default 0.25)")
-    prune.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
-    prune.add_argument("--threads", type=int, default=None, help="n_threads")
+    add_data_arguments(prune)
     prune.add_argument("-o", "--output", metavar="OUT",
                        help="save the pruned estimator here: fastmlp's model format "
                        "(fastmlp.load), or a pickle if OUT ends in .pkl or .joblib")
