@@ -443,8 +443,8 @@ def read(path, kinds=None):
         if _crc(text) != hcrc:
             _fail(path, "checksum mismatch in section 'metadata': the file is corrupt")
         try:
-            header = json.loads(text.decode("utf-8"), parse_constant=_refuse_constant,
-                                parse_float=_finite_float)
+            header = json.loads(text.decode("utf-8"), parse_constant=refuse_constant,
+                                parse_float=finite_float)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             _fail(path, f"the metadata is not valid JSON: {exc}")
         sections = _check_header(path, header, kinds)
@@ -507,11 +507,13 @@ def read(path, kinds=None):
     return Contents(header["kind"], header["meta"], arrays, matrices, (major, minor))
 
 
-def _refuse_constant(name):
+def refuse_constant(name):
+    """``json.loads`` hook: NaN and Infinity are not JSON (encode them yourself)."""
     raise ValueError(f"{name} is not allowed in the metadata")
 
 
-def _finite_float(text):
+def finite_float(text):
+    """``json.loads`` hook: a float literal, refused if it overflows."""
     value = float(text)
     if not np.isfinite(value):
         raise ValueError(f"{text} overflows a float")

@@ -31,9 +31,15 @@ _PLAIN = (str, int, float, bool, type(None))
 
 # ------------------------------------------------------------------ encoding
 class _Encoder:
-    def __init__(self):
+    """Encodes a state as JSON values, numeric arrays and sparse matrices
+    into ``arrays`` and ``sparse`` (the container's sections), or, with
+    ``inline_arrays``, numeric arrays as JSON lists too (a compressed model
+    keeps its few small arrays, the classes, in its compact header)."""
+
+    def __init__(self, inline_arrays=False):
         self.arrays = {}
         self.sparse = {}
+        self.inline_arrays = inline_arrays
 
     def _name(self, where):
         name = where
@@ -105,6 +111,13 @@ class _Encoder:
                     )
             return {"$": "objects", "shape": list(a.shape),
                     "items": [self.encode(x, where) for x in items]}
+        if self.inline_arrays:
+            key = a.dtype.newbyteorder("<").str if a.dtype.byteorder != "|" else a.dtype.str
+            if key not in _container.DTYPES:
+                raise TypeError(f"{where}: an array of dtype {a.dtype} cannot be stored")
+            # float(x) of any stored float dtype is exact, and so is its JSON.
+            return {"$": "values", "dtype": key, "shape": list(a.shape),
+                    "items": [self.encode(x, where) for x in a.ravel().tolist()]}
         name = self._name(where)
         self.arrays[name] = np.asarray(a)  # the container checks the dtype
         return {"$": "array", "name": name}
@@ -278,6 +291,28 @@ class _Decoder:
             out[i] = x
         return out.reshape(shape)
 
+    def _tag_values(self, v, where, depth):
+        dtype, shape, items = self._fields(v, where, "dtype", "shape", "items")
+        if not isinstance(dtype, str) or dtype not in _container.DTYPES:
+            self.fail(where, f"array dtype {dtype!r} is not allowed")
+        if not isinstance(items, list):
+            self.fail(where, "array items must be a list")
+        shape = self._shape(shape, where, len(items))
+        dtype = _container.DTYPES[dtype]
+        kind = dtype.kind
+        values = []
+        for i, x in enumerate(items):
+            if kind == "f":
+                x = self.decode(x, f"{where}.{i}", depth + 1)
+            ok = (isinstance(x, bool) if kind == "b"
+                  else isinstance(x, int) and not isinstance(x, bool) if kind in "iu"
+                  else isinstance(x, (int, float)) and not isinstance(x, bool))
+            if not ok:
+                self.fail(where, f"item {i} ({x!r}) is not a {dtype} value")
+            values.append(x)
+        # Out-of-range integers raise OverflowError: a malformed value.
+        return np.array(values, dtype=dtype).reshape(shape)
+
     def _tag_array(self, v, where, depth):
         (name,) = self._fields(v, where, "name")
         return self._take(self.arrays, name, where)
@@ -333,9 +368,28 @@ def load(path):
     MemoryError
         A valid file whose arrays need more memory than is available.
     """
+    return read(path)
+
+
+def read(path, kinds=None):
+    """The estimator in a model file of one of ``kinds`` (default: any kind
+    in ``LOADERS``), read by the container and built by the kind's loader:
+    the one reader behind :func:`load` and ``fastmlp.compression.load``."""
     path = os.fspath(path)
-    contents = _container.read(path, kinds=tuple(LOADERS))
+    contents = _container.read(path, kinds=tuple(LOADERS) if kinds is None else kinds)
     return LOADERS[contents.kind](path, contents)
+
+
+def estimator_class(path, name):
+    """The estimator class a model file names: looked up in ``ESTIMATORS``,
+    never imported; ModelFileError for any other name."""
+    cls = ESTIMATORS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ModelFileError(
+            f"{path}: unknown estimator class {name!r}; this fastmlp loads "
+            f"{', '.join(sorted(ESTIMATORS))}"
+        )
+    return cls
 
 
 def _load_estimator(path, contents):
@@ -346,13 +400,7 @@ def _load_estimator(path, contents):
             f"{path}: the metadata must hold 'class', 'fastmlp_version' and 'state', "
             f"it holds {sorted(meta)}"
         )
-    name = meta["class"]
-    cls = ESTIMATORS.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise ModelFileError(
-            f"{path}: unknown estimator class {name!r}; this fastmlp loads "
-            f"{', '.join(sorted(ESTIMATORS))}"
-        )
+    cls = estimator_class(path, meta["class"])
     decoder = _Decoder(path, contents)
     state = decoder.decode(meta["state"], "state")
     if not isinstance(state, dict):

@@ -126,6 +126,17 @@ def check_fitted_state(state, classifier):
     if "coefs_" not in state:
         return
     dtype, n_params = _check_layers(state)
+    check_fitted_attributes(state, classifier, dtype, n_params)
+
+
+def check_fitted_attributes(state, classifier, dtype, n_params):
+    """The checks of :func:`check_fitted_state` that follow the layers'.
+
+    For a loader that built ``coefs_`` and ``intercepts_`` itself from
+    checked data (fastmlp/compression/_file.py), so that re-checking the
+    layers would only repeat work. ``dtype`` and ``n_params``: the
+    parameters' float dtype and count.
+    """
     coefs = state["coefs_"]
     _expect_int(state, "n_features_in_", coefs[0].shape[0], minimum=1)
     _expect_int(state, "n_outputs_", coefs[-1].shape[1], minimum=1)

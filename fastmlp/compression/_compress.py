@@ -7,7 +7,7 @@ import numpy as np
 
 from ..pruning._rebuild import check_fitted_mlp
 from ._finetune import fine_tune
-from ._layers import LayerCode, encode_layer, sparse_positions
+from ._layers import LayerCode, encode_layer
 from ._quantize import kmeans_1d, linear_levels
 
 METHODS = ("shared", "linear")
@@ -137,15 +137,14 @@ def compress(estimator, *, bits=5, method="shared", bias_bits=8, X=None, y=None,
     layers = []
     for l in range(layout.n_layers):
         w = theta[layout.coef_slice(l)]
-        W = est.coefs_[l]
-        positions = sparse_positions(W) if layout.is_sparse(l) else None
+        csc = layout.structure[l]  # (indptr, indices) of a pruned layer, or None
         if method == "shared":
             centroids, symbols = kmeans_1d(w, 1 << bits)
             table = centroids.astype(np.float32)
         else:
             lo, step, symbols = linear_levels(w, bits)
             table = np.array([lo, step], dtype=np.float32)
-        layers.append(LayerCode(layout.shape(l), method, bits, table, symbols, positions,
+        layers.append(LayerCode(layout.shape(l), method, bits, table, symbols, csc,
                                 bias_bits, None, None))
         theta[layout.coef_slice(l)] = layers[-1].weights()
 

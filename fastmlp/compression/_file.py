@@ -1,26 +1,38 @@
 """``.fmz`` files: a compressed model in the fastmlp model-file container.
 
 The file is the container of fastmlp/_container.py (its magic, version,
-checksums and checks) with kind ``fastmlp.compressed``. Its metadata holds:
+checksums and checks) with kind ``fastmlp.compressed``, metadata
+``{"format": 2}`` and one uint8 section, ``model``, laid out as
 
-``class``, ``fastmlp_version``
-    as in ``fastmlp.save`` files
-``dtype``
-    the estimator's float dtype (``float32`` or ``float64``)
-``state``
-    the estimator's state as ``fastmlp.save`` encodes it, minus the
-    parameters, the optimiser state, the training curves and the
-    hyperparameters left at their defaults (the loader fills those in)
-``layers``
-    per layer, its geometry and how its streams are coded
-    (fastmlp/compression/_layers.py: ``ENTRY_KEYS``)
+==========  ==============================================================
+field       content
+==========  ==============================================================
+state       the state document (_header.py: two varint lengths, then raw
+            DEFLATE of JSON): ``class``, ``fastmlp_version``, ``dtype``
+            (the estimator's float dtype) and ``state``, the estimator's
+            state as ``fastmlp.save`` encodes it (arrays inline) minus the
+            parameters, the optimiser state, the training curves, the
+            hyperparameters left at their defaults and what the layers
+            determine (see ``DERIVED``)
+layers      varint input count, varint layer count, one binary entry per
+            layer (_header.py)
+per layer   float32 codebook (or linear [lo, step]); float32 bias levels
+            [lo, step] (or the float32 biases); the layer's weight,
+            position and bias streams (_streams.py)
+==========  ==============================================================
 
-and two sections besides the state's arrays: ``tables`` (float32: each
-layer's codebook or [lo, step], then its bias levels or float32 biases) and
-``payload`` (uint8: each layer's weight, position and bias streams, end to
-end). Loading decodes the layers once and gives the estimator ordinary
-parameters (pruned layers as scipy.sparse CSC): the compressed form is for
-storage, the sparse kernels for inference.
+The container's CRC-32 covers the section, so a corrupt file fails there;
+what a forged file declares is checked field by field before it is used.
+Format 1 (JSON layer metadata, November 2026 development builds) is
+refused by name.
+
+Loading decodes the layers once, in compiled code (src/_huffman.pyx,
+src/_sparse_positions.pyx), and builds the fitted estimator directly: its
+parameters as ordinary arrays (pruned layers as scipy.sparse CSC for the
+sparse kernels), its layout from the decoded structure, and only what the
+file declares checked — the stored hyperparameters against their
+constraints, the fitted attributes as ``__setstate__`` checks them. Why the
+compressed form is not kept for inference: README, "Compression".
 """
 
 import functools
@@ -28,24 +40,48 @@ import inspect
 import os
 
 import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.utils._param_validation import validate_parameter_constraints
 
 from .. import _container, _persist
 from .._network import Layout
+from .._state import check_fitted_attributes
 from ..exceptions import ModelFileError
+from . import _header
 from ._huffman import CodeError
-from ._layers import Reader, decode_layer
+from ._layers import decode_layer
 
 KIND = "fastmlp.compressed"
-META_KEYS = {"class", "fastmlp_version", "dtype", "state", "layers"}
+FORMAT = 2
+SECTION = "model"
+DOCUMENT_KEYS = {"class", "fastmlp_version", "dtype", "state"}
 # Kept even at their defaults: they decide what the network computes.
-ALWAYS_KEPT = {"hidden_layer_sizes", "activation", "negative_slope", "loss"}
+ALWAYS_KEPT = {"activation", "negative_slope", "loss"}
 # Training-time state that describes the uncompressed parameters.
 DROPPED = {"coefs_", "intercepts_", "_optimizer", "_best_theta", "_opt_state", "_opt_step",
            "_opt_lr", "_opt_epochs", "_resume", "_random_state", "_rng_streams", "callbacks"}
 CURVES = ("loss_curve_", "validation_scores_")
 
 
+def _units(est):
+    return [est.coefs_[0].shape[0]] + [W.shape[1] for W in est.coefs_]
+
+
+# What the layers determine, from the units and the (partial) estimator:
+# left out on saving when equal, filled in on loading.
+DERIVED = {
+    "hidden_layer_sizes": lambda units, est: tuple(units[1:-1]),
+    "n_features_in_": lambda units, est: units[0],
+    "n_outputs_": lambda units, est: units[-1],
+    "n_layers_": lambda units, est: len(units),
+    "out_activation_": lambda units, est: est._output_spec(None)[0],
+    "_loss_code": lambda units, est: est._output_spec(None)[1],
+}
+
+
 def _same(a, b):
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return type(a) is type(b) and a == b
 
 
@@ -60,16 +96,36 @@ def stored_state(est):
     """The estimator state a ``.fmz`` file keeps (no parameters)."""
     state = est.__getstate__()
     defaults = _defaults(type(est))
+    units = _units(est)
     out = {}
     for key, value in state.items():
         if key in DROPPED:
             continue
         if key in defaults and key not in ALWAYS_KEPT and _same(value, defaults[key]):
             continue
+        if key in DERIVED and _same(value, DERIVED[key](units, est)):
+            continue
         if key in CURVES and isinstance(value, list):
             value = []  # the curves of the uncompressed training
         out[key] = value
     return out
+
+
+def file_bytes(model):
+    """The ``model`` section of a :class:`CompressedModel`'s file."""
+    from .. import __version__
+
+    est = model.estimator
+    encoded = model.encoded()
+    doc = {"class": type(est).__name__, "fastmlp_version": __version__,
+           "dtype": est._theta.dtype.name,
+           "state": _persist._Encoder(inline_arrays=True).encode(stored_state(est), "state")}
+    parts = [_header.pack_document(doc),
+             _header.pack_layers(est.coefs_[0].shape[0], [e for e, _, _ in encoded])]
+    for _, floats, streams in encoded:
+        parts.append(np.asarray(floats, dtype="<f4").tobytes())
+        parts.extend(streams)
+    return b"".join(parts)
 
 
 def save(model, path):
@@ -81,47 +137,19 @@ def save(model, path):
     path : str or os.PathLike
         Conventionally ``*.fmz``.
     """
-    from .. import __version__
     from ._compress import CompressedModel
 
     if not isinstance(model, CompressedModel):
         raise TypeError(f"expected a CompressedModel (from fastmlp.compression.compress), "
                         f"got {type(model).__name__}")
-    est = model.estimator
-    enc = _persist._Encoder()
-    encoded = model.encoded()
-    meta = {"class": type(est).__name__, "fastmlp_version": __version__,
-            "dtype": est._theta.dtype.name,
-            "state": enc.encode(stored_state(est), "state"),
-            "layers": [entry for entry, _, _ in encoded]}
-    tables = np.concatenate([floats for _, floats, _ in encoded]).astype(np.float32)
-    payload = np.frombuffer(b"".join(b"".join(streams) for _, _, streams in encoded),
-                            dtype=np.uint8)
-    arrays = dict(enc.arrays)
-    for name in ("tables", "payload"):
-        if name in arrays:  # cannot happen: the encoder's names start with 'state'
-            raise RuntimeError(f"section name {name!r} taken")
-    arrays["tables"] = tables
-    arrays["payload"] = payload
-    _container.write(path, KIND, meta, arrays, enc.sparse)
-
-
-def _section(path, contents, name, dtype):
-    arr = contents.arrays.pop(name, None)
-    if arr is None or arr.dtype != dtype or arr.ndim != 1:
-        raise ModelFileError(f"{path}: a compressed model needs a 1-D {np.dtype(dtype)} "
-                             f"section {name!r}")
-    return arr
+    blob = np.frombuffer(file_bytes(model), dtype=np.uint8)
+    _container.write(path, KIND, {"format": FORMAT}, {SECTION: blob})
 
 
 def load(path):
-    """Load a compressed model saved by :func:`save` as a fitted estimator.
-
-    The weights are decoded once (pruned layers become scipy.sparse CSC
-    matrices for the sparse kernels); predictions are bit-identical to
-    those of the ``CompressedModel.estimator`` that was saved. Safe on
-    files from anywhere: nothing in the file is imported, called or
-    unpickled, every count is checked before it is trusted.
+    """Load a ``.fmz`` file written by :func:`save` as a fitted estimator
+    (``fastmlp.load`` reads it too); it predicts bit-identically to the
+    saved ``CompressedModel.estimator``.
 
     Parameters
     ----------
@@ -134,71 +162,87 @@ def load(path):
     Raises
     ------
     fastmlp.ModelFileError
-        The file is not a valid compressed model (wrong kind, truncated,
-        corrupt, inconsistent); the message says why.
+        Not a valid compressed model (another kind of model file, truncated,
+        corrupt, forged or inconsistent); the message says what is wrong.
     """
-    path = os.fspath(path)
-    return from_contents(path, _container.read(path, kinds=(KIND,)))
+    return _persist.read(path, kinds=(KIND,))
 
 
 def from_contents(path, contents):
-    """The estimator of a compressed model file already read by the container
-    reader (``fastmlp.load`` reads any fastmlp model file this way)."""
+    """The estimator of a compressed model file already read by the
+    container reader (``fastmlp.load``'s loader for its kind)."""
     meta = contents.meta
-    if set(meta) != META_KEYS:
-        raise ModelFileError(f"{path}: the metadata must hold {sorted(META_KEYS)}, "
-                             f"it holds {sorted(meta)}")
-    name = meta["class"]
-    cls = _persist.ESTIMATORS.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise ModelFileError(f"{path}: unknown estimator class {name!r}; this fastmlp "
-                             f"loads {', '.join(sorted(_persist.ESTIMATORS))}")
-    if meta["dtype"] not in ("float32", "float64"):
-        raise ModelFileError(f"{path}: dtype must be 'float32' or 'float64', "
-                             f"got {meta['dtype']!r}")
-    dtype = np.dtype(meta["dtype"])
-    tables = _section(path, contents, "tables", np.float32)
-    payload = _section(path, contents, "payload", np.uint8)
-    entries = meta["layers"]
-    if not isinstance(entries, list) or not entries:
-        raise ModelFileError(f"{path}: 'layers' must be a non-empty list")
-    reader = Reader(tables, payload)
-    codes = []
+    if meta != {"format": FORMAT}:
+        if "layers" in meta:
+            raise ModelFileError(f"{path}: a .fmz file of format 1 (a development build's "
+                                 f"JSON layout); this fastmlp reads format {FORMAT}: "
+                                 f"compress the model again")
+        raise ModelFileError(f"{path}: the metadata must be {{'format': {FORMAT}}}, got "
+                             f"{meta!r} (a newer fastmlp's file?)")
+    blob = contents.arrays.get(SECTION)
+    if (set(contents.arrays) != {SECTION} or contents.sparse or blob.dtype != np.uint8
+            or blob.ndim != 1):
+        raise ModelFileError(f"{path}: a compressed model holds exactly one 1-D uint8 "
+                             f"section {SECTION!r}")
+    reader = _header.ByteReader(blob.tobytes())
     try:
-        for l, entry in enumerate(entries):
-            codes.append(decode_layer(entry, reader, l, codes[-1].shape[1] if codes else None))
-        reader.done()
+        doc = _header.unpack_document(reader)
+        _, entries = _header.unpack_layers(reader)
+        codes = [decode_layer(e, reader, l) for l, e in enumerate(entries)]
+        if reader.left():
+            raise CodeError(f"{reader.left()} bytes after the last layer")
     except CodeError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
-    decoder = _persist._Decoder(path, contents)
-    state = decoder.decode(meta["state"], "state")
-    if not isinstance(state, dict) or "coefs_" in state or "intercepts_" in state:
-        raise ModelFileError(f"{path}: the stored state must be a dict without parameters")
-    for name, default in _defaults(cls).items():
-        state.setdefault(name, default)  # left out on saving
-    # The parameter vector and its layout, built once from the decoded
-    # layers (the estimator would otherwise derive them from coefs_ twice).
-    probe = cls.__new__(cls)
-    probe.__dict__.update(state)
+    if not isinstance(doc, dict) or set(doc) != DOCUMENT_KEYS:
+        raise ModelFileError(f"{path}: the state document must hold {sorted(DOCUMENT_KEYS)}")
+    cls = _persist.estimator_class(path, doc["class"])
+    if doc["dtype"] not in ("float32", "float64"):
+        raise ModelFileError(f"{path}: dtype must be 'float32' or 'float64', "
+                             f"got {doc['dtype']!r}")
+    state = _persist._Decoder(path, _container.Contents(KIND, {}, {}, {}, None)).decode(
+        doc["state"], "state")
+    if not isinstance(state, dict) or DROPPED & set(state):
+        raise ModelFileError(f"{path}: the stored state must be a dict without parameters "
+                             f"or training state")
     try:
-        layout = Layout([codes[0].shape[0]] + [c.shape[1] for c in codes],
-                        probe._layer_activations(len(codes)), state["negative_slope"],
-                        [c.structure() for c in codes])
+        return _estimator(cls, np.dtype(doc["dtype"]), state, codes)
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: the stored model is inconsistent: "
                              f"{type(exc).__name__}: {exc}") from None
+
+
+def _estimator(cls, dtype, stored, codes):
+    """The fitted estimator of a decoded file, built directly.
+
+    ``__setstate__`` would check every layer's structure and every
+    hyperparameter again (about half the load time of a small model); here
+    the layers come from the decoder, which checked them as it built them,
+    and the defaults are valid by definition. What remains to check is what
+    the file declares: its hyperparameters and fitted attributes.
+    """
+    defaults = _defaults(cls)
+    given = {k: stored[k] for k in stored if k in defaults}
+    validate_parameter_constraints(
+        {k: cls._parameter_constraints[k] for k in given if k in cls._parameter_constraints},
+        given, caller_name=cls.__name__)
+    est = cls.__new__(cls)
+    state = est.__dict__
+    state.update(defaults)
+    state.update(stored)
+    units = [codes[0].shape[0]] + [c.shape[1] for c in codes]
+    for key, derive in DERIVED.items():
+        if key not in state or key in defaults and key not in given:
+            state[key] = derive(units, est)
+    if est._hidden_sizes() != units[1:-1]:
+        raise ValueError(f"hidden_layer_sizes {est.hidden_layer_sizes!r} does not match "
+                         f"the layers' units {units}")
+    layout = Layout(units, est._layer_activations(len(codes)), est.negative_slope,
+                    [c.csc for c in codes])
     theta = np.empty(layout.n_params, dtype=dtype)
     for l, c in enumerate(codes):
         theta[layout.coef_slice(l)] = c.weights()
         theta[layout.intercept_slice(l)] = c.biases()
-    state["coefs_"], state["intercepts_"] = layout.views(theta)
     state["_theta_vec"], state["_layout_obj"] = theta, layout
-    est = cls.__new__(cls)
-    try:
-        est.__setstate__(state)
-    except (ValueError, TypeError) as exc:
-        raise ModelFileError(f"{path}: the stored model is inconsistent: {exc}") from None
-    unused = (set(contents.arrays) | set(contents.sparse)) - decoder.used
-    if unused:
-        raise ModelFileError(f"{path}: sections {sorted(unused)} are not part of the model")
+    state["coefs_"], state["intercepts_"] = layout.views(theta)
+    check_fitted_attributes(state, isinstance(est, ClassifierMixin), dtype, theta.size)
     return est

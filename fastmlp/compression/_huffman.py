@@ -14,6 +14,8 @@ import numpy as np
 from .. import _huffman
 
 MAX_LEN = 15
+# Largest alphabet a stream may have (its table is one nibble per symbol).
+MAX_ALPHABET = 4096
 
 
 class CodeError(ValueError):
@@ -97,16 +99,6 @@ def pack_lengths(lengths):
     return (lengths[0::2] | (lengths[1::2] << 4)).astype(np.uint8)
 
 
-def unpack_lengths(raw, alphabet):
-    raw = np.asarray(raw, dtype=np.uint8)
-    out = np.empty(raw.size * 2, dtype=np.uint8)
-    out[0::2] = raw & 15
-    out[1::2] = raw >> 4
-    if out[alphabet:].any():
-        raise CodeError("nonzero padding after the code lengths")
-    return out[:alphabet]
-
-
 def table_bytes(alphabet):
     return (alphabet + 1) // 2
 
@@ -133,31 +125,31 @@ def size(symbols, alphabet):
     return table_bytes(alphabet) + (encoded_bits(freqs, code_lengths(freqs)) + 7) // 8
 
 
+# Messages for the error codes of the compiled decoder (src/_huffman.pyx).
+_ERRORS = {
+    -1: "truncated: the bits end before the last symbol",
+    -2: "a bit pattern that is no code",
+    -3: "fewer bytes than its code table needs",
+    -4: "nonzero padding after the code lengths",
+    -5: "the code lengths do not make a prefix code",
+    -6: "bytes after an empty stream",
+    -7: "a code table with no symbols for a non-empty stream",
+    -8: "bytes after the last symbol",
+    -9: "nonzero padding bits after the last symbol",
+}
+
+
 def decode(data, n, alphabet):
-    """``n`` symbols from :func:`encode`'s bytes; CodeError if they are not
-    exactly such a stream (wrong table, truncated, trailing bytes)."""
-    data = np.frombuffer(data, dtype=np.uint8)
-    t = table_bytes(alphabet)
-    if data.size < t:
-        raise CodeError(f"{data.size} bytes, fewer than the {t} of its code table")
-    lengths = unpack_lengths(data[:t], alphabet)
-    check_lengths(lengths)
+    """``n`` symbols (int32) from :func:`encode`'s bytes; CodeError if they
+    are not exactly such a stream (wrong table, truncated, trailing bytes).
+
+    One compiled pass: table, canonical code and bits are all checked there.
+    """
+    if not 1 <= alphabet <= MAX_ALPHABET:
+        raise CodeError(f"Huffman streams have alphabets of 1 to {MAX_ALPHABET} symbols, "
+                        f"not {alphabet}")
     out = np.empty(n, dtype=np.int32)
-    if n == 0:
-        if data.size != t:
-            raise CodeError("bytes after an empty stream")
-        return out
-    count, first, offset, syms = _canonical(lengths)
-    if syms.size == 0:
-        raise CodeError("a code table with no symbols for a non-empty stream")
-    bits = np.ascontiguousarray(data[t:])
-    used = _huffman.decode(bits, count, first, offset, syms, out)
-    if used == -1:
-        raise CodeError(f"truncated: the bits end before symbol {n}")
-    if used == -2:
-        raise CodeError("a bit pattern that is no code")
-    if (used + 7) // 8 != bits.size:
-        raise CodeError(f"{bits.size - (used + 7) // 8} bytes after the last symbol")
-    if used % 8 and bits[-1] & ((1 << (8 - used % 8)) - 1):
-        raise CodeError("nonzero padding bits after the last symbol")
+    status = _huffman.decode_stream(np.frombuffer(data, dtype=np.uint8), alphabet, out)
+    if status:
+        raise CodeError(_ERRORS[status])
     return out

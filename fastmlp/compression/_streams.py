@@ -18,11 +18,12 @@ import zlib
 
 import numpy as np
 
+from .. import _sparse_positions
 from . import _huffman
 from ._huffman import CodeError
 
 CODECS = ("bits", "huffman", "zlib", "lzma")
-MAX_HUFFMAN_ALPHABET = 4096
+MAX_HUFFMAN_ALPHABET = _huffman.MAX_ALPHABET
 # Raw LZMA2 needs the same filters on both sides; a 1 MiB dictionary covers
 # any layer's stream and keeps the decoder's allocation small.
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME,
@@ -113,13 +114,10 @@ def sizes(symbols, alphabet):
 
 def decode(codec, data, n, alphabet):
     """The ``n`` symbols (int32) of a stream; CodeError if ``data`` is not one."""
+    if codec == "huffman":
+        return _huffman.decode(data, n, alphabet)  # its symbols lie in the alphabet
     if codec == "bits":
         out = _decode_bits(data, n, alphabet)
-    elif codec == "huffman":
-        if alphabet > MAX_HUFFMAN_ALPHABET:
-            raise CodeError(f"Huffman streams have alphabets of at most "
-                            f"{MAX_HUFFMAN_ALPHABET} symbols, not {alphabet}")
-        out = _huffman.decode(data, n, alphabet)
     elif codec in ("zlib", "lzma"):
         expected = n * (1 if alphabet <= 256 else 2)
         if codec == "zlib":
@@ -155,17 +153,27 @@ def gap_symbols(positions, skip):
     return out
 
 
-def positions_from_gaps(symbols, skip, n_positions):
-    """Inverse of :func:`gap_symbols`; CodeError unless the positions lie in
-    ``[0, n_positions)`` and the stream ends on a weight."""
-    symbols = np.asarray(symbols, dtype=np.int64)
-    if symbols.size and symbols[-1] == 0:
-        raise CodeError("the position stream ends with a skip")
-    pos = np.cumsum(np.where(symbols == 0, skip, symbols)) - 1
-    pos = pos[symbols != 0]
-    if pos.size and pos[-1] >= n_positions:
-        raise CodeError(f"a position beyond the layer's {n_positions} weights")
-    return pos
+# Messages for the error codes of src/_sparse_positions.pyx.
+_GAP_ERRORS = {
+    -1: "the position stream ends with a skip",
+    -2: "a position beyond the layer's weights",
+    -3: "the positions are not the layer's declared number of weights",
+    -4: "a gap symbol outside the alphabet",
+}
+
+
+def csc_from_gaps(symbols, skip, n_in, n_out, nnz):
+    """(indptr, indices), int32: the canonical CSC structure of an
+    ``n_in x n_out`` layer whose ``nnz`` weights :func:`gap_symbols` coded
+    (flat positions ``col * n_in + row``). CodeError unless the positions
+    lie in the layer, number ``nnz`` and the stream ends on a weight."""
+    indptr = np.empty(n_out + 1, dtype=np.int32)
+    indices = np.empty(nnz, dtype=np.int32)
+    status = _sparse_positions.gaps_to_csc(np.ascontiguousarray(symbols, dtype=np.int32),
+                                           skip, n_in, n_out, indptr, indices)
+    if status:
+        raise CodeError(_GAP_ERRORS[status])
+    return indptr, indices
 
 
 def best_skip(positions, candidates=(4, 8, 16, 32, 64, 128, 256)):

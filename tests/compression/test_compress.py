@@ -76,7 +76,7 @@ def test_dense_layers_and_bias_bits():
     est = fitted()
     model = compress(est, bits=4, bias_bits=6)
     for W, b, code in zip(model.estimator.coefs_, model.estimator.intercepts_, model.layers):
-        assert isinstance(W, np.ndarray) and code.positions is None
+        assert isinstance(W, np.ndarray) and code.csc is None and code.positions() is None
         assert np.unique(W).size <= 16
         assert np.unique(b).size <= 64 and code.bias_symbols.max() < 64
 

@@ -60,6 +60,20 @@ def test_round_trip(symbols, alphabet):
     np.testing.assert_array_equal(_huffman.decode(data, symbols.size, alphabet), symbols)
 
 
+def test_long_codes_round_trip():
+    # Counts spanning 2**14: codes of up to 15 bits, past the decoder's
+    # 10-bit look-up table.
+    freqs = [2 ** i for i in range(15, 0, -1)] + [1]
+    symbols = np.repeat(np.arange(len(freqs)), freqs).astype(np.int32)
+    np.random.default_rng(0).shuffle(symbols)
+    assert _huffman.code_lengths(np.bincount(symbols)).max() == 15
+    data = _huffman.encode(symbols, 20)
+    np.testing.assert_array_equal(_huffman.decode(data, symbols.size, 20), symbols)
+    for cut in (1, 2, 3):
+        with pytest.raises(CodeError, match="truncated|bytes after|padding"):
+            _huffman.decode(data[:-cut], symbols.size, 20)
+
+
 def test_single_symbol_takes_one_bit():
     data = _huffman.encode(np.full(80, 3), 8)
     assert len(data) == 4 + 10
@@ -76,7 +90,7 @@ def test_skewed_stream_beats_fixed_width():
 @pytest.mark.parametrize("mutate,match", [
     (lambda d: d[:-1], "truncated"),
     (lambda d: d + b"\0", "after the last symbol"),
-    (lambda d: d[:2], "fewer than"),
+    (lambda d: d[:2], "fewer bytes than its code table"),
     (lambda d: d[:3] + bytes([d[3] | 0xF0]) + d[4:], "padding after the code lengths"),
     (lambda d: bytes([0x11, 0x11]) + d[2:], "prefix code"),
 ])

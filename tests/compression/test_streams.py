@@ -3,6 +3,7 @@ sparse positions survive the gap coding, bad bytes are refused."""
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,12 +32,19 @@ def test_encode_picks_the_smallest():
     assert _streams.encode(periodic, 32, codecs=("bits", "huffman"))[0] in ("bits", "huffman")
 
 
-@given(st.sets(st.integers(0, 5000), max_size=400), st.sampled_from([1, 4, 16, 256]))
-def test_gap_symbols_round_trip(positions, skip):
+@given(st.sets(st.integers(0, 5000), max_size=400), st.sampled_from([1, 4, 16, 256]),
+       st.sampled_from([1, 7, 5001]))
+def test_gap_symbols_round_trip(positions, skip, n_in):
     positions = np.array(sorted(positions), dtype=np.int64)
     symbols = _streams.gap_symbols(positions, skip)
     assert symbols.min(initial=0) >= 0 and symbols.max(initial=0) <= skip
-    np.testing.assert_array_equal(_streams.positions_from_gaps(symbols, skip, 5001), positions)
+    n_out = -(-5001 // n_in)
+    indptr, indices = _streams.csc_from_gaps(symbols, skip, n_in, n_out, positions.size)
+    expected = sp.csc_matrix((np.ones(positions.size), (positions % n_in, positions // n_in)),
+                             shape=(n_in, n_out))
+    np.testing.assert_array_equal(indptr, expected.indptr)
+    np.testing.assert_array_equal(indices, expected.indices)
+    assert indptr.dtype == indices.dtype == np.int32
 
 
 def test_gap_symbols_example():
@@ -46,9 +54,15 @@ def test_gap_symbols_example():
 
 def test_positions_checks():
     with pytest.raises(CodeError, match="ends with a skip"):
-        _streams.positions_from_gaps([1, 0], 4, 100)
+        _streams.csc_from_gaps([1, 0], 4, 10, 10, 1)
     with pytest.raises(CodeError, match="beyond"):
-        _streams.positions_from_gaps([4, 4, 4], 4, 10)
+        _streams.csc_from_gaps([4, 4, 4], 4, 5, 2, 3)
+    with pytest.raises(CodeError, match="declared number"):
+        _streams.csc_from_gaps([1, 1], 4, 10, 10, 3)
+    with pytest.raises(CodeError, match="declared number"):
+        _streams.csc_from_gaps([1, 1, 1], 4, 10, 10, 2)
+    with pytest.raises(CodeError, match="outside the alphabet"):
+        _streams.csc_from_gaps([1, 5], 4, 10, 10, 2)
 
 
 @pytest.mark.parametrize("codec", ["zlib", "lzma", "bits"])
