@@ -5,6 +5,7 @@ Run from the repository root with the kernels built:
     PYTHONPATH=. python benchmarks/compression.py digits [--seeds 0,1,2] [--bits 5]
     PYTHONPATH=. python benchmarks/compression.py synthetic [--bits 5]
     PYTHONPATH=. python benchmarks/compression.py load
+    PYTHONPATH=. python benchmarks/compression.py shared
 
 digits: 64-300-100-10 on scikit-learn's digits (75/25 split). synthetic: a
 784-300-100-10 net on make_classification (12,000 samples, 784 standardised
@@ -17,6 +18,11 @@ and container included); the payload-only ratio is printed beside it.
 load: seconds to load the .fmz and predict one row, over seconds to
 unpickle the dense model (as `fastmlp train -o model.pkl` writes it), best
 of interleaved repeats.
+shared: inference from the shared-weight form against decoded weights, on
+both models' pruned layers: the bytes each form keeps per layer, and the
+time of one layer product (1 row and 256 rows) by the same compiled CSC
+loop reading float weights or codebook[uint8 index] (src/_shared_product.pyx),
+with the production predict of the whole network beside them.
 """
 
 import argparse
@@ -74,7 +80,7 @@ def run(name, seed, bits, sparsity, epochs, retrain, fine_tune, threads, folder)
         pickle.dump(dense, f, protocol=pickle.HIGHEST_PROTOCOL)
     return {"ratio": ref / size, "payload_ratio": ref / payload, "size": size, "ref": ref,
             "acc": acc, "sparsity": 1 - pruned._layout.w_size.sum() / (ref / 4),
-            "sizes": model.layer_sizes()}
+            "sizes": model.layer_sizes(), "model": model}
 
 
 def report(name, args):
@@ -129,9 +135,53 @@ def load_time(args):
                   f"{t_fmz / t_pkl:.2f}")
 
 
+def shared_form(args):
+    from fastmlp._shared_product import csc_product, csc_shared_product
+
+    specs = {"digits": (0.92, 200, 40), "synthetic": (0.95, 30, 10)}
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        for name, spec in specs.items():
+            r = run(name, 0, args.bits, *spec, args.fine_tune, args.threads, folder)
+            est = load(os.path.join(folder, f"{name}-0.fmz"))
+            dtype = est._theta.dtype
+            print(f"{name} ({dtype}): per pruned layer, bytes kept (weights + CSC "
+                  f"structure) and product time, decoded vs shared")
+            totals = np.zeros(2)
+            for l, (W, code) in enumerate(zip(est.coefs_, r["model"].layers)):
+                codes = code.symbols.astype(np.uint8)
+                codebook = code.table.astype(dtype)
+                assert np.array_equal(codebook[codes], W.data)
+                structure = W.indptr.nbytes + W.indices.nbytes
+                kept = (W.data.nbytes + structure, codes.nbytes + codebook.nbytes + structure)
+                totals += kept
+                times = []
+                for rows in (1, 256):
+                    X = rng.standard_normal((rows, W.shape[0])).astype(dtype)
+                    out = np.empty((rows, W.shape[1]), dtype=dtype)
+                    repeats = max(5, args.repeats * (4 if rows == 1 else 1))
+                    times.append(best_of([
+                        lambda: csc_product(X, W.indptr, W.indices, W.data, out),
+                        lambda: csc_shared_product(X, W.indptr, W.indices, codes, codebook,
+                                                   out)], repeats))
+                print(f"  layer {l} {W.shape[0]}x{W.shape[1]}, {W.nnz} weights: "
+                      f"{kept[0]} -> {kept[1]} B; 1 row {times[0][0] * 1e6:.1f} -> "
+                      f"{times[0][1] * 1e6:.1f} us ({times[0][1] / times[0][0]:.2f}x), "
+                      f"256 rows {times[1][0] * 1e3:.3f} -> {times[1][1] * 1e3:.3f} ms "
+                      f"({times[1][1] / times[1][0]:.2f}x)")
+            resident = est._theta.nbytes + est._layout.sp_pool.nbytes
+            X = data(name)[1][:256]
+            t1, t256 = best_of([lambda: est.predict_proba(X[:1]),
+                                lambda: est.predict_proba(X)], args.repeats)
+            print(f"  all layers: {totals[0]:.0f} -> {totals[1]:.0f} B kept "
+                  f"({totals[1] / totals[0]:.2f}x); the loaded estimator's parameters "
+                  f"and kernel tables: {resident} B; production predict_proba: 1 row "
+                  f"{t1 * 1e6:.0f} us, 256 rows {t256 * 1e3:.3f} ms")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["digits", "synthetic", "load"])
+    ap.add_argument("what", choices=["digits", "synthetic", "load", "shared"])
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--bits", type=int, default=5)
     ap.add_argument("--fine-tune", type=int, default=5)
@@ -140,6 +190,8 @@ def main():
     args = ap.parse_args()
     if args.what == "load":
         load_time(args)
+    elif args.what == "shared":
+        shared_form(args)
     else:
         report(args.what, args)
 

@@ -154,10 +154,12 @@ def load(path):
     Parameters
     ----------
     path : str or os.PathLike
+        A ``.fmz`` file.
 
     Returns
     -------
     estimator : MLPClassifier or MLPRegressor
+        Fitted, its parameters the compressed ones (pruned layers sparse).
 
     Raises
     ------
