@@ -33,16 +33,16 @@ A new kind of content is a new ``kind`` plus its own metadata keys and
 section names, not a new format. Estimators (dense or pruned: a pruned
 layer is a CSC matrix section) are kind ``"fastmlp.estimator"``
 (fastmlp/_persist.py). A compressed ``.fmz`` model is kind
-``"fastmlp.compressed"`` (fastmlp/compression/_file.py): codebooks as small
-dense arrays, entropy-coded indices as ``uint8`` arrays, the codec's
-parameters in ``meta``, for instance::
+``"fastmlp.compressed"`` (fastmlp/compression/_file.py): metadata
+``{"format": 2}`` and one ``uint8`` section in its own compact layout (the
+container's per-section JSON would weigh more than a small model's coded
+weights). A variant of one's own, for instance::
 
     from fastmlp import _container
 
-    _container.write(path, "fastmlp.compressed",
-                     {"codec": "kmeans-huffman", "layers": [...]},
+    _container.write(path, "example.kmeans", {"codec": "kmeans-huffman", "layers": [...]},
                      arrays={"codebook.0": centroids, "codes.0": packed_uint8})
-    c = _container.read(path, kinds=("fastmlp.compressed",))
+    c = _container.read(path, kinds=("example.kmeans",))
     c.meta["codec"], c.arrays["codes.0"]
 
 ``fastmlp.load`` dispatches on the kind through ``_persist.LOADERS``
