@@ -12,20 +12,19 @@ sparse kernels, src/_sparse_layers.pxd, tile and vectorise on top of this.)
 from cython cimport floating
 from libc.stdint cimport uint8_t
 
+# What a stored weight is: itself (float, double) or a codebook index.
+ctypedef fused stored_t:
+    float
+    double
+    uint8_t
+
 
 def csc_product(const floating[:, ::1] X, const int[::1] indptr, const int[::1] indices,
                 const floating[::1] data, floating[:, ::1] out):
     """out = X @ W for the CSC matrix W = (data, indices, indptr)."""
-    cdef Py_ssize_t B = X.shape[0], n_out = out.shape[1], r, j, k
-    cdef floating acc
-    _check(X.shape[0], out.shape[0], indptr.shape[0], n_out)
+    _check(X.shape[0], out.shape[0], indptr.shape[0], out.shape[1])
     with nogil:
-        for r in range(B):
-            for j in range(n_out):
-                acc = 0
-                for k in range(indptr[j], indptr[j + 1]):
-                    acc = acc + X[r, indices[k]] * data[k]
-                out[r, j] = acc
+        _product(X, indptr, indices, data, data, out)
 
 
 def csc_shared_product(const floating[:, ::1] X, const int[::1] indptr,
@@ -33,16 +32,26 @@ def csc_shared_product(const floating[:, ::1] X, const int[::1] indptr,
                        const floating[::1] codebook, floating[:, ::1] out):
     """out = X @ W for the CSC matrix W whose k-th stored weight is
     ``codebook[codes[k]]``."""
+    _check(X.shape[0], out.shape[0], indptr.shape[0], out.shape[1])
+    with nogil:
+        _product(X, indptr, indices, codes, codebook, out)
+
+
+cdef void _product(const floating[:, ::1] X, const int[::1] indptr, const int[::1] indices,
+                   const stored_t[::1] stored, const floating[::1] codebook,
+                   floating[:, ::1] out) noexcept nogil:
+    # One loop for both forms: the weight fetch is chosen at compile time.
     cdef Py_ssize_t B = X.shape[0], n_out = out.shape[1], r, j, k
     cdef floating acc
-    _check(X.shape[0], out.shape[0], indptr.shape[0], n_out)
-    with nogil:
-        for r in range(B):
-            for j in range(n_out):
-                acc = 0
-                for k in range(indptr[j], indptr[j + 1]):
-                    acc = acc + X[r, indices[k]] * codebook[codes[k]]
-                out[r, j] = acc
+    for r in range(B):
+        for j in range(n_out):
+            acc = 0
+            for k in range(indptr[j], indptr[j + 1]):
+                if stored_t is uint8_t:
+                    acc = acc + X[r, indices[k]] * codebook[stored[k]]
+                else:
+                    acc = acc + X[r, indices[k]] * <floating>stored[k]
+            out[r, j] = acc
 
 
 cdef _check(Py_ssize_t rows_x, Py_ssize_t rows_out, Py_ssize_t n_ptr, Py_ssize_t n_out):
