@@ -44,6 +44,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils._param_validation import validate_parameter_constraints
 
 from .. import _container, _persist
+from .._memory import check_memory
 from .._network import Layout
 from .._state import check_fitted_attributes
 from ..exceptions import ModelFileError
@@ -53,6 +54,9 @@ from ._layers import decode_layer
 
 KIND = "fastmlp.compressed"
 FORMAT = 2
+# Decoded sizes above which loading checks the free memory first (below,
+# reading /proc/meminfo would cost more than the allocation risks).
+CHECKED_ABOVE = 16 << 20
 SECTION = "model"
 DOCUMENT_KEYS = {"class", "fastmlp_version", "dtype", "state"}
 # Kept even at their defaults: they decide what the network computes.
@@ -190,6 +194,9 @@ def from_contents(path, contents):
     try:
         doc = _header.unpack_document(reader)
         _, entries = _header.unpack_layers(reader)
+        needed = decoded_bytes(entries)
+        if needed > CHECKED_ABOVE:
+            check_memory(needed, f"loading {path}")
         codes = [decode_layer(e, reader, l) for l, e in enumerate(entries)]
         if reader.left():
             raise CodeError(f"{reader.left()} bytes after the last layer")
@@ -211,6 +218,29 @@ def from_contents(path, contents):
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: the stored model is inconsistent: "
                              f"{type(exc).__name__}: {exc}") from None
+
+
+def decoded_bytes(entries):
+    """About the bytes that decoding and building the estimator allocate,
+    from the layer entries alone (counts clamped to their valid ranges:
+    decode_layer reports invalid ones). A few KB of stream can declare a
+    layer of 2**31 x 2**31 weights; a valid but huge model must fail at
+    once with MemoryError, not page the machine."""
+    total = 0
+    for e in entries:
+        n_in, n_out = e["shape"]
+        size = n_in * n_out
+        if e["nnz"] is None:
+            # symbols (int32), float32 weights, theta (float64)
+            total += 16 * size
+        else:
+            nnz = min(e["nnz"], size)
+            gaps = min(e["gaps"], nnz + size)
+            # symbols, weights, theta, row indices and the kernels' CSC/CSR
+            # tables (five int32 per weight); gap symbols; column pointers
+            total += 36 * nnz + 4 * gaps + 8 * (n_in + n_out + 2)
+        total += 24 * n_out  # biases: symbols, float32, theta
+    return total
 
 
 def _estimator(cls, dtype, stored, codes):

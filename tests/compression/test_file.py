@@ -253,7 +253,7 @@ def state(p):
     (lambda p: layer(p)["codecs"].__setitem__(0, "lzma"), "layer 0 weights"),
     (lambda p: layer(p)["nbytes"].__setitem__(0, layer(p)["nbytes"][0] + 1), "layer 0"),
     (lambda p: layer(p).update(bias_bits=None), "layer"),
-    (lambda p: layer(p, 2).update(shape=[20, 10**9]), "layer 2"),
+    (lambda p: layer(p, 2).update(shape=[20, 10**6]), "layer 2"),
     (lambda p: p["entries"].pop(), "after the last layer"),
     (lambda p: p["entries"].clear(), "layer count"),
     (lambda p: p.update(n_features=0), "invalid shape"),
@@ -334,3 +334,20 @@ def test_any_payload_byte_is_checked(saved, tmp_path_factory, where, value):
     # Accepted: a valid model whose weights follow from the bytes (the same
     # if the byte was unchanged), never a crash or another exception.
     assert est.predict(X[:5]).shape == (5,)
+
+
+def test_huge_declared_layers_fail_at_once(saved, tmp_path, monkeypatch):
+    """A forged dense layer of 2**30 x 2**30 weights (a few header bytes):
+    MemoryError before anything is allocated."""
+    def grow(p):
+        layer(p, 2).update(shape=[20, 2**30], nnz=None, skip=None, gaps=None,
+                           codecs=["zlib", None, "bits"],
+                           nbytes=[layer(p, 2)["nbytes"][0], None, layer(p, 2)["nbytes"][2]])
+
+    path = saved[1]
+    with pytest.raises(MemoryError, match="loading"):
+        load(forge(path, tmp_path, grow))
+    # Where the memory is there, the entry is still refused for what it is.
+    monkeypatch.setattr("fastmlp.compression._file.check_memory", lambda *a: None)
+    with pytest.raises(ModelFileError, match="layer 2"):
+        load(forge(path, tmp_path, grow))
