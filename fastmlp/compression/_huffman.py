@@ -72,16 +72,6 @@ def _canonical(lengths):
     return count, first, offset, used[order].astype(np.int32)
 
 
-def check_lengths(lengths):
-    """Raise CodeError unless the lengths make a prefix code (Kraft <= 1)."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    if lengths.size and lengths.max() > MAX_LEN:
-        raise CodeError(f"a code length exceeds {MAX_LEN} bits")
-    used = lengths[lengths > 0]
-    if used.size and int(np.sum(1 << (MAX_LEN - used))) > 1 << MAX_LEN:
-        raise CodeError("the code lengths do not make a prefix code")
-
-
 def codes(lengths):
     """The canonical code of each symbol (uint32; 0 for unused symbols)."""
     count, first, offset, syms = _canonical(lengths)
