@@ -139,8 +139,21 @@ class BaseMLP(BaseEstimator, ABC):
 
     # ----------------------------------------------------------- subclasses
     @abstractmethod
-    def _validate_targets(self, y, X, incremental, first_pass):
-        """Return (Y, y): the target matrix in X's dtype, and y as given."""
+    def _validate_targets(self, y, X, incremental, first_pass, class_indices=False):
+        """Return (Y, y): the target matrix in X's dtype, and y as given.
+
+        With class_indices, a classifier whose loss the compiled epoch can
+        take as class indices returns them instead (int32, (n_samples,)):
+        n_samples x n_classes less memory than the indicator matrix.
+        """
+
+    def _target_matrix(self, Y):
+        """Y as the (n_samples, n_outputs) matrix every kernel reads."""
+        return Y
+
+    def _n_target_columns(self, Y):
+        """Outputs of the network for targets Y (as _validate_targets gives)."""
+        return Y.shape[1]
 
     @abstractmethod
     def _output_spec(self, Y):
@@ -347,7 +360,7 @@ class BaseMLP(BaseEstimator, ABC):
             self.__dict__.pop(stale, None)
         self.n_iter_ = 0
         self.t_ = 0
-        self.n_outputs_ = Y.shape[1]
+        self.n_outputs_ = units[-1]
         self.n_layers_ = len(units)
         self.out_activation_, self._loss_code = self._output_spec(Y)
         self.__dict__.pop("_layout_obj", None)
@@ -390,7 +403,10 @@ class BaseMLP(BaseEstimator, ABC):
             not hasattr(self, "coefs_") or (not self.warm_start and not incremental))
         dtype = None if first_pass else self._theta.dtype
         X = as_float_input(self, X, reset=first_pass, dtype=dtype)
-        Y, y = self._validate_targets(y, X, incremental, first_pass)
+        # The first-order epoch reads class indices; the full-batch kernels
+        # read the indicator matrix.
+        Y, y = self._validate_targets(y, X, incremental, first_pass,
+                                      class_indices=self.solver in FIRST_ORDER_SOLVERS)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype,
                                                  ensure_non_negative=True)
@@ -398,7 +414,7 @@ class BaseMLP(BaseEstimator, ABC):
         if class_weight is not None:
             class_weight = class_weight.astype(X.dtype)
             sample_weight = class_weight if sample_weight is None else sample_weight * class_weight
-        units = [X.shape[1]] + hidden + [Y.shape[1]]
+        units = [X.shape[1]] + hidden + [self._n_target_columns(Y)]
         if self.solver == "bfgs":
             check_bfgs_size(sum(a * b + b for a, b in zip(units[:-1], units[1:]))
                             if first_pass else self._layout.n_params)
@@ -526,7 +542,8 @@ class BaseMLP(BaseEstimator, ABC):
         if self.early_stopping and callbacks:
             # The validation loss for callbacks: the compiled objective's data
             # term on the validation rows (no penalty, no dropout).
-            val_objective = Objective(self._layout, X, Y, sample_weight, self._loss_code,
+            val_objective = Objective(self._layout, X, self._target_matrix(Y), sample_weight,
+                                      self._loss_code,
                                       0.0, 0.0, n_threads, rows=val_rows)
         Xk = kernel_input(X)
         snapshot = theta.copy()

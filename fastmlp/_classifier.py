@@ -233,7 +233,7 @@ default='adam'
         self.class_weight = class_weight
 
     # ------------------------------------------------------------- targets
-    def _validate_targets(self, y, X, incremental, first_pass):
+    def _validate_targets(self, y, X, incremental, first_pass, class_indices=False):
         _refuse_mixed_label_types(y)
         y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
         if y.ndim == 2 and y.shape[1] == 1:
@@ -263,8 +263,33 @@ default='adam'
                 )
         if type_of_target(y).startswith("multilabel") and self._y_type != "multilabel-indicator":
             raise ValueError("The model was not fitted with multilabel input.")
+        if class_indices and self._takes_class_indices():
+            # Column j of the indicator matrix is classes_[j] (binary: the one
+            # column is classes_[1]), so the index is the position in classes_.
+            return np.searchsorted(self.classes_, y).astype(np.int32), y
         Y = np.ascontiguousarray(label_binarize(y, classes=self.classes_), dtype=X.dtype)
         return Y, y
+
+    def _takes_class_indices(self):
+        """Whether the compiled loss can read class indices for this model:
+        the log loss of one softmax (multiclass) or logistic (binary) output."""
+        return self.loss == "log_loss" and self._y_type in ("binary", "multiclass")
+
+    def _n_target_columns(self, Y):
+        if Y.ndim == 1:
+            return 1 if len(self.classes_) == 2 else len(self.classes_)
+        return Y.shape[1]
+
+    def _target_matrix(self, Y):
+        if Y.ndim == 2:
+            return Y
+        dtype = self._theta.dtype
+        out = np.zeros((Y.shape[0], self.n_outputs_), dtype=dtype)
+        if self.n_outputs_ == 1:
+            out[:, 0] = Y
+        else:
+            out[np.arange(Y.shape[0]), Y] = 1
+        return out
 
     def _class_weights(self, y, incremental):
         """Per-sample weights from class_weight, as scikit-learn computes them

@@ -78,7 +78,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             checkpoint=checkpoint, curvature_batch_size=curvature_batch_size,
             damping=damping, max_cg_iter=max_cg_iter, curvature=curvature)
 
-    def _validate_targets(self, y, X, incremental, first_pass):
+    def _validate_targets(self, y, X, incremental, first_pass, class_indices=False):
         y = check_array(y, ensure_2d=False, dtype="numeric", input_name="y")
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)

@@ -120,9 +120,9 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
                          &acts[0], &tmp[0], &out[0], accumulate or start > 0,
                          n_threads)
             else:
-                output_loss_delta(Z, bias, &Y[0, 0], k, sw, &rows[start], b,
-                                  scale, loss, nt.act[L - 1], &row_loss[0],
-                                  n_threads)
+                output_loss_delta(Z, bias, &Y[0, 0], NULL, k, sw,
+                                  &rows[start], b, scale, loss, nt.act[L - 1],
+                                  &row_loss[0], n_threads)
                 r_backward(&nt, &theta[0], &v[0], X0, ld0, &csr, &rows[start],
                            b, &acts[0], &racts[0], &tmp[0], &tmp2[0], &out[0],
                            accumulate or start > 0, n_threads)
@@ -258,7 +258,7 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
                     False, n_threads)
             total += output_loss_delta(
                 slot(&nt, &acts[0], b, L),
-                &theta[0] + nt.b_off[L - 1], &Y[0, 0],
+                &theta[0] + nt.b_off[L - 1], &Y[0, 0], NULL,
                 k, sw, &rows[start], b, scale, loss, nt.act[L - 1],
                 &row_loss[0], n_threads)
             backward_fisher(&nt, &theta[0], X0, ld0, &csr, &csr_sq,

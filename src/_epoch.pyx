@@ -13,7 +13,8 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
                       rows_contiguous)
 from _args cimport unpack_net, unpack_input, new_sparse_work
-from _losses cimport output_loss_delta
+from _losses cimport output_loss_delta, LOSS_LOG
+from _activations cimport ACT_SOFTMAX, ACT_LOGISTIC
 from _updates cimport Rule, Pieces, apply_step, RULE_ADAM
 from _rng cimport shuffle as rng_shuffle, next_u64
 from _dropout cimport Dropout
@@ -33,7 +34,7 @@ cdef int check_signals() except -1 with gil:
 
 
 def run_epoch(floating[::1] theta, floating[::1] grad,
-              floating[:, ::1] opt_state, X, const floating[:, ::1] Y,
+              floating[:, ::1] opt_state, X, Y,
               const floating[::1] sample_weight, long long[::1] idx,
               unsigned long long[::1] rng_state, bint shuffle,
               Py_ssize_t batch_size, tuple net, int loss, dict rule,
@@ -49,7 +50,10 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     theta, grad : flat parameters and gradient workspace.
     opt_state : (2, n_params) optimiser state, updated in place.
     X : C/F/strided ndarray or (data, indices, indptr) of a CSR matrix.
-    Y, sample_weight : targets (n_samples, n_outputs) and weights or None.
+    Y : targets (n_samples, n_outputs) of theta's dtype or, for the log
+        loss of a softmax or one-logistic output, the class indices
+        (n_samples,) as int32.
+    sample_weight : weights or None.
     net : (units, w_off, act, slope), see _layers.Net.
     rule : dict with the Rule fields; rule['lr'] is the base learning rate.
     pieces : (lo, hi, is_weight, chunk_ptr), see _updates.Pieces.
@@ -116,6 +120,25 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     unpack_input(X, &csr, &X_ptr, &s0, &s1)
 
     cdef const floating* sw = NULL
+    cdef const floating[:, ::1] Y_mat
+    cdef const int[::1] Y_cls
+    cdef const floating* Yp = NULL
+    cdef const int* cls = NULL
+    if Y.ndim == 1:
+        Y_cls = Y
+        cls = &Y_cls[0]
+        # The kernel indexes the output row with these: refuse what would
+        # read outside it.
+        if loss != LOSS_LOG or nt.act[nt.n_layers - 1] not in (ACT_SOFTMAX,
+                                                                ACT_LOGISTIC):
+            raise ValueError("class-index targets need the log loss of a "
+                             "softmax or logistic output")
+        if Y_cls.shape[0] and (np.min(Y) < 0 or np.max(Y) >= max(
+                2, nt.units[nt.n_layers])):
+            raise ValueError("class indices out of range for the output layer")
+    else:
+        Y_mat = Y
+        Yp = &Y_mat[0, 0]
     if sample_weight is not None:
         sw = &sample_weight[0]
 
@@ -153,9 +176,8 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
                     swsum += sw[idx[i]]
             out = slot(&nt, &acts[0], b, L)
             data_loss = output_loss_delta(
-                out, &theta[0] + nt.b_off[L - 1], &Y[0, 0], k,
-                sw, &idx[start], b, 1 / swsum, loss, nt.act[L - 1], &row_loss[0],
-                n_threads)
+                out, &theta[0] + nt.b_off[L - 1], Yp, cls, k, sw, &idx[start],
+                b, 1 / swsum, loss, nt.act[L - 1], &row_loss[0], n_threads)
             if not isfinite(data_loss):
                 finite = False
                 break

@@ -106,12 +106,56 @@ cdef inline double loss_delta_row(floating* z, const floating* b,
     return w * ell
 
 
+cdef inline double class_loss_delta_row(floating* z, const floating* b,
+                                        int t, Py_ssize_t k, int out_act,
+                                        floating w) noexcept nogil:
+    """loss_delta_row for LOSS_LOG with the target given as a class index t:
+    softmax cross-entropy (k >= 2 outputs) or the binary logistic log-loss
+    (k == 1, t in {0, 1}). Same values as the one-hot row, without reading
+    (or storing) the n_samples x k indicator matrix; the softmax takes k
+    exponentials instead of 2 k."""
+    cdef Py_ssize_t j
+    cdef floating m, s, zt, inv
+    if out_act == ACT_SOFTMAX:
+        m = -INFINITY
+        for j in range(k):
+            z[j] = z[j] + b[j]
+            if z[j] > m:
+                m = z[j]
+        zt = z[t]
+        s = 0
+        for j in range(k):
+            z[j] = fexp(z[j] - m)
+            s = s + z[j]
+        inv = w / s
+        for j in range(k):
+            z[j] = z[j] * inv
+        z[t] = z[t] - w
+        return w * ((m + flog(s)) - zt)
+    zt = z[0] + b[0]  # logistic, one output
+    z[0] = w * (logistic(zt) - t)
+    return w * (softplus(zt) - t * zt)
+
+
+cdef inline double row_loss_delta(floating* z, const floating* b,
+                                  const floating* Y, const int* cls,
+                                  Py_ssize_t i, Py_ssize_t k, int loss,
+                                  int out_act, floating w) noexcept nogil:
+    """The row of sample i against Y[i] or, when cls is not NULL, class
+    cls[i]."""
+    if cls != NULL:
+        return class_loss_delta_row(z, b, cls[i], k, out_act, w)
+    return loss_delta_row(z, b, Y + i * k, k, loss, out_act, w)
+
+
 cdef inline double output_loss_delta(
-        floating* Z, const floating* b, const floating* Y, Py_ssize_t k,
-        const floating* sw, const long long* rows, Py_ssize_t n_rows,
-        double inv_norm, int loss, int out_act, double* row_loss,
-        int n_threads) noexcept nogil:
-    """Rows r of Z hold outputs of samples rows[r] (targets Y[rows[r]]).
+        floating* Z, const floating* b, const floating* Y, const int* cls,
+        Py_ssize_t k, const floating* sw, const long long* rows,
+        Py_ssize_t n_rows, double inv_norm, int loss, int out_act,
+        double* row_loss, int n_threads) noexcept nogil:
+    """Rows r of Z hold outputs of samples rows[r] (targets Y[rows[r]], or
+    with cls not NULL the class indices cls[rows[r]]: LOSS_LOG only, Y
+    unused).
 
     Z becomes the output delta scaled by sw[rows[r]] * inv_norm; returns the
     scaled loss summed over the rows.
@@ -122,14 +166,14 @@ cdef inline double output_loss_delta(
     if n_threads > 1 and n_rows > 1 and n_rows * k >= PAR_MIN // 4:
         for r in prange(n_rows, schedule='static', num_threads=n_threads):
             i = rows[r]
-            row_loss[r] = loss_delta_row(
-                Z + r * k, b, Y + i * k, k, loss, out_act,
+            row_loss[r] = row_loss_delta(
+                Z + r * k, b, Y, cls, i, k, loss, out_act,
                 <floating>(inv_norm * (sw[i] if sw != NULL else 1)))
     else:
         for r in range(n_rows):
             i = rows[r]
-            row_loss[r] = loss_delta_row(
-                Z + r * k, b, Y + i * k, k, loss, out_act,
+            row_loss[r] = row_loss_delta(
+                Z + r * k, b, Y, cls, i, k, loss, out_act,
                 <floating>(inv_norm * (sw[i] if sw != NULL else 1)))
     for r in range(n_rows):
         total += row_loss[r]

@@ -65,7 +65,7 @@ def loss_grad(floating[::1] theta, X, const floating[:, ::1] Y,
                     False, n_threads)
             total += output_loss_delta(
                 slot(&nt, &acts[0], b, L),
-                &theta[0] + nt.b_off[L - 1], &Y[0, 0],
+                &theta[0] + nt.b_off[L - 1], &Y[0, 0], NULL,
                 k, sw, &rows[start], b, scale, loss, nt.act[L - 1],
                 &row_loss[0], n_threads)
             if g != NULL:

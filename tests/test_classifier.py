@@ -227,3 +227,41 @@ def test_early_stopping_with_string_labels():
     assert len(clf.validation_scores_) == clf.n_iter_
     assert clf.best_validation_score_ == max(clf.validation_scores_)
     assert clf.n_iter_ < 200
+
+
+@pytest.mark.parametrize("n_classes", [2, 5])
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_class_index_targets_train_as_the_indicator_matrix(n_classes, early_stopping,
+                                                           monkeypatch):
+    # First-order fits hand the compiled loss class indices instead of the
+    # one-hot matrix; forcing the matrix must give the same model. Labels are
+    # strings, unsorted, to check that the index is the position in classes_.
+    X, y = make_classification(300, 8, n_informative=5, n_classes=n_classes,
+                               random_state=0)
+    labels = np.array(["k%d" % (9 - c) for c in y])
+    kw = dict(hidden_layer_sizes=(12,), max_iter=8, random_state=0, n_threads=1,
+              early_stopping=early_stopping)
+    seen = [_Record(), _Record()]  # with early stopping: the validation loss too
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        indices = MLPClassifier(callbacks=[seen[0]], **kw).fit(X, labels)
+        monkeypatch.setattr(MLPClassifier, "_takes_class_indices", lambda self: False)
+        matrix = MLPClassifier(callbacks=[seen[1]], **kw).fit(X, labels)
+    if early_stopping:
+        assert len(seen[0].losses) == indices.n_iter_ and seen[0].losses[0] is not None
+        np.testing.assert_allclose(seen[0].losses, seen[1].losses, rtol=1e-10)
+    assert indices.n_outputs_ == matrix.n_outputs_ == (1 if n_classes == 2 else n_classes)
+    for a, b in zip(indices.coefs_ + indices.intercepts_, matrix.coefs_ + matrix.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(indices.loss_curve_, matrix.loss_curve_, rtol=1e-10)
+    np.testing.assert_array_equal(indices.predict(X), matrix.predict(X))
+
+
+class _Record:
+    """A callback keeping the validation losses it is given."""
+
+    def __init__(self):
+        self.losses = []
+
+    def on_epoch_end(self, est, info):
+        self.losses.append(info["validation_loss"])

@@ -155,3 +155,49 @@ def test_divergence_is_reported():
     rows = np.arange(50, dtype=np.int64)
     loss, finite, _ = run(layout, theta, X * 1e100, Y, None, rows, 5, opt)
     assert not finite
+
+
+@pytest.mark.parametrize("out", ["softmax", "logistic"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_class_indices_match_the_indicator_matrix(out, weighted, n_threads, dtype):
+    # The log loss read from class indices (no n_samples x k matrix) is the
+    # loss of the one-hot targets: same parameters after an epoch of Adam,
+    # same mean loss.
+    rng = np.random.RandomState(1)
+    k = 4 if out == "softmax" else 1
+    layout = Layout([6, 9, k], ["relu", out])
+    theta = (rng.randn(layout.n_params) * 0.5).astype(dtype)
+    n = 300  # 300 x 4 outputs: the threaded loss loop runs with 2 threads
+    X = rng.randn(n, 6).astype(dtype)
+    classes = rng.randint(0, max(k, 2), n).astype(np.int32)
+    Y = (np.eye(k, dtype=dtype)[classes] if k > 1
+         else classes[:, None].astype(dtype))
+    sw = rng.uniform(0.5, 2, n).astype(dtype) if weighted else None
+    rows = rng.permutation(n).astype(np.int64)  # gathered batches
+    make = lambda: Optimizer("adam", layout.n_params, dtype, learning_rate_init=0.05)
+    a, b = theta.copy(), theta.copy()
+    loss_a, fin_a, _ = run(layout, a, X, Y, sw, rows, 32, make(), alpha=0.1,
+                           n_threads=n_threads)
+    loss_b, fin_b, _ = run(layout, b, X, classes, sw, rows, 32, make(), alpha=0.1,
+                           n_threads=n_threads)
+    assert fin_a and fin_b
+    assert not np.array_equal(a, theta)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+    np.testing.assert_allclose(loss_b, loss_a, rtol=tol)
+
+
+def test_class_indices_out_of_range_are_refused():
+    layout, theta, X, Y, _ = problem(np.float64)
+    opt = Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
+    rows = np.arange(50, dtype=np.int64)
+    for bad in (3, -1):
+        classes = np.zeros(50, dtype=np.int32)
+        classes[7] = bad
+        with pytest.raises(ValueError, match="out of range"):
+            run(layout, theta.copy(), X, classes, None, rows, 10, opt)
+    regression = Layout([6, 9, 3], ["relu", "identity"])
+    with pytest.raises(ValueError, match="class-index targets"):
+        run(regression, np.zeros(regression.n_params), X, np.zeros(50, np.int32),
+            None, rows, 10, opt)
