@@ -546,7 +546,6 @@ class BaseMLP(BaseEstimator, ABC):
                                       self._loss_code,
                                       0.0, 0.0, n_threads, rows=val_rows)
         Xk = kernel_input(X)
-        snapshot = theta.copy()
         if self.early_stopping and "_best_theta" not in self.__dict__:
             self._best_theta = theta.copy()
         # Saved with every mid-fit checkpoint so that fit() can resume.
@@ -560,7 +559,6 @@ class BaseMLP(BaseEstimator, ABC):
         interrupted = False
         try:
             while self.n_iter_ < self.max_iter:
-                snapshot[:] = theta
                 start = time.perf_counter()
                 learning_rate = optimizer.learning_rate
                 loss, finite = runner.run(
@@ -568,11 +566,13 @@ class BaseMLP(BaseEstimator, ABC):
                     optimizer, self._loss_code, self.alpha, self.l1, n_threads,
                     drop_state)
                 if not finite:
-                    theta[:] = snapshot
+                    # No copy of the parameters is kept to go back to: the
+                    # compiled epoch stops before a non-finite gradient
+                    # reaches them (src/_guard.pxd).
                     warnings.warn(
                         f"Training diverged at epoch {self.n_iter_ + 1}: the loss or a "
-                        "parameter became non-finite. The parameters of the last finite "
-                        "epoch are kept. Lower learning_rate_init or scale the inputs.",
+                        "gradient became non-finite. The parameters of the last finite "
+                        "step are kept. Lower learning_rate_init or scale the inputs.",
                         DivergenceWarning,
                     )
                     break
@@ -613,9 +613,10 @@ class BaseMLP(BaseEstimator, ABC):
                 elif record is not None:
                     self._save_checkpoint(record)
         except KeyboardInterrupt:
-            # The checkpoint (if any) keeps the last completed epoch, resumable.
+            # The model keeps its last step (with the optimiser state of that
+            # step); the checkpoint (if any) keeps the last completed epoch,
+            # resumable.
             interrupted = True
-            theta[:] = snapshot
             warnings.warn("Training interrupted by user.")
         if self.early_stopping:
             theta[:] = self._best_theta

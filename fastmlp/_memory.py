@@ -8,8 +8,8 @@ to death long before numpy failed.
 import os
 
 # Bytes a fit needs per parameter, in units of the parameter's itemsize:
-# theta, gradient, epoch-start snapshot, two rows of optimiser state.
-_FIRST_ORDER_COPIES = 5
+# theta, gradient, two rows of optimiser state.
+_FIRST_ORDER_COPIES = 4
 # L-BFGS keeps float64 copies: scipy's x, gradient and work vectors, 10
 # (s, y) correction pairs and the wrappers' copies (measured with
 # tracemalloc: tests/test_memory.py); plus the tracker's best point and the

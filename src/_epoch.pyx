@@ -18,6 +18,7 @@ from _activations cimport ACT_SOFTMAX, ACT_LOGISTIC
 from _updates cimport Rule, Pieces, apply_step, RULE_ADAM
 from _rng cimport shuffle as rng_shuffle, next_u64
 from _dropout cimport Dropout
+from _guard cimport all_finite
 
 # Signals (Ctrl-C) are looked at no more often than this, in seconds.
 cdef double SIGNAL_INTERVAL = 0.05
@@ -71,8 +72,12 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     -------
     loss_sum : sum over batches of (batch loss * batch length).
     n_batches : batches completed.
-    finite : False if a loss or a parameter became non-finite; the epoch
-        stops there and theta must be restored by the caller.
+    finite : False if a loss or a gradient became non-finite, or a step
+        took a parameter beyond the dtype's range; the epoch stops there.
+        In the first two cases theta and the optimiser state are those of
+        the last finite step (_guard.pxd); in the third, theta holds the
+        non-finite values (an update of finite values by a finite gradient
+        overflowing: parameters near the dtype's largest value).
     """
     cdef Net nt = unpack_net(net)
     if sp_work is None:
@@ -183,6 +188,9 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
                 break
             backward(&nt, &theta[0], X0, ld0, &csr, &idx[start], b, &acts[0],
                      &tmp[0], &grad[0], False, n_threads)
+            if not all_finite(&grad[0], grad.shape[0], n_threads):
+                finite = False  # theta and the optimiser state untouched
+                break
             step_count[0] += 1
             if r.kind == RULE_ADAM:
                 t = step_count[0]

@@ -201,3 +201,35 @@ def test_class_indices_out_of_range_are_refused():
     with pytest.raises(ValueError, match="class-index targets"):
         run(regression, np.zeros(regression.n_params), X, np.zeros(50, np.int32),
             None, rows, 10, opt)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_a_non_finite_gradient_stops_before_the_step(solver):
+    # The loss is finite on every batch but the third's gradient overflows
+    # (inputs of 1e200 through output weights of 1e150, softmax logits of
+    # ~1e150: a finite cross-entropy). The epoch must stop with the
+    # parameters and optimiser state of the second step exactly, no
+    # copy of them kept (a NaN or inf step would reach every parameter).
+    rng = np.random.RandomState(0)
+    layout = Layout([4, 5, 3], ["relu", "softmax"])
+    theta = np.zeros(layout.n_params)
+    (W0, W1), _ = layout.views(theta)
+    W0[:] = rng.randn(4, 5) * 1e-200
+    W1[:] = rng.randn(5, 3) * 1e150
+    B = 8
+    X = rng.randn(3 * B, 4)
+    X[2 * B:] *= 1e200
+    classes = rng.randint(0, 3, 3 * B).astype(np.int32)
+    rows = np.arange(3 * B, dtype=np.int64)
+    make = lambda: Optimizer(solver, layout.n_params, np.float64, learning_rate_init=1e-210,
+                             momentum=0.9)
+    ref_opt = make()
+    ref = theta.copy()
+    _, finite, _ = run(layout, ref, X, classes, None, rows[:2 * B], B, ref_opt)
+    assert finite and not np.array_equal(ref, theta)
+    opt = make()
+    got = theta.copy()
+    _, finite, _ = run(layout, got, X, classes, None, rows, B, opt)
+    assert not finite
+    assert np.array_equal(got, ref)
+    assert np.array_equal(opt.state, ref_opt.state) and opt.step[0] == ref_opt.step[0] == 2
