@@ -257,7 +257,12 @@ class Layout:
             cuts.add(self.intercept_slice(l).stop)
         bounds = np.array(sorted(cuts), dtype=np.int64)
         lo, hi = bounds[:-1], bounds[1:]
-        is_weight = self.weight_mask()[lo].astype(np.int8)
+        # From the layers' weight ranges, not weight_mask(): that is
+        # n_params bytes, allocated while the fit's buffers are all live.
+        is_weight = np.zeros(len(lo), dtype=np.int8)
+        for l in range(self.n_layers):
+            w = self.coef_slice(l)
+            is_weight[(lo >= w.start) & (lo < w.stop)] = 1
         chunk_of = lo // UPDATE_CHUNK
         n_chunks = int(chunk_of[-1]) + 1 if len(lo) else 0
         chunk_ptr = np.searchsorted(chunk_of, np.arange(n_chunks + 1)).astype(np.int64)
