@@ -28,8 +28,7 @@ from ._memory import PREDICT_CHUNK, check_memory, fit_bytes
 from ._network import HIDDEN_ACTIVATIONS, Layout
 from ._state import OPTIMIZER_STATE, check_fitted_state
 from ._threads import SMALL_PREDICT, blas_threads, effective_n_threads, predict_blas_threads
-from ._validation import (as_float_input, check_finite_output, check_X_predict,
-                          warn_if_badly_scaled)
+from ._validation import as_float_input, check_finite_output, check_X_predict
 from ._full_batch import FULL_BATCH_SOLVERS, fit_full_batch
 from .exceptions import DivergenceWarning
 from .solvers.first_order import FIRST_ORDER_SOLVERS, SCHEDULES, EpochRunner, Optimizer
@@ -402,7 +401,7 @@ class BaseMLP(BaseEstimator, ABC):
         first_pass = resume is None and (
             not hasattr(self, "coefs_") or (not self.warm_start and not incremental))
         dtype = None if first_pass else self._theta.dtype
-        X = as_float_input(self, X, reset=first_pass, dtype=dtype)
+        X = as_float_input(self, X, reset=first_pass, dtype=dtype, scale_check=True)
         # The first-order epoch reads class indices; the full-batch kernels
         # read the indicator matrix.
         Y, y = self._validate_targets(y, X, incremental, first_pass,
@@ -424,7 +423,6 @@ class BaseMLP(BaseEstimator, ABC):
                 f"data and hidden_layer_sizes need {units}; fit a new model "
                 "(warm_start=False) to change them."
             )
-        warn_if_badly_scaled(X)
         batch = 200 if self.batch_size == "auto" else self.batch_size
         check_memory(fit_bytes(units, X.dtype.itemsize, X.shape[0], batch, self.solver,
                                self.early_stopping, CHUNK_ROWS),

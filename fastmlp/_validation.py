@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import check_array, validate_data
 
 from .exceptions import InputScaleWarning
 
@@ -32,20 +32,33 @@ def _refuse_lazy(X):
         )
 
 
-def as_float_input(estimator, X, reset, dtype=None):
+def as_float_input(estimator, X, reset, dtype=None, scale_check=False):
     """Validate X for fitting: 2-D, finite, float32/float64 (or dtype).
 
     Dense X is never copied when it is already a float array of the right
     dtype, whatever its memory order (the kernels read any strides). Sparse
-    X becomes CSR.
+    X becomes CSR. With scale_check, also warn_if_badly_scaled: the
+    finiteness check and the scale check share their passes over X.
     """
     _refuse_lazy(X)
     X = validate_data(
         estimator, X, accept_sparse=["csr", "csc", "coo"],
         dtype=FLOAT_DTYPES if dtype is None else dtype, order=None, reset=reset,
+        ensure_all_finite=not scale_check,
     )
     if sp.issparse(X):
         X = _csr_int32(X)
+    data = X.data if sp.issparse(X) else X
+    if scale_check and data.size:
+        # numpy's min and max propagate NaN and show infinities: with them
+        # the finiteness check costs no pass over X of its own (scikit-learn
+        # sums X for it).
+        lo, hi = float(data.min()), float(data.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            # scikit-learn's own check, for its error message.
+            check_array(X, accept_sparse="csr", dtype=None, input_name="X",
+                        estimator=estimator)
+        warn_if_badly_scaled(max(hi, -lo))
     return X
 
 
@@ -77,12 +90,9 @@ def check_X_predict(estimator, X, dtype):
 LARGE_FEATURE = 1e10
 
 
-def warn_if_badly_scaled(X):
-    """Warn (InputScaleWarning) if X holds values beyond +-LARGE_FEATURE."""
-    data = X.data if sp.issparse(X) else X
-    if data.size == 0:
-        return
-    peak = max(float(data.max()), -float(data.min()))
+def warn_if_badly_scaled(peak):
+    """Warn (InputScaleWarning) if X's largest magnitude, peak, is beyond
+    LARGE_FEATURE."""
     if peak > LARGE_FEATURE:
         warnings.warn(
             f"X has values up to {peak:.3g} in absolute value. An MLP trains reliably "

@@ -244,3 +244,40 @@ def test_read_only_memmap_and_fortran_input_everywhere(tmp_path, dtype):
                                rtol=1e-5)
     quiet(est.partial_fit, Xm, Y)
     assert est.coefs_[0].dtype == dtype
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "csr", "csc"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_one_pass_value_checks_in_every_layout(layout, dtype):
+    # fit checks finiteness and scale with the same min and max of X: each
+    # layout, each bad value, any position.
+    def arranged(A):
+        if layout == "F":
+            return np.asfortranarray(A)
+        if layout == "strided":
+            return np.repeat(A, 2, axis=1)[:, ::2]
+        if layout in ("csr", "csc"):
+            return getattr(sp, layout + "_matrix")(A)
+        return A
+
+    base = X.astype(dtype)
+    for where in [(0, 0), (len(X) - 1, X.shape[1] - 1), (31, 2)]:
+        for bad, match in [(np.nan, "NaN"), (np.inf, "infinity"), (-np.inf, "infinity"),
+                           (-3e20, "values up to 3e\\+20")]:
+            A = base.copy()
+            A[where] = bad
+            est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=1, random_state=0)
+            if np.isfinite(bad):
+                with pytest.warns(InputScaleWarning, match=match):
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message="(?!X has)")
+                        est.fit(arranged(A), Y)
+            else:
+                with pytest.raises(ValueError, match=match):
+                    est.fit(arranged(A), Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputScaleWarning)
+        quiet_ok = MLPClassifier(hidden_layer_sizes=(4,), max_iter=1, random_state=0)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="(?!X has)")
+            quiet_ok.fit(arranged(base * 1e9), Y)  # within LARGE_FEATURE: no warning
