@@ -514,6 +514,9 @@ class BaseMLP(BaseEstimator, ABC):
                 )
         else:
             train_rows = np.arange(n, dtype=np.int64)
+        # The epoch shuffles 4-byte indices where the row count allows.
+        if n < 2**31 and train_rows.dtype != np.int32:
+            train_rows = train_rows.astype(np.int32)
         if self.early_stopping:
             y_val = y[val_rows]
             sw_val = None if sample_weight is None else sample_weight[val_rows]

@@ -199,7 +199,9 @@ def _check_resume_record(record):
         rows = record[key]
         if rows is None and key == "val_rows":
             continue
-        if not isinstance(rows, np.ndarray) or rows.ndim != 1 or rows.dtype != np.int64:
-            _fail(f"_resume[{key!r}]", "must be a 1-D int64 array")
+        # int32: the epoch's 4-byte row indices (fewer than 2**31 rows).
+        if (not isinstance(rows, np.ndarray) or rows.ndim != 1
+                or rows.dtype not in (np.int32, np.int64)):
+            _fail(f"_resume[{key!r}]", "must be a 1-D int32 or int64 array")
     if not isinstance(record["fingerprint"], dict):
         _fail("_resume['fingerprint']", "must be a dict")

@@ -36,7 +36,7 @@ cdef int check_signals() except -1 with gil:
 
 def run_epoch(floating[::1] theta, floating[::1] grad,
               floating[:, ::1] opt_state, X, Y,
-              const floating[::1] sample_weight, long long[::1] idx,
+              const floating[::1] sample_weight, idx,
               unsigned long long[::1] rng_state, bint shuffle,
               Py_ssize_t batch_size, tuple net, int loss, dict rule,
               tuple pieces, floating[::1] acts, floating[::1] tmp,
@@ -44,7 +44,8 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
               long long[::1] step_count, double alpha, double l1,
               int n_threads, tuple dropout=None,
               floating[::1] sp_work=None):
-    """Run one epoch over the samples idx (shuffled in place first).
+    """Run one epoch over the samples idx (shuffled in place first; int32,
+    or int64 for 2**31 rows or more).
 
     Parameters
     ----------
@@ -147,6 +148,19 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     if sample_weight is not None:
         sw = &sample_weight[0]
 
+    # An int32 idx is half the memory of int64; the kernels read each
+    # batch's rows widened into brows (batch_size entries).
+    cdef int[::1] idx32
+    cdef long long[::1] idx64
+    cdef long long[::1] brows
+    cdef long long* rows
+    cdef bint narrow = idx.dtype == np.int32
+    if narrow:
+        idx32 = idx
+        brows = np.empty(batch_size, dtype=np.int64)
+    else:
+        idx64 = idx
+
     cdef Py_ssize_t n = idx.shape[0], start, b, i
     cdef Py_ssize_t k = nt.units[nt.n_layers]
     cdef int L = nt.n_layers
@@ -160,33 +174,41 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     cdef long long t
 
     with nogil:
-        if shuffle:
-            rng_shuffle(&idx[0], n, &rng_state[0])
-        contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, &idx[0], n)
+        if shuffle and narrow:
+            rng_shuffle(&idx32[0], n, &rng_state[0])
+        elif shuffle:
+            rng_shuffle(&idx64[0], n, &rng_state[0])
         t_last = now()
         start = 0
         while start < n:
             b = min(batch_size, n - start)
-            X0 = batch_input(X_ptr, s0, s1, n_feat, &idx[start], b,
+            if narrow:
+                for i in range(b):
+                    brows[i] = idx32[start + i]
+                rows = &brows[0]
+            else:
+                rows = &idx64[start]
+            contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, rows, b)
+            X0 = batch_input(X_ptr, s0, s1, n_feat, rows, b,
                              contiguous, &xbuf[0], &ld0, n_threads)
             if nt.drop != NULL:
                 dp.key = next_u64(&d_state[0])
-            forward(&nt, &theta[0], X0, ld0, &csr, &idx[start], b, &acts[0],
+            forward(&nt, &theta[0], X0, ld0, &csr, rows, b, &acts[0],
                     False, n_threads)
             if sw == NULL:
                 swsum = b
             else:
                 swsum = 0
-                for i in range(start, start + b):
-                    swsum += sw[idx[i]]
+                for i in range(b):
+                    swsum += sw[rows[i]]
             out = slot(&nt, &acts[0], b, L)
             data_loss = output_loss_delta(
-                out, &theta[0] + nt.b_off[L - 1], Yp, cls, k, sw, &idx[start],
-                b, 1 / swsum, loss, nt.act[L - 1], &row_loss[0], n_threads)
+                out, &theta[0] + nt.b_off[L - 1], Yp, cls, k, sw, rows, b,
+                1 / swsum, loss, nt.act[L - 1], &row_loss[0], n_threads)
             if not isfinite(data_loss):
                 finite = False
                 break
-            backward(&nt, &theta[0], X0, ld0, &csr, &idx[start], b, &acts[0],
+            backward(&nt, &theta[0], X0, ld0, &csr, rows, b, &acts[0],
                      &tmp[0], &grad[0], False, n_threads)
             if not all_finite(&grad[0], grad.shape[0], n_threads):
                 finite = False  # theta and the optimiser state untouched

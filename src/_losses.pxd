@@ -9,6 +9,7 @@ from cython.parallel cimport prange
 from libc.math cimport INFINITY, log
 from _activations cimport ACT_IDENTITY, ACT_LOGISTIC, ACT_SOFTMAX, ACT_EXP, PAR_MIN
 from _mathf cimport fexp, flog, logistic, softplus
+from _cache cimport prefetch
 
 cdef enum:
     LOSS_SQUARED = 0
@@ -163,6 +164,13 @@ cdef inline double output_loss_delta(
     cdef Py_ssize_t r, i
     cdef floating w
     cdef double total = 0
+    # The rows' targets and weights are scattered over arrays the batch's
+    # input rows have just pushed out of cache: ask for them all at once
+    # instead of waiting on one miss per row.
+    for r in range(n_rows):
+        prefetch(cls + rows[r] if cls != NULL else Y + rows[r] * k)
+        if sw != NULL:
+            prefetch(sw + rows[r])
     if n_threads > 1 and n_rows > 1 and n_rows * k >= PAR_MIN // 4:
         for r in prange(n_rows, schedule='static', num_threads=n_threads):
             i = rows[r]

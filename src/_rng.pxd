@@ -11,11 +11,18 @@ cdef inline unsigned long long next_u64(unsigned long long* s) noexcept nogil:
     return z ^ (z >> 31)
 
 
-cdef inline void shuffle(long long* a, Py_ssize_t n,
+# Row indices: 4 bytes where the row count allows, 8 otherwise. The draws
+# do not depend on the width: both shuffle alike.
+ctypedef fused index_t:
+    int
+    long long
+
+
+cdef inline void shuffle(index_t* a, Py_ssize_t n,
                          unsigned long long* s) noexcept nogil:
     """Fisher-Yates; the modulo bias is below n / 2**64."""
     cdef Py_ssize_t i, j
-    cdef long long t
+    cdef index_t t
     for i in range(n - 1, 0, -1):
         j = <Py_ssize_t>(next_u64(s) % <unsigned long long>(i + 1))
         t = a[i]

@@ -167,3 +167,17 @@ def test_pytorch_loop_is_the_estimators_adam():
         # so a rounding difference near a zero gradient moves a few entries.
         assert np.median(diff) <= 1e-5
         assert np.quantile(diff, 0.99) <= 1e-3
+
+
+def test_gemm_libraries_times_the_same_products(capsys):
+    # The script checks that numpy's, scipy's (as src/_blas.pxd calls it) and
+    # PyTorch's products agree before timing them: a wrong transpose flag in
+    # the scipy calls fails here.
+    import gemm_libraries
+
+    assert gemm_libraries.main(["--workloads", "W2,W3", "--repeats", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| W")]
+    assert [r.split("|")[1:3] for r in rows] == [
+        [" W2 ", " float32 "], [" W2 ", " float64 "], [" W3 ", " float32 "],
+        [" W3 ", " float64 "]]

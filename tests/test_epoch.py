@@ -233,3 +233,20 @@ def test_a_non_finite_gradient_stops_before_the_step(solver):
     assert not finite
     assert np.array_equal(got, ref)
     assert np.array_equal(opt.state, ref_opt.state) and opt.step[0] == ref_opt.step[0] == 2
+
+
+@pytest.mark.parametrize("order", ["C", "csr"])
+def test_int32_and_int64_row_indices_give_the_same_epoch(order):
+    # Fits shuffle 4-byte row indices (fewer than 2**31 rows); the epoch
+    # must be the one 8-byte indices give: same permutation, same steps.
+    layout, theta, X, Y, sw = problem(np.float64)
+    X = sp.csr_matrix(X) if order == "csr" else X
+    opt = lambda: Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
+    a, b = theta.copy(), theta.copy()
+    rows = np.arange(50, dtype=np.int64)
+    la, _, ra = run(layout, a, X, Y, sw, rows, 8, opt(), alpha=0.1, shuffle=True, seed=3)
+    lb, _, rb = run(layout, b, X, Y, sw, rows.astype(np.int32), 8, opt(), alpha=0.1,
+                    shuffle=True, seed=3)
+    assert rb.dtype == np.int32 and np.array_equal(ra, rb)
+    assert not np.array_equal(ra, rows)
+    assert np.array_equal(a, b) and la == lb
