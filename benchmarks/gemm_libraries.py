@@ -30,6 +30,9 @@ import time
 from statistics import median
 
 import numpy as np
+# Loaded before threadpoolctl caps the BLAS libraries it finds: scipy's
+# OpenBLAS is another library than numpy's.
+from scipy.linalg import blas
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -71,8 +74,6 @@ def numpy_batch(buf):
 def scipy_batch_fn(buf):
     """The batch as fastmlp's _blas.pxd calls it: a row-major r x c matrix is
     the column-major c x r one (its .T here, an F-ordered view, no copy)."""
-    from scipy.linalg import blas
-
     gemm = blas.sgemm if buf.X.dtype == np.float32 else blas.dgemm
 
     def run():
