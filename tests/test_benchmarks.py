@@ -181,3 +181,12 @@ def test_gemm_libraries_times_the_same_products(capsys):
     assert [r.split("|")[1:3] for r in rows] == [
         [" W2 ", " float32 "], [" W2 ", " float64 "], [" W3 ", " float32 "],
         [" W3 ", " float64 "]]
+
+
+def test_profile_fit_times_each_epoch(capsys):
+    import profile_fit
+
+    assert profile_fit.main(["W2", "float32", "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("W2 float32: epochs ") and out.count(",") == 1
+    assert "rest of the fit" in out
