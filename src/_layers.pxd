@@ -11,7 +11,6 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 from _blas cimport mm_nn, mm_tn, mm_nt
 from _activations cimport bias_act, deriv_set, PAR_MIN
-from _cache cimport prefetch
 from _dropout cimport Dropout, dropout_forward, dropout_backward
 from _sparse_layers cimport (SpNet, SP_GEMM, sp_use_kernels, sp_forward,
                              sp_backward, sp_densify, sp_dense_w,
@@ -45,21 +44,6 @@ cdef inline floating* slot(const Net* net, floating* acts, Py_ssize_t B,
     return acts + B * off
 
 
-cdef inline void copy_row(const floating* X, Py_ssize_t s0,
-                          const long long* rows, Py_ssize_t r, Py_ssize_t B,
-                          Py_ssize_t n_feat, floating* out) noexcept nogil:
-    """out[r, :] = X[rows[r], :] (unit column stride), the next row's
-    cache lines requested first: shuffled rows are scattered over X, and
-    the hardware prefetcher only follows a row once it is being read."""
-    cdef Py_ssize_t o
-    cdef const char* nxt
-    if r + 1 < B:
-        nxt = <const char*>(X + rows[r + 1] * s0)
-        for o in range(0, n_feat * <Py_ssize_t>sizeof(floating), 64):
-            prefetch(nxt + o)
-    memcpy(out + r * n_feat, X + rows[r] * s0, n_feat * sizeof(floating))
-
-
 cdef inline void gather_rows(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                              const long long* rows, Py_ssize_t B,
                              Py_ssize_t n_feat, floating* out,
@@ -70,10 +54,12 @@ cdef inline void gather_rows(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     if s1 == 1:
         if n_threads > 1 and B * n_feat >= PAR_MIN:
             for r in prange(B, schedule='static', num_threads=n_threads):
-                copy_row(X, s0, rows, r, B, n_feat, out)
+                memcpy(out + r * n_feat, X + rows[r] * s0,
+                       n_feat * sizeof(floating))
         else:
             for r in range(B):
-                copy_row(X, s0, rows, r, B, n_feat, out)
+                memcpy(out + r * n_feat, X + rows[r] * s0,
+                       n_feat * sizeof(floating))
     else:
         for r in range(B):
             src = X + rows[r] * s0
