@@ -22,6 +22,18 @@ cdef enum:
     PAR_MIN = 32768
 
 
+cdef inline floating bias_row_max(floating* z, const floating* b,
+                                  Py_ssize_t n) noexcept nogil:
+    """z += b; return the row's largest value (a softmax's shift)."""
+    cdef Py_ssize_t j
+    cdef floating m = -INFINITY
+    for j in range(n):
+        z[j] = z[j] + b[j]
+        if z[j] > m:
+            m = z[j]
+    return m
+
+
 cdef inline void bias_act_row(floating* z, const floating* b, Py_ssize_t n,
                               int act, floating slope) noexcept nogil:
     """z = act(z + b) for one row (softmax normalises the row)."""
@@ -48,11 +60,7 @@ cdef inline void bias_act_row(floating* z, const floating* b, Py_ssize_t n,
         for j in range(n):
             z[j] = fexp(z[j] + b[j])
     elif act == ACT_SOFTMAX:
-        m = -INFINITY
-        for j in range(n):
-            z[j] = z[j] + b[j]
-            if z[j] > m:
-                m = z[j]
+        m = bias_row_max(z, b, n)
         s = 0
         for j in range(n):
             z[j] = fexp(z[j] - m)

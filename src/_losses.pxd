@@ -6,8 +6,9 @@
 # order, so the result does not depend on how OpenMP schedules the rows.
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport INFINITY, log
-from _activations cimport ACT_IDENTITY, ACT_LOGISTIC, ACT_SOFTMAX, ACT_EXP, PAR_MIN
+from libc.math cimport log
+from _activations cimport (ACT_IDENTITY, ACT_LOGISTIC, ACT_SOFTMAX, ACT_EXP, PAR_MIN,
+                           bias_row_max)
 from _mathf cimport fexp, flog, logistic, softplus
 from _cache cimport prefetch
 
@@ -27,11 +28,7 @@ cdef inline double loss_delta_row(floating* z, const floating* b,
     cdef floating m, s, lse, ysum, g, gp, p
     cdef double ell = 0
     if out_act == ACT_SOFTMAX:
-        m = -INFINITY
-        for j in range(k):
-            z[j] = z[j] + b[j]
-            if z[j] > m:
-                m = z[j]
+        m = bias_row_max(z, b, k)
         s = 0
         for j in range(k):
             s = s + fexp(z[j] - m)
@@ -118,11 +115,7 @@ cdef inline double class_loss_delta_row(floating* z, const floating* b,
     cdef Py_ssize_t j
     cdef floating m, s, zt, inv
     if out_act == ACT_SOFTMAX:
-        m = -INFINITY
-        for j in range(k):
-            z[j] = z[j] + b[j]
-            if z[j] > m:
-                m = z[j]
+        m = bias_row_max(z, b, k)
         zt = z[t]
         s = 0
         for j in range(k):
