@@ -4,10 +4,10 @@ Prints the CPU seconds of each compiled epoch and of the rest of the fit
 (input checks, target encoding, initialisation, buffers: paid once per fit).
 Run it under a sampling profiler for the epoch's breakdown, e.g.::
 
-    perf record -D 3000 -o w1.data python benchmarks/profile_fit.py W1 float32 --epochs 30
+    perf record -D 6000 -o w1.data python benchmarks/profile_fit.py W1 float32 --epochs 30
     perf report -i w1.data --no-children --sort symbol
 
-(``-D`` skips the start-up and data generation.) One thread for OpenMP
+(``-D`` skips most of the start-up and data generation.) One thread for OpenMP
 and BLAS, so that every sample is the fit's own work.
 
 Usage::
