@@ -207,37 +207,26 @@ cdef extern from *:
 
     /* Returns -1, doing nothing, when this CPU has no kernel; else the
        number of non-finite parameters (0 or 1), see FM_DEFINE_ADAM. */
-    static int fm_adam_d(double* th, const double* g, double* s1, double* s2,
-            Py_ssize_t n, double lr, double b1, double b2, double eps, double l2,
-            double l1, int pen, double* out) {
     #ifdef FM_HAVE_X86_KERNELS
-        switch (fm_isa()) {
-            case FM_ISA_AVX512:
-                return fm_adam_d_avx512(th, g, s1, s2, n, lr, b1, b2, eps, l2, l1, pen, out);
-            case FM_ISA_AVX2:
-                return fm_adam_d_avx2(th, g, s1, s2, n, lr, b1, b2, eps, l2, l1, pen, out);
-        }
+    #define FM_ADAM_PICK(NAME, ...) switch (fm_isa()) { \
+        case FM_ISA_AVX512: return NAME##_avx512(__VA_ARGS__); \
+        case FM_ISA_AVX2: return NAME##_avx2(__VA_ARGS__); }
+    #else
+    #define FM_ADAM_PICK(NAME, ...)
     #endif
-        return -1;
+    #define FM_DEFINE_ADAM_ENTRY(NAME, T) \
+    static int fm_adam_##T(T* th, const T* g, T* s1, T* s2, Py_ssize_t n, T lr, T b1, \
+            T b2, T eps, T l2, T l1, int pen, double* out) { \
+        FM_ADAM_PICK(NAME, th, g, s1, s2, n, lr, b1, b2, eps, l2, l1, pen, out) \
+        return -1; \
     }
-    static int fm_adam_f(float* th, const float* g, float* s1, float* s2,
-            Py_ssize_t n, float lr, float b1, float b2, float eps, float l2,
-            float l1, int pen, double* out) {
-    #ifdef FM_HAVE_X86_KERNELS
-        switch (fm_isa()) {
-            case FM_ISA_AVX512:
-                return fm_adam_f_avx512(th, g, s1, s2, n, lr, b1, b2, eps, l2, l1, pen, out);
-            case FM_ISA_AVX2:
-                return fm_adam_f_avx2(th, g, s1, s2, n, lr, b1, b2, eps, l2, l1, pen, out);
-        }
-    #endif
-        return -1;
-    }
+    FM_DEFINE_ADAM_ENTRY(fm_adam_d, double)
+    FM_DEFINE_ADAM_ENTRY(fm_adam_f, float)
     """
-    int fm_adam_d(double* th, const double* g, double* s1, double* s2,
+    int fm_adam_d "fm_adam_double"(double* th, const double* g, double* s1, double* s2,
                   Py_ssize_t n, double lr, double b1, double b2, double eps,
                   double l2, double l1, int pen, double* out) noexcept nogil
-    int fm_adam_f(float* th, const float* g, float* s1, float* s2,
+    int fm_adam_f "fm_adam_float"(float* th, const float* g, float* s1, float* s2,
                   Py_ssize_t n, float lr, float b1, float b2, float eps,
                   float l2, float l1, int pen, double* out) noexcept nogil
 

@@ -172,45 +172,31 @@ cdef extern from *:
 
     /* C (+)= op(A) op(B) (see FM_NN...) on m x n C, shared dimension k.
        Returns 0, doing nothing, when this CPU has no kernel. */
-    static int fm_small_gemm_d(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-            const double* A, Py_ssize_t lda, const double* B, Py_ssize_t ldb,
-            double* C, Py_ssize_t ldc, int accumulate) {
     #ifdef FM_HAVE_X86_KERNELS
-        switch (fm_isa()) {
-            case FM_ISA_AVX512:
-                fm_sg_d_avx512(kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
-                return 1;
-            case FM_ISA_AVX2:
-                fm_sg_d_avx2(kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
-                return 1;
-        }
+    #define FM_SG_PICK(NAME, ...) switch (fm_isa()) { \
+        case FM_ISA_AVX512: NAME##_avx512(__VA_ARGS__); return 1; \
+        case FM_ISA_AVX2: NAME##_avx2(__VA_ARGS__); return 1; }
+    #else
+    #define FM_SG_PICK(NAME, ...)
     #endif
-        return 0;
+    #define FM_DEFINE_SG_ENTRY(NAME, T) \
+    static int fm_small_gemm_##T(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
+            const T* A, Py_ssize_t lda, const T* B, Py_ssize_t ldb, T* C, \
+            Py_ssize_t ldc, int accumulate) { \
+        FM_SG_PICK(NAME, kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate) \
+        return 0; \
     }
-    static int fm_small_gemm_f(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-            const float* A, Py_ssize_t lda, const float* B, Py_ssize_t ldb,
-            float* C, Py_ssize_t ldc, int accumulate) {
-    #ifdef FM_HAVE_X86_KERNELS
-        switch (fm_isa()) {
-            case FM_ISA_AVX512:
-                fm_sg_f_avx512(kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
-                return 1;
-            case FM_ISA_AVX2:
-                fm_sg_f_avx2(kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
-                return 1;
-        }
-    #endif
-        return 0;
-    }
+    FM_DEFINE_SG_ENTRY(fm_sg_d, double)
+    FM_DEFINE_SG_ENTRY(fm_sg_f, float)
     """
     int FM_NN
     int FM_TN
     int FM_NT
-    int fm_small_gemm_d(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+    int fm_small_gemm_d "fm_small_gemm_double"(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                         const double* A, Py_ssize_t lda, const double* B,
                         Py_ssize_t ldb, double* C, Py_ssize_t ldc,
                         int accumulate) noexcept nogil
-    int fm_small_gemm_f(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+    int fm_small_gemm_f "fm_small_gemm_float"(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                         const float* A, Py_ssize_t lda, const float* B,
                         Py_ssize_t ldb, float* C, Py_ssize_t ldc,
                         int accumulate) noexcept nogil
