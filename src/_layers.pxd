@@ -9,7 +9,7 @@
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
-from _blas cimport mm_nn, mm_tn, mm_nt
+from _small_gemm cimport prod_nn, prod_tn, prod_nt
 from _activations cimport bias_act, deriv_set, PAR_MIN
 from _dropout cimport Dropout, dropout_forward, dropout_backward
 from _sparse_layers cimport (SpNet, SP_GEMM, sp_use_kernels, sp_forward,
@@ -178,7 +178,8 @@ cdef inline void forward(const Net* net, const floating* theta,
             if l == 0 and Xs.data != NULL:
                 csr_matmul(Xs, rows, B, W, n_out, Z, n_threads)
             else:
-                mm_nn(A, lda, W, Z, <int>B, <int>n_in, <int>n_out, 0)
+                prod_nn(A, lda, W, Z, <int>B, <int>n_in, <int>n_out, 0,
+                        n_threads)
         if l < L - 1 or output_act:
             bias_act(Z, theta + net.b_off[l], B, n_out, net.act[l],
                      <floating>net.slope, n_threads)
@@ -232,15 +233,17 @@ cdef inline void backward(const Net* net, const floating* theta,
                 csr_grad(Xs, rows, B, D, n_in, n_out, dW,
                          accumulate and net.sp.mode[l] != SP_GEMM, n_threads)
             else:
-                mm_tn(A, lda, D, dW, <int>B, <int>n_in, <int>n_out,
-                      1 if accumulate and net.sp.mode[l] != SP_GEMM else 0)
+                prod_tn(A, lda, D, dW, <int>B, <int>n_in, <int>n_out,
+                        1 if accumulate and net.sp.mode[l] != SP_GEMM else 0,
+                        n_threads)
             if net.sp.mode[l] == SP_GEMM:
                 sp_gather_grad(&net.sp, l, n_in, n_out, dW,
                                grad + net.w_off[l], accumulate)
         col_sums(D, B, n_out, grad + net.b_off[l], accumulate)
         if l > 0:
             if not sparse:
-                mm_nt(D, W, tmp, <int>B, <int>n_out, <int>n_in, 0)
+                prod_nt(D, W, tmp, <int>B, <int>n_out, <int>n_in, 0,
+                        n_threads)
             if net.drop != NULL:
                 dropout_backward(net.drop, l - 1, tmp, slot(net, acts, B, l),
                                  B, n_in, n_threads)

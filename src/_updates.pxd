@@ -12,6 +12,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.float cimport FLT_MAX, DBL_MAX
 from _mathf cimport fsqrt, fabs_
+from _adam_simd cimport adam_span
 
 cdef enum:
     RULE_SGD = 0
@@ -68,6 +69,8 @@ cdef inline void step_span(floating* th, floating* g, floating* s1,
     cdef int bad = 0
     cdef floating gi, m, w
     if kind == RULE_ADAM:
+        if adam_span(th, g, s1, s2, n, lr, b1, b2, eps, l2, l1, out):
+            return  # AVX2 / AVX-512 (src/_adam_simd.pxd)
         # Adam in one pass (penalty, moments, step): separate passes cost
         # more in memory traffic than in arithmetic. Biases (no penalty)
         # take the loop without the sums.

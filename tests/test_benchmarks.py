@@ -115,6 +115,23 @@ def test_compare_without_pytorch_says_so(tmp_path):
     assert train[4] == "—" and train[7] == "—"
 
 
+def test_small_gemm_quick_prints_its_table(capsys):
+    import small_gemm
+
+    from fastmlp import _kernels
+
+    assert small_gemm.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    if _kernels.isa() == 0:
+        assert "nothing to compare" in out
+        return
+    rows = [r for r in out.splitlines() if r.startswith("| W")]
+    assert len(rows) == 2 * 2 * 3  # two shapes, two dtypes, three products
+    for r in rows:
+        cells = [c.strip() for c in r.strip("|").split("|")]
+        assert cells[3] in ("nn", "tn", "nt") and all(float(c) > 0 for c in cells[4:])
+
+
 def test_gemm_floor_does_the_epochs_products():
     # The floor's products, counted in flops, are those of forward and
     # backward passes over every row (the first layer's input delta excluded).

@@ -1,0 +1,99 @@
+"""The small-product kernels (src/_small_gemm.pxd) against BLAS, per shape.
+
+For each layer product of training (forward A W: "nn", weight gradient
+A^T D: "tn", input gradient D W^T: "nt") of the workloads' shapes, and a
+ladder of square-ish sizes around the crossover, prints microseconds per
+product with the kernels and with scipy's BLAS (the fallback), one thread,
+and their ratio. The crossover SMALL_MAX_WORK in src/_small_gemm.pxd is
+where the ratio falls below 1.
+
+Usage::
+
+    python benchmarks/small_gemm.py            # about half a minute
+    python benchmarks/small_gemm.py --quick    # a few shapes (CI)
+"""
+
+import argparse
+import glob
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if glob.glob(os.path.join(os.path.dirname(HERE), "fastmlp", "_kernels*")):
+    sys.path.insert(0, os.path.dirname(HERE))
+
+# (batch, n_in, n_out) of every layer of the workloads (benchmarks/common.py)
+LAYERS = {
+    "W1": [(200, 784, 256), (200, 256, 128), (200, 128, 10)],
+    "W2": [(32, 64, 100), (32, 100, 10)],
+    "W3": [(100, 40, 100), (100, 100, 100), (100, 100, 10)],
+}
+LADDER = [(64, 64, 64), (128, 128, 128), (160, 160, 160), (200, 200, 200),
+          (256, 256, 256), (320, 320, 320), (200, 512, 256)]
+
+
+def operands(kind, batch, n_in, n_out, dtype, rng):
+    """(A, B, C) of the product a layer of this shape does."""
+    def r(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+    if kind == "nn":        # Z = A W
+        return r(batch, n_in), r(n_in, n_out), r(batch, n_out)
+    if kind == "tn":        # dW = A^T D
+        return r(batch, n_in), r(batch, n_out), r(n_in, n_out)
+    return r(batch, n_out), r(n_in, n_out), r(batch, n_in)  # D W^T
+
+
+def seconds(fn, min_time):
+    """Seconds per call: CPU time of enough calls to last min_time."""
+    reps = 1
+    while True:
+        t0 = time.process_time()
+        fn(reps)
+        t = time.process_time() - t0
+        if t >= min_time:
+            return t / reps
+        reps = max(2 * reps, int(reps * 1.2 * min_time / max(t, 1e-6)))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--min-time", type=float, default=0.05)
+    args = parser.parse_args(argv)
+
+    import threadpoolctl
+
+    from fastmlp import _kernels as _products
+
+    if _products.isa() == 0:
+        print("This CPU has no AVX2: the products use BLAS, nothing to compare.")
+        return 0
+    isa = {1: "AVX2", 2: "AVX-512"}[_products.isa()]
+    rng = np.random.default_rng(0)
+    shapes = [(w, s) for w, ls in LAYERS.items() for s in ls]
+    shapes += [("-", s) for s in LADDER]
+    if args.quick:
+        shapes = shapes[3:5]
+    min_time = 0.002 if args.quick else args.min_time
+    print(f"Kernels: {isa}; BLAS and kernels on one thread; microseconds per product.\n")
+    print("| workload | batch x n_in x n_out | dtype | product | kernels | BLAS | BLAS / kernels |")
+    print("| --- | --- | --- | --- | ---: | ---: | ---: |")
+    with threadpoolctl.threadpool_limits(1):
+        for w, (b, i, o) in shapes:
+            for dtype in (np.float32, np.float64):
+                for kind in ("nn", "tn", "nt"):
+                    A, B, C = operands(kind, b, i, o, dtype, rng)
+                    small = seconds(lambda n: _products.product(kind, A, B, C, repeat=n),
+                                    min_time)
+                    blas = seconds(lambda n: _products.product(kind, A, B, C, blas=True,
+                                                               repeat=n), min_time)
+                    print(f"| {w} | {b} x {i} x {o} | {np.dtype(dtype).name} | {kind} | "
+                          f"{1e6 * small:.2f} | {1e6 * blas:.2f} | {blas / small:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

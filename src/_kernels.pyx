@@ -1,0 +1,97 @@
+"""Python entry points to the hand-written vector kernels.
+
+The layer products of src/_small_gemm.pxd and Adam's update of
+src/_adam_simd.pxd, for the tests (against numpy and the plain loops) and
+for benchmarks/small_gemm.py (the crossover with BLAS). Training never
+calls these: forward, backward and the update call the same kernels from C.
+"""
+from cython cimport floating
+from _blas cimport mm_nn, mm_tn, mm_nt
+from _simd cimport fm_isa, fm_set_isa
+from _small_gemm cimport small_gemm, FM_NN, FM_TN, FM_NT
+from _adam_simd cimport adam_span
+
+KINDS = {"nn": 0, "tn": 1, "nt": 2}
+
+
+def isa():
+    """The kernels' instruction set: 0 none (BLAS), 1 AVX2, 2 AVX-512."""
+    return fm_isa()
+
+
+def set_isa_cap(int cap):
+    """Cap the instruction set (2 lifts the cap); returns the previous cap."""
+    return fm_set_isa(cap)
+
+
+def product(str kind, const floating[:, :] A, const floating[:, ::1] B,
+            floating[:, ::1] C, bint accumulate=False, int n_threads=1,
+            bint blas=False, int repeat=1):
+    """C (+)= A @ B ("nn"), A.T @ B ("tn") or A @ B.T ("nt"), in place.
+
+    A may have any row stride (unit column stride), as the layer inputs do.
+    With blas, scipy's BLAS does the product (the fallback path). repeat
+    runs it that many times (for timing without Python in the loop).
+    Returns False if the kernels were asked for but this CPU has none.
+    """
+    cdef int kd = KINDS[kind]
+    if A.shape[1] > 1 and A.strides[1] != sizeof(floating):
+        raise ValueError("A needs unit column stride")
+    cdef Py_ssize_t lda = A.strides[0] // sizeof(floating) if A.shape[0] > 1 else A.shape[1]
+    cdef Py_ssize_t m, n, k
+    if kd == FM_NN:
+        m, k, n = A.shape[0], A.shape[1], B.shape[1]
+        if B.shape[0] != k:
+            raise ValueError("shapes do not match")
+    elif kd == FM_TN:
+        k, m, n = A.shape[0], A.shape[1], B.shape[1]
+        if B.shape[0] != k:
+            raise ValueError("shapes do not match")
+    else:
+        m, k, n = A.shape[0], A.shape[1], B.shape[0]
+        if B.shape[1] != k:
+            raise ValueError("shapes do not match")
+    if C.shape[0] != m or C.shape[1] != n:
+        raise ValueError("C has the wrong shape")
+    if lda < max(1, A.shape[1]):
+        lda = max(1, A.shape[1])
+    cdef const floating* a = &A[0, 0] if A.shape[0] * A.shape[1] else NULL
+    cdef const floating* b = &B[0, 0] if B.shape[0] * B.shape[1] else NULL
+    cdef floating* c = &C[0, 0] if C.shape[0] * C.shape[1] else NULL
+    cdef int ok = 1, it
+    cdef floating beta = 1 if accumulate else 0
+    with nogil:
+        for it in range(repeat):
+            if blas:
+                if kd == FM_NN:
+                    mm_nn(a, <int>lda, b, c, <int>m, <int>k, <int>n, beta)
+                elif kd == FM_TN:
+                    mm_tn(a, <int>lda, b, c, <int>k, <int>m, <int>n, beta)
+                else:
+                    mm_nt(a, b, c, <int>m, <int>k, <int>n, beta)
+            else:
+                ok = small_gemm(kd, m, n, k, a, lda, b, B.shape[1], c, n,
+                                accumulate, n_threads)
+    return bool(ok)
+
+
+def adam(floating[::1] theta, floating[::1] grad, floating[::1] m,
+         floating[::1] v, double lr, double beta1, double beta2, double eps,
+         double l2=0.0, double l1=0.0):
+    """One Adam step in place (lr bias-corrected), as training takes it.
+
+    Returns (sum theta^2, sum |theta|, n_bad) of the weights before the
+    step, or None if this CPU has no kernel.
+    """
+    cdef double out[3]
+    out[0] = out[1] = out[2] = 0
+    cdef Py_ssize_t n = theta.shape[0]
+    if grad.shape[0] != n or m.shape[0] != n or v.shape[0] != n:
+        raise ValueError("lengths differ")
+    if n == 0:
+        return 0.0, 0.0, 0
+    if not adam_span(&theta[0], &grad[0], &m[0], &v[0], n, <floating>lr,
+                     <floating>beta1, <floating>beta2, <floating>eps,
+                     <floating>l2, <floating>l1, out):
+        return None
+    return out[0], out[1], int(out[2])

@@ -1,0 +1,285 @@
+# Register-blocked matrix products for the small shapes of small networks.
+#
+# For products of a few hundred rows and columns (a batch of 32-100 rows
+# times a 64x100 layer) OpenBLAS's per-call cost (argument checks, the
+# choice of kernel, packing both operands into its blocked layout) is a
+# large part of the time. The kernels here pack nothing but a transposed
+# weight panel: each output block of MR rows x NV vectors is held in
+# registers while the shared dimension streams past, the rows of the
+# right-hand operand read in place.
+#
+# Every output element is one chain of fused multiply-adds over the shared
+# dimension in index order (with the NT product, in chains of FM_KC
+# restarted per panel and added to the output), whatever the block, the
+# thread split or the ISA (AVX2 and AVX-512 give the same bits).
+#
+# The kernels exist for AVX2+FMA and AVX-512 (src/_simd.pxd picks one at run
+# time); on other CPUs, and outside the measured crossovers (SMALL_MAX_WORK
+# and the TN band below, benchmarks/small_gemm.py), the products go to BLAS
+# as before.
+from cython cimport floating
+from cython.parallel cimport prange
+from _blas cimport mm_nn, mm_tn, mm_nt
+from _simd cimport fm_isa
+
+cdef extern from *:
+    """
+    #define FM_NN 0   /* C = A B:     a(i, p) = A[i * lda + p], b(p, j) = B[p * ldb + j] */
+    #define FM_TN 1   /* C = A^T B:   a(i, p) = A[p * lda + i], b(p, j) = B[p * ldb + j] */
+    #define FM_NT 2   /* C = A B^T:   a(i, p) = A[i * lda + p], b(p, j) = B[j * ldb + p] */
+    #define FM_KC 128 /* depth of one packed panel of B^T (NT) */
+
+    #ifdef FM_HAVE_X86_KERNELS
+    /* Vector operations, by suffix: Z = AVX-512, Y = AVX2; D/F = double/float.
+       M is a mask for the last vector of a block (the first r lanes). */
+    #define FM_LD_ZD(p) _mm512_loadu_pd(p)
+    #define FM_LDM_ZD(m, p) _mm512_maskz_loadu_pd(m, p)
+    #define FM_ST_ZD(p, x) _mm512_storeu_pd(p, x)
+    #define FM_STM_ZD(p, m, x) _mm512_mask_storeu_pd(p, m, x)
+    #define FM_FMA_ZD(a, b, c) _mm512_fmadd_pd(a, b, c)
+    #define FM_BC_ZD(x) _mm512_set1_pd(x)
+    #define FM_ZERO_ZD() _mm512_setzero_pd()
+    #define FM_ADD_ZD(a, b) _mm512_add_pd(a, b)
+    #define FM_MK_ZD(r) ((__mmask8)((1u << (r)) - 1u))
+
+    #define FM_LD_ZF(p) _mm512_loadu_ps(p)
+    #define FM_LDM_ZF(m, p) _mm512_maskz_loadu_ps(m, p)
+    #define FM_ST_ZF(p, x) _mm512_storeu_ps(p, x)
+    #define FM_STM_ZF(p, m, x) _mm512_mask_storeu_ps(p, m, x)
+    #define FM_FMA_ZF(a, b, c) _mm512_fmadd_ps(a, b, c)
+    #define FM_BC_ZF(x) _mm512_set1_ps(x)
+    #define FM_ZERO_ZF() _mm512_setzero_ps()
+    #define FM_ADD_ZF(a, b) _mm512_add_ps(a, b)
+    #define FM_MK_ZF(r) ((__mmask16)((1u << (r)) - 1u))
+
+    #define FM_LD_YD(p) _mm256_loadu_pd(p)
+    #define FM_LDM_YD(m, p) _mm256_maskload_pd(p, m)
+    #define FM_ST_YD(p, x) _mm256_storeu_pd(p, x)
+    #define FM_STM_YD(p, m, x) _mm256_maskstore_pd(p, m, x)
+    #define FM_FMA_YD(a, b, c) _mm256_fmadd_pd(a, b, c)
+    #define FM_BC_YD(x) _mm256_set1_pd(x)
+    #define FM_ZERO_YD() _mm256_setzero_pd()
+    #define FM_ADD_YD(a, b) _mm256_add_pd(a, b)
+    #define FM_MK_YD(r) _mm256_cmpgt_epi64(_mm256_set1_epi64x(r), _mm256_setr_epi64x(0, 1, 2, 3))
+
+    #define FM_LD_YF(p) _mm256_loadu_ps(p)
+    #define FM_LDM_YF(m, p) _mm256_maskload_ps(p, m)
+    #define FM_ST_YF(p, x) _mm256_storeu_ps(p, x)
+    #define FM_STM_YF(p, m, x) _mm256_maskstore_ps(p, m, x)
+    #define FM_FMA_YF(a, b, c) _mm256_fmadd_ps(a, b, c)
+    #define FM_BC_YF(x) _mm256_set1_ps(x)
+    #define FM_ZERO_YF() _mm256_setzero_ps()
+    #define FM_ADD_YF(a, b) _mm256_add_ps(a, b)
+    #define FM_MK_YF(r) _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+
+    /* One MR x NV-vector block of C (MR, NV constants after inlining: the
+       accumulators live in registers). The last vector is masked by `last`. */
+    #define FM_DEFINE_UKR(NAME, T, S, L, MT, ATTR) \
+    static inline __attribute__((always_inline)) ATTR void NAME##_ukr( \
+            const int MR, const int NV, Py_ssize_t k, const T* a, Py_ssize_t asi, \
+            Py_ssize_t asp, const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, \
+            MT last, int accumulate) { \
+        __typeof__(FM_ZERO_##S()) acc[8][4], bv[4], x; \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] = FM_ZERO_##S(); \
+        for (Py_ssize_t p = 0; p < k; p++) { \
+            const T* bp = b + p * ldb; \
+            const T* ap = a + p * asp; \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV - 1; v++) bv[v] = FM_LD_##S(bp + v * L); \
+            bv[NV - 1] = FM_LDM_##S(last, bp + (NV - 1) * L); \
+            _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) { \
+                x = FM_BC_##S(ap[i * asi]); \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) \
+                    acc[i][v] = FM_FMA_##S(x, bv[v], acc[i][v]); \
+            } \
+        } \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) { \
+            T* cp = c + i * ldc; \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV - 1; v++) { \
+                x = acc[i][v]; \
+                if (accumulate) x = FM_ADD_##S(x, FM_LD_##S(cp + v * L)); \
+                FM_ST_##S(cp + v * L, x); \
+            } \
+            x = acc[i][NV - 1]; \
+            if (accumulate) x = FM_ADD_##S(x, FM_LDM_##S(last, cp + (NV - 1) * L)); \
+            FM_STM_##S(cp + (NV - 1) * L, last, x); \
+        } \
+    }
+
+    /* All m rows of one column block: blocks of MRF rows, then 4, 2, 1. */
+    #define FM_ROWS(NAME, MRF, NV) do { \
+        for (; i + MRF <= m; i += MRF) \
+            NAME##_ukr(MRF, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc); \
+        if (MRF > 4 && i + 4 <= m) { \
+            NAME##_ukr(4, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc); \
+            i += 4; } \
+        if (MRF > 2 && i + 2 <= m) { \
+            NAME##_ukr(2, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc); \
+            i += 2; } \
+        if (i < m) \
+            NAME##_ukr(1, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc); \
+    } while (0)
+
+    /* MR1..MR4: rows per block for blocks of 1..4 vectors (as many
+       accumulators as the register file holds beside the B vectors). */
+    #define FM_DEFINE_SMALL_GEMM(NAME, T, S, L, MT, ATTR, MR1, MR2, MR3, MR4) \
+    FM_DEFINE_UKR(NAME, T, S, L, MT, ATTR) \
+    ATTR static void NAME##_block(int nv, Py_ssize_t m, Py_ssize_t k, const T* a, \
+            Py_ssize_t asi, Py_ssize_t asp, const T* b, Py_ssize_t ldb, T* c, \
+            Py_ssize_t ldc, MT last, int acc) { \
+        Py_ssize_t i = 0; \
+        switch (nv) { \
+            case 1: FM_ROWS(NAME, MR1, 1); break; \
+            case 2: FM_ROWS(NAME, MR2, 2); break; \
+            case 3: FM_ROWS(NAME, MR3, 3); break; \
+            default: FM_ROWS(NAME, MR4, 4); break; \
+        } \
+    } \
+    ATTR static void NAME(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
+            const T* A, Py_ssize_t lda, const T* B, Py_ssize_t ldb, T* C, \
+            Py_ssize_t ldc, int accumulate) { \
+        const Py_ssize_t NB = 4 * L; \
+        Py_ssize_t asi = kind == FM_TN ? 1 : lda, asp = kind == FM_TN ? lda : 1; \
+        T panel[FM_KC * 4 * L] __attribute__((aligned(64))); \
+        for (Py_ssize_t j0 = 0; j0 < n; j0 += NB) { \
+            Py_ssize_t nc = n - j0 < NB ? n - j0 : NB; \
+            int nv = (int)((nc + L - 1) / L); \
+            MT last = FM_MK_##S((int)(nc - (nv - 1) * L)); \
+            if (kind != FM_NT) { \
+                NAME##_block(nv, m, k, A, asi, asp, B + j0, ldb, C + j0, ldc, last, \
+                             accumulate); \
+                continue; \
+            } \
+            /* B^T's columns j0.. are B's rows: copy them, FM_KC deep at a \
+               time, into a row-major panel the block kernel streams. */ \
+            for (Py_ssize_t p0 = 0; p0 < k || p0 == 0; p0 += FM_KC) { \
+                Py_ssize_t kc = k - p0 < FM_KC ? k - p0 : FM_KC; \
+                for (Py_ssize_t jj = 0; jj < nc; jj++) { \
+                    const T* src = B + (j0 + jj) * ldb + p0; \
+                    for (Py_ssize_t p = 0; p < kc; p++) panel[p * NB + jj] = src[p]; \
+                } \
+                NAME##_block(nv, m, kc, A + p0 * asp, asi, asp, panel, NB, C + j0, ldc, \
+                             last, accumulate || p0 > 0); \
+            } \
+        } \
+    }
+
+    FM_DEFINE_SMALL_GEMM(fm_sg_d_avx512, double, ZD, 8, __mmask8, FM_TARGET_AVX512, 8, 8, 8, 6)
+    FM_DEFINE_SMALL_GEMM(fm_sg_f_avx512, float, ZF, 16, __mmask16, FM_TARGET_AVX512, 8, 8, 8, 6)
+    FM_DEFINE_SMALL_GEMM(fm_sg_d_avx2, double, YD, 4, __m256i, FM_TARGET_AVX2, 8, 6, 4, 3)
+    FM_DEFINE_SMALL_GEMM(fm_sg_f_avx2, float, YF, 8, __m256i, FM_TARGET_AVX2, 8, 6, 4, 3)
+    #endif
+
+    /* C (+)= op(A) op(B) (see FM_NN...) on m x n C, shared dimension k.
+       Returns 0, doing nothing, when this CPU has no kernel. */
+    #ifdef FM_HAVE_X86_KERNELS
+    #define FM_SG_PICK(NAME, ...) switch (fm_isa()) { \
+        case FM_ISA_AVX512: NAME##_avx512(__VA_ARGS__); return 1; \
+        case FM_ISA_AVX2: NAME##_avx2(__VA_ARGS__); return 1; }
+    #else
+    #define FM_SG_PICK(NAME, ...)
+    #endif
+    #define FM_DEFINE_SG_ENTRY(NAME, T) \
+    static int fm_small_gemm_##T(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
+            const T* A, Py_ssize_t lda, const T* B, Py_ssize_t ldb, T* C, \
+            Py_ssize_t ldc, int accumulate) { \
+        FM_SG_PICK(NAME, kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate) \
+        return 0; \
+    }
+    FM_DEFINE_SG_ENTRY(fm_sg_d, double)
+    FM_DEFINE_SG_ENTRY(fm_sg_f, float)
+    """
+    int FM_NN
+    int FM_TN
+    int FM_NT
+    int fm_small_gemm_d "fm_small_gemm_double"(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                        const double* A, Py_ssize_t lda, const double* B,
+                        Py_ssize_t ldb, double* C, Py_ssize_t ldc,
+                        int accumulate) noexcept nogil
+    int fm_small_gemm_f "fm_small_gemm_float"(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                        const float* A, Py_ssize_t lda, const float* B,
+                        Py_ssize_t ldb, float* C, Py_ssize_t ldc,
+                        int accumulate) noexcept nogil
+
+cdef enum:
+    # Multiply-adds above which BLAS is used: the crossover measured with
+    # benchmarks/small_gemm.py (README, "Small products"). The NN and NT
+    # kernels match or beat OpenBLAS 0.3.30 up to 256^3 and more; its TN
+    # small-matrix kernel is 5-25% faster than ours below ~1M multiply-adds
+    # and above ~8M, so TN uses the kernels only in between.
+    SMALL_MAX_WORK = 16777216
+    TN_MIN_WORK = 1048576
+    TN_MAX_WORK = 8388608
+    # Multiply-adds above which the rows are split over threads.
+    SMALL_PAR_MIN = 262144
+    SMALL_ROW_ALIGN = 8     # thread row splits fall on whole row blocks
+
+
+cdef inline int small_gemm(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                           const floating* A, Py_ssize_t lda,
+                           const floating* B, Py_ssize_t ldb, floating* C,
+                           Py_ssize_t ldc, int accumulate,
+                           int n_threads) noexcept nogil:
+    """The kernels above on C's rows split across threads; 0 if no kernel.
+
+    A thread's rows are a whole number of row blocks, so the split changes
+    no sum: results do not depend on n_threads.
+    """
+    cdef Py_ssize_t chunk, c, n_chunks, i0, rows
+    if fm_isa() == 0:
+        return 0
+    if n_threads > 1 and m * n * k >= SMALL_PAR_MIN and m >= 2 * SMALL_ROW_ALIGN:
+        chunk = (m + n_threads - 1) // n_threads
+        chunk = (chunk + SMALL_ROW_ALIGN - 1) // SMALL_ROW_ALIGN * SMALL_ROW_ALIGN
+        n_chunks = (m + chunk - 1) // chunk
+        for c in prange(n_chunks, schedule='static', num_threads=n_threads):
+            i0 = c * chunk
+            rows = min(chunk, m - i0)
+            if floating is float:
+                fm_small_gemm_f(kind, rows, n, k,
+                                A + (i0 if kind == FM_TN else i0 * lda), lda,
+                                B, ldb, C + i0 * ldc, ldc, accumulate)
+            else:
+                fm_small_gemm_d(kind, rows, n, k,
+                                A + (i0 if kind == FM_TN else i0 * lda), lda,
+                                B, ldb, C + i0 * ldc, ldc, accumulate)
+        return 1
+    if floating is float:
+        return fm_small_gemm_f(kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate)
+    else:
+        return fm_small_gemm_d(kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate)
+
+
+# The products of forward and backward (src/_layers.pxd), row-major, with the
+# signatures of _blas.mm_nn, mm_tn, mm_nt plus the thread count: the
+# kernels above for small products, BLAS for large ones and on CPUs without
+# AVX2. beta is 0 or 1.
+cdef inline void prod_nn(const floating* A, int lda, const floating* B,
+                         floating* C, int r, int k, int c, floating beta,
+                         int n_threads) noexcept nogil:
+    """C[r, c] = A[r, k] @ B[k, c] + beta C."""
+    if (<Py_ssize_t>r * k * c > SMALL_MAX_WORK
+            or not small_gemm(FM_NN, r, c, k, A, lda, B, c, C, c,
+                              beta != 0, n_threads)):
+        mm_nn(A, lda, B, C, r, k, c, beta)
+
+
+cdef inline void prod_tn(const floating* A, int lda, const floating* B,
+                         floating* C, int r, int k, int c, floating beta,
+                         int n_threads) noexcept nogil:
+    """C[k, c] = A[r, k].T @ B[r, c] + beta C."""
+    cdef Py_ssize_t work = <Py_ssize_t>r * k * c
+    if (work <= TN_MIN_WORK or work > TN_MAX_WORK
+            or not small_gemm(FM_TN, k, c, r, A, lda, B, c, C, c,
+                              beta != 0, n_threads)):
+        mm_tn(A, lda, B, C, r, k, c, beta)
+
+
+cdef inline void prod_nt(const floating* A, const floating* B, floating* C,
+                         int r, int c, int k, floating beta,
+                         int n_threads) noexcept nogil:
+    """C[r, k] = A[r, c] @ B[k, c].T + beta C."""
+    if (<Py_ssize_t>r * k * c > SMALL_MAX_WORK
+            or not small_gemm(FM_NT, r, k, c, A, c, B, c, C, k,
+                              beta != 0, n_threads)):
+        mm_nt(A, B, C, r, c, k, beta)

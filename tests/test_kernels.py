@@ -1,0 +1,223 @@
+"""The hand-written vector kernels (fastmlp/_kernels: src/_small_gemm.pxd,
+src/_adam_simd.pxd) against numpy, on every instruction set the CPU has,
+and training with them against training without them."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastmlp import MLPClassifier, _kernels
+
+ISAS = [cap for cap in (2, 1) if _kernels.isa() >= cap]
+needs_kernels = pytest.mark.skipif(not ISAS, reason="this CPU has no AVX2: BLAS only")
+
+# (m, k, n): one row, one column, odd sizes, sizes one off the vector widths
+# (4, 8, 16 lanes), more rows than a block, and a shared dimension longer
+# than one NT panel (FM_KC = 128).
+SHAPES = [(1, 1, 1), (1, 64, 100), (2, 3, 5), (7, 9, 17), (32, 64, 100), (33, 15, 31),
+          (13, 200, 65), (100, 100, 10), (9, 257, 3), (50, 1, 129)]
+
+
+@pytest.fixture(params=ISAS, ids=lambda c: {1: "avx2", 2: "avx512"}[c])
+def isa_cap(request):
+    old = _kernels.set_isa_cap(request.param)
+    yield request.param
+    _kernels.set_isa_cap(old)
+
+
+def operands(kind, m, k, n, dtype, rng, lda_pad=0):
+    """A (m x k, or k x m for "tn", with row stride k + lda_pad), B, and the
+    float64 reference of the product."""
+    rows, cols = (k, m) if kind == "tn" else (m, k)
+    A = rng.standard_normal((rows, cols + lda_pad)).astype(dtype)[:, :cols]
+    B = rng.standard_normal((n, k) if kind == "nt" else (k, n)).astype(dtype)
+    A64, B64 = A.astype(np.float64), B.astype(np.float64)
+    ref = A64.T @ B64 if kind == "tn" else (A64 @ B64.T if kind == "nt" else A64 @ B64)
+    return A, B, ref
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", ["nn", "tn", "nt"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_products_agree_with_numpy(isa_cap, kind, shape, dtype):
+    rng = np.random.default_rng(sum(shape))
+    m, k, n = shape
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for pad in (0, 3):  # layer inputs may be rows of a wider X
+        A, B, ref = operands(kind, m, k, n, dtype, rng, lda_pad=pad)
+        scale = np.abs(ref).max() + 1
+        C = np.full((m, n), np.nan, dtype)  # beta 0 must not read C
+        assert _kernels.product(kind, A, B, C)
+        np.testing.assert_allclose(C / scale, ref / scale, rtol=0, atol=tol)
+        C = np.ones((m, n), dtype)
+        assert _kernels.product(kind, A, B, C, accumulate=True)
+        np.testing.assert_allclose((C - 1) / scale, ref / scale, rtol=0, atol=tol)
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", ["nn", "tn", "nt"])
+def test_products_same_bits_for_any_thread_count_and_isa(kind, dtype):
+    """Every output is one multiply-add chain in index order: splitting rows
+    over threads, and AVX2 against AVX-512, change no bit."""
+    rng = np.random.default_rng(3)
+    A, B, _ = operands(kind, 203, 150, 77, dtype, rng)  # above the threading threshold
+    out = []
+    for cap in ISAS:
+        old = _kernels.set_isa_cap(cap)
+        try:
+            for n_threads in (1, 2):
+                C = np.empty((203, 77), dtype)
+                _kernels.product(kind, A, B, C, n_threads=n_threads)
+                out.append(C)
+        finally:
+            _kernels.set_isa_cap(old)
+    for C in out[1:]:
+        np.testing.assert_array_equal(C, out[0])
+
+
+@needs_kernels
+def test_products_check_shapes():
+    A = np.ones((3, 4))
+    with pytest.raises(ValueError):
+        _kernels.product("nn", A, np.ones((5, 2)), np.empty((3, 2)))
+    with pytest.raises(ValueError):
+        _kernels.product("nn", A, np.ones((4, 2)), np.empty((3, 3)))
+
+
+def adam_reference(th, g, m, v, lr, b1, b2, eps, l2, l1):
+    """The plain loop's arithmetic (src/_updates.pxd) in the same precision."""
+    T = th.dtype.type
+    one = T(1)
+    g = g + T(l2) * th + np.where(th > 0, T(l1), np.where(th < 0, -T(l1), T(0)))
+    m = T(b1) * m + (one - T(b1)) * g
+    v = T(b2) * v + (one - T(b2)) * g * g
+    return th - T(lr) * m / (np.sqrt(v) + T(eps)), m, v
+
+
+@needs_kernels
+@pytest.mark.parametrize("n", [1, 7, 8, 16, 17, 1013])
+@pytest.mark.parametrize("penalty", [(0.0, 0.0), (0.01, 0.0), (0.01, 0.001)])
+def test_adam_agrees_with_the_plain_loop(isa_cap, n, penalty, dtype):
+    rng = np.random.default_rng(n)
+    l2, l1 = penalty
+    th = rng.standard_normal(n).astype(dtype)
+    th[: n // 4] = 0  # sign(0) = 0 in the L1 term
+    # gradients and second moments over many decades, zeros included
+    low = -150 if dtype == np.float64 else -18
+    g = (rng.standard_normal(n) * np.logspace(low, 2, n)).astype(dtype)
+    m = (rng.standard_normal(n) * 0.1).astype(dtype)
+    v = (rng.random(n) * np.logspace(2 * low, 0, n)).astype(dtype)
+    g[:2] = 0
+    v[:3] = 0
+    hyper = (1e-3, 0.9, 0.999, 1e-8)
+    exp_th, exp_m, exp_v = adam_reference(th, g, m, v, *hyper, l2, l1)
+    got = [a.copy() for a in (th, g, m, v)]
+    sq, ab, bad = _kernels.adam(*got, *hyper, l2, l1)
+    assert bad == 0
+    if l2 or l1:
+        np.testing.assert_allclose(sq, (th.astype(np.float64) ** 2).sum(), rtol=1e-12)
+        np.testing.assert_allclose(ab, np.abs(th.astype(np.float64)).sum(), rtol=1e-12)
+    else:
+        assert sq == ab == 0
+    # Multiply-adds round once where the plain loop rounds twice: each result
+    # is within a few ulp of the terms it sums (the sum itself may cancel).
+    T = dtype.type
+    eps, tiny = np.finfo(dtype).eps, np.finfo(dtype).tiny
+    gp = np.abs(g) + abs(l2) * np.abs(th) + l1
+    m_scale = T(0.9) * np.abs(m) + T(0.1) * gp
+    v_scale = T(0.999) * v + T(0.001) * gp * gp
+    assert np.all(np.abs(got[2] - exp_m) <= 4 * eps * m_scale + tiny)
+    assert np.all(np.abs(got[3] - exp_v) <= 4 * eps * v_scale + tiny)
+    # The step to a few ulp (float64 AVX-512: Newton-refined estimates) on
+    # top of what the moments' rounding carries into it.
+    exp_step = exp_th - th
+    carried = T(1e-3) * 4 * eps * m_scale / (np.sqrt(exp_v) + T(1e-8))
+    err = np.abs(got[0] - exp_th)
+    bound = 16 * eps * np.abs(exp_step) + 2 * carried + eps * np.abs(exp_th) + tiny
+    assert np.all(err <= bound), (err / bound).max()
+
+
+@needs_kernels
+@pytest.mark.parametrize("where", [0, 5, 16])
+def test_adam_reports_non_finite_parameters(isa_cap, where, dtype):
+    n = 17  # a vector body and a scalar tail
+    th, g, m, v = (np.ones(n, dtype) for _ in range(4))
+    g[where] = np.inf
+    assert _kernels.adam(th, g, m, v, 1e-3, 0.9, 0.999, 1e-8)[2] == 1
+    th, g, m, v = (np.ones(n, dtype) for _ in range(4))
+    th[where] = np.nan
+    assert _kernels.adam(th, g, m, v, 1e-3, 0.9, 0.999, 1e-8)[2] == 1
+
+
+def fit_script(flags):
+    return f"""
+import sys, numpy as np
+from sklearn.datasets import load_digits
+from fastmlp import MLPClassifier, _kernels
+print(_kernels.isa())
+X, y = load_digits(return_X_y=True)
+out = {{}}
+for dtype in ("float64", "float32"):
+    clf = MLPClassifier((37,), alpha=1e-3, batch_size=32, max_iter=3, random_state=0, tol=0,
+                        n_threads=1).fit((X / 16).astype(dtype), y)
+    out[dtype] = clf._theta
+np.savez(sys.argv[1], **out)
+"""
+
+
+@needs_kernels
+def test_training_with_and_without_kernels_agrees(tmp_path, child_env):
+    """FASTMLP_NO_AVX2=1 trains with BLAS and the plain Adam loop; the
+    kernels give the same fit to rounding."""
+    import warnings
+
+    from sklearn.datasets import load_digits
+
+    env = dict(child_env, FASTMLP_NO_AVX2="1")
+    path = tmp_path / "base.npz"
+    res = subprocess.run([sys.executable, "-c", fit_script(""), str(path)], env=env,
+                         check=True, cwd=tmp_path, capture_output=True, text=True)
+    assert res.stdout.split()[0] == "0"
+    base = np.load(path)
+    X, y = load_digits(return_X_y=True)
+    for dtype, rtol in (("float64", 1e-8), ("float32", 2e-3)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf = MLPClassifier((37,), alpha=1e-3, batch_size=32, max_iter=3, random_state=0,
+                                tol=0, n_threads=1).fit((X / 16).astype(dtype), y)
+        scale = np.abs(base[dtype]).max()
+        np.testing.assert_allclose(clf._theta / scale, base[dtype] / scale, rtol=0, atol=rtol)
+
+
+def test_environment_caps_the_instruction_set(tmp_path, child_env):
+    code = "from fastmlp import _kernels; print(_kernels.isa())"
+    levels = {}
+    for var in ("FASTMLP_NO_AVX512", "FASTMLP_NO_AVX2"):
+        env = dict(child_env, **{var: "1"})
+        res = subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=tmp_path,
+                             capture_output=True, text=True)
+        levels[var] = int(res.stdout)
+    assert levels["FASTMLP_NO_AVX2"] == 0
+    assert levels["FASTMLP_NO_AVX512"] == min(1, _kernels.isa())
+
+
+@needs_kernels
+def test_fit_is_reproducible_and_thread_count_free(dtype):
+    """Same random_state: the same bits; 1 and 2 threads: the same fit to
+    rounding (the products split rows without changing a sum; BLAS and the
+    reductions may order sums differently)."""
+    import warnings
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(600, 40).astype(dtype)
+    y = rng.randint(0, 10, 600)
+    fits = []
+    for n_threads in (1, 1, 2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fits.append(MLPClassifier((100, 100), batch_size=100, max_iter=3, random_state=0,
+                                      tol=0, n_threads=n_threads).fit(X, y)._theta)
+    np.testing.assert_array_equal(fits[0], fits[1])
+    tol = 1e-9 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(fits[2], fits[0], rtol=tol, atol=tol)
