@@ -135,11 +135,15 @@ class DaskMLPMixin:
         self._hidden_activations(len(hidden))
         self._dropout_rates(len(hidden))  # refuses dropout with 'lbfgs', as locally
         if self.early_stopping and self.solver != "lbfgs":
+            # The local split (train_test_split, stratified by y) needs all
+            # the labels in one place; there is no distributed one yet.
             raise ValueError(
                 f"early_stopping=True is not supported by fastmlp.dask (solver="
-                f"{self.solver!r}): score a held-out dask array with a callback instead, "
-                "or set early_stopping=False ('hf' then stops when the training loss "
-                "stops improving, as locally)."
+                f"{self.solver!r}): it has no validation split of dask data. Score a "
+                "held-out dask array in a callback instead (the estimator holds each "
+                "iterate while callbacks run; on_epoch_end returning True stops the "
+                "fit), or set early_stopping=False ('hf' then stops when the training "
+                "loss stops improving, as locally)."
             )
         callbacks = self._checked_callbacks()
         if self.checkpoint is not None:
