@@ -15,8 +15,6 @@ from fastmlp.dask._worker import RoundSpec, StoredParts, run_groups
 
 from dask_helpers import distributed_objective, small_layout
 
-pytestmark = pytest.mark.timeout(300)
-
 
 def parts_and_theta(n_parts=6, rows=40, seed=0):
     rng = np.random.RandomState(seed)
