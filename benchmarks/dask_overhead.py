@@ -3,7 +3,8 @@
 On a LocalCluster of 2 worker processes (1 thread each), for a 784-256-128-10
 network (P = 235,146 parameters), in one of three modes:
 
-``overhead`` (default): the same data cut into 8 or 32 row chunks; per
+``overhead`` (default): the same data cut into 8 or 32 row chunks (the
+two evaluated in turn, so that they see the same load); per
 loss-and-gradient evaluation, the wall time of the round trip and the
 slowest worker's own compute time (measured inside its call), whose
 difference is the overhead of distribution; where that overhead goes on
@@ -13,7 +14,9 @@ call beyond the operation, the reply back, the return to the solver's
 thread and the sum); and the bytes each worker process sent and received
 over TCP (all its traffic, counted at the socket-stream layer) against
 2 (P + 1) 8 W + 10%. For scale: one trivial dask task (submit + result),
-one trivial direct actor call, and the evaluation in this process.
+one trivial direct actor call, and the CPU cost per row of a loss and
+gradient and of a curvature product in this process (the figures of the
+scaling note in the README).
 
 ``transport``: the same round done four ways (scatter θ + one pinned task
 per worker; one task per worker with θ as argument; the actors through
@@ -154,23 +157,37 @@ def _stream_bytes():
 BREAKDOWN = ("dispatch", "to_worker", "in_worker", "from_worker", "collect")
 
 
-def measure(client, n_rows, n_chunks, n_evals):
-    """(RoundTimes of n_evals evaluations, {worker: (bytes in, bytes out)}, P)."""
-    obj, theta = problem(client, n_rows, n_chunks)
-    for _ in range(3):
-        obj(theta)
-    client.run(_count_stream_bytes)
-    obj.round_times.clear()
+def measure(client, n_rows, chunkings, n_evals):
+    """{n_chunks: (RoundTimes, bytes per evaluation)}, and P.
+
+    The objectives of every chunking are evaluated in turn, round after
+    round, so that they see the same machine load; the bytes are counted
+    afterwards, a few evaluations of each on its own.
+    """
+    problems = {n: problem(client, n_rows, n) for n in chunkings}
+    for obj, theta in problems.values():
+        for _ in range(3):
+            obj(theta)
+        obj.round_times.clear()
     for _ in range(n_evals):
-        obj(theta)
-    traffic = client.run(_stream_bytes)
-    rounds = list(obj.round_times)
-    obj.release()
-    return rounds, traffic, obj.layout.n_params
+        for obj, theta in problems.values():
+            obj(theta)
+    out = {}
+    for n, (obj, theta) in problems.items():
+        client.run(_count_stream_bytes)
+        for _ in range(5):
+            obj(theta)
+        traffic = client.run(_stream_bytes)
+        out[n] = (obj.round_times[:n_evals], sum(r + w for r, w in traffic.values()) / 5,
+                  len(traffic))
+        obj.release()
+    return out, obj.layout.n_params
 
 
-def local_evaluation_ms(n_rows, threads):
-    """Median ms of one loss-and-gradient in this process, on all rows."""
+def local_costs(n_rows):
+    """Per-row costs in this process on one thread, in CPU microseconds
+    (thread time: what a core spends, whatever the machine's load):
+    (loss and gradient, one Gauss-Newton product on all rows)."""
     from fastmlp._network import LOSS_LOG, Layout
     from fastmlp._threads import blas_threads
     from fastmlp.solvers.objective import Objective
@@ -180,15 +197,20 @@ def local_evaluation_ms(n_rows, threads):
     Y = np.eye(UNITS[-1])[rng.randint(0, UNITS[-1], n_rows)]
     layout = Layout(UNITS, ["relu", "relu", "softmax"])
     theta = rng.randn(layout.n_params) * 0.05
-    obj = Objective(layout, X, Y, None, LOSS_LOG, 1e-4, 0.0, threads)
-    with blas_threads(threads):
-        obj(theta)
+    v = rng.randn(layout.n_params)
+    obj = Objective(layout, X, Y, None, LOSS_LOG, 1e-4, 0.0, 1)
+
+    def cpu_us(fn):
+        fn()
         times = []
         for _ in range(5):
-            t = time.perf_counter()
-            obj(theta)
-            times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1e3
+            t = time.thread_time()
+            fn()
+            times.append(time.thread_time() - t)
+        return float(np.median(times)) * 1e6 / n_rows
+
+    with blas_threads(1):
+        return cpu_us(lambda: obj(theta)), cpu_us(lambda: obj.curvature(theta, v))
 
 
 def run_overhead(client, args):
@@ -196,18 +218,17 @@ def run_overhead(client, args):
     print("ms per evaluation, median (p10-p90); MB per evaluation")
     print(f"{'chunks':>6} {'wall':>8} {'compute':>8} {'overhead':>19} "
           + " ".join(f"{n:>11}" for n in BREAKDOWN) + f" {'MB/eval':>8} {'bound':>7}")
-    for n_chunks in (8, 32):
-        rounds, traffic, P = measure(client, args.rows, n_chunks, args.evals)
+    results, P = measure(client, args.rows, (8, 32), args.evals)
+    for n_chunks, (rounds, moved, n_workers) in results.items():
         ms = {name: np.array([getattr(r, name) for r in rounds]) * 1e3
               for name in ("wall", "compute", "overhead") + BREAKDOWN}
-        moved = sum(r + w for r, w in traffic.values()) / args.evals
-        bound = 2 * (P + 1) * 8 * len(traffic) * 1.1
+        bound = 2 * (P + 1) * 8 * n_workers * 1.1
         print(f"{n_chunks:>6} {np.median(ms['wall']):8.1f} {np.median(ms['compute']):8.1f} "
               f"{spread(ms['overhead']):>19} "
               + " ".join(f"{np.median(ms[n]):11.1f}" for n in BREAKDOWN)
               + f" {moved / 1e6:8.3f} {bound / 1e6:7.3f}")
-    print(f"P = {P}; bytes: sum over the {len(traffic)} workers of bytes sent + received; "
-          "bound: 2 (P + 1) 8 W + 10%")
+    print(f"P = {P}; bytes: sum over the {n_workers} workers of bytes sent + received; "
+          "bound: 2 (P + 1) 8 W + 10%; the two chunkings evaluated in turn")
     submit, direct = floors(client)
     print(f"for scale: one trivial dask task, submit + result: {submit:.1f} ms; "
           f"one trivial direct actor call: {direct:.1f} ms")
@@ -346,9 +367,11 @@ def main():
         MODES[args.mode](client, args)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if args.mode == "overhead":
-        for threads in (1, 2):
-            print(f"for scale: local evaluation, {threads} thread(s), {args.rows} rows: "
-                  f"{local_evaluation_ms(args.rows, threads):.1f} ms")
+        grad, product = local_costs(args.rows)
+        print(f"for scale, in this process on one thread ({args.rows} rows): "
+              f"loss and gradient {grad:.1f} us of CPU per row ({1e6 / grad:,.0f} rows/s "
+              f"per core), Gauss-Newton product {product:.1f} us per row "
+              f"({1e6 / product:,.0f} rows/s per core)")
 
 
 if __name__ == "__main__":
