@@ -9,7 +9,8 @@ keys, not the parts). The distributed L-BFGS fit is compared with a local
 fit, with the same parameters, on a subsample that fits in memory: both
 should reach the same loss, on their training data and on held-out data.
 Printed: the fit's time, each worker's peak RSS against its limit, how many
-parts each worker had spilled at the end, and the losses.
+keys (the parts, and any chunk Dask still holds) and bytes each worker had on
+disk at the end, and the losses.
 
 Usage: python benchmarks/dask_memory.py [--rows 1500000] [--workers 2] [--limit 600MB]
        [--max-iter 60]
@@ -96,7 +97,7 @@ def main():
         print("peak worker RSS (GB): " + ", ".join(f"{v / 1e9:.2f}" for v in peak.values())
               + f" (limit {limit / 1e9:.2f})")
         print("on disk at the end of the fit, per worker: " + ", ".join(
-            f"{n} parts ({b / 1e6:.0f} MB)" for n, b in spilled.values()))
+            f"{n} keys ({b / 1e6:.0f} MB)" for n, b in spilled.values()))
 
     with dask.config.set(scheduler="threads"):
         Xs, ys = dask.compute(X[:args.subsample], y[:args.subsample])
