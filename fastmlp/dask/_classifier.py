@@ -9,6 +9,7 @@ from sklearn.utils.multiclass import check_classification_targets
 
 from .._classifier import MLPClassifier as LocalMLPClassifier
 from ._base import DaskMLPMixin, with_client
+from ._validation import AccuracySums
 
 
 class ClassTargets:
@@ -76,6 +77,11 @@ class MLPClassifier(DaskMLPMixin, LocalMLPClassifier):
     The same data, chunking, number of workers and threads per worker give
     bit-identical fits.
     """
+
+    def _validation_scorer(self):
+        """Early stopping's score on the workers: accuracy, as ``score``
+        (the labels thresholded as ``predict`` does)."""
+        return AccuracySums(self._y_type, 0.0 if self.out_activation_ == "identity" else 0.5)
 
     def _dask_targets(self, client, y, first_pass):
         balanced = isinstance(self.class_weight, str)

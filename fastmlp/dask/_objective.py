@@ -106,15 +106,20 @@ class DistributedObjective:
         Where curvature products are computed: 'client' gathers the batch,
         'workers' runs one round per product, 'auto' gathers batches of at
         most GATHER_BYTES.
+    train_rows : sequence of int or None
+        Training rows in each part, when the parts keep some for validation
+        (``Part.rows``); None: all of ``placement.part_rows``.
     """
 
     # The penalty is computed on the client, exactly as locally.
     penalty = Objective.penalty
 
     def __init__(self, client, placement, layout, loss_code, alpha, l1, n_threads,
-                 total_weight, curvature_on="auto"):
+                 total_weight, curvature_on="auto", train_rows=None):
         self.client = client
         self.placement = placement
+        self.train_rows = np.asarray(placement.part_rows if train_rows is None else train_rows,
+                                     dtype=np.int64)
         self.layout = layout
         self.loss_code = loss_code
         self.alpha = float(alpha)
@@ -164,7 +169,7 @@ class DistributedObjective:
     @property
     def n_samples(self):
         """Number of rows; curvature batches are positions in range(n_samples)."""
-        return int(self.placement.part_rows.sum())
+        return int(self.train_rows.sum())
 
     @property
     def _weights(self):
@@ -231,7 +236,7 @@ class DistributedObjective:
         if rows is None:
             batch.part_rows, batch.scale = None, self.scale
         else:
-            starts = np.concatenate([[0], np.cumsum(self.placement.part_rows)])
+            starts = np.concatenate([[0], np.cumsum(self.train_rows)])
             part = np.searchsorted(starts, rows, side="right") - 1
             batch.part_rows = {int(i): np.ascontiguousarray(rows[part == i] - starts[i])
                                for i in np.unique(part)}
@@ -258,11 +263,26 @@ class DistributedObjective:
         return Objective(self.layout, X, np.concatenate(Ys), sw, self.loss_code, 0.0, 0.0,
                          effective_n_threads(self.n_threads))
 
+    # --------------------------------------------------------- validation
+    def validation_sums(self, theta, stat):
+        """Sums of stat(output, Y, sample weights) over the parts'
+        validation rows (fastmlp.dask._validation), in one round."""
+        _, sums = self.round("output_sums", np.ascontiguousarray(theta)[None, :], kind=stat,
+                             validation=True)
+        return sums
+
+    def validation_loss(self, theta, validation_weight):
+        """The data term on the validation rows (no penalty), averaged with
+        their sample weights (summing to validation_weight)."""
+        value, _ = self.round("loss", np.ascontiguousarray(theta)[None, :],
+                              scale=1.0 / validation_weight, validation=True)
+        return value
+
     # ---------------------------------------------------------------- rounds
-    def _spec(self, op, rows=None, scale=None, kind=None, net=None):
+    def _spec(self, op, rows=None, scale=None, kind=None, net=None, validation=False):
         return RoundSpec(op, self.layout.net if net is None else net, self.loss_code,
                          self.scale if scale is None else scale, self.n_threads, rows, kind,
-                         int(np.sum(self.layout.units[1:])))
+                         int(np.sum(self.layout.units[1:])), validation)
 
     def _results(self, spec, vectors):
         """[(value, vector, seconds)] per group of one round of spec.

@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-from .. import _curvature, _objective
+from .. import _curvature, _forward, _objective
+from .._memory import PREDICT_CHUNK
 from .._threads import blas_threads, effective_n_threads
 from ..solvers.objective import CACHE_BYTES, CHUNK_ROWS, kernel_input
 
@@ -29,14 +30,20 @@ class RoundSpec:
 
     rows : dict {part index: int64 array} or None
         For an operation on a batch: the rows of each part in it (positions
-        in the part); parts not in the dict have none. None: all rows.
-    kind : str or None
-        Operation-specific detail (the curvature: 'gauss-newton', 'hessian').
+        among the part's training rows, ``Part.rows``); parts not in the
+        dict have none. None: all training rows.
+    kind : str, callable or None
+        Operation-specific detail (the curvature: 'gauss-newton', 'hessian';
+        the sums of a validation score: a fastmlp.dask._validation.Stat).
+    validation : bool
+        Run on the parts' validation rows instead (early stopping).
     """
 
-    __slots__ = ("op", "net", "loss", "scale", "n_threads", "rows", "kind", "width")
+    __slots__ = ("op", "net", "loss", "scale", "n_threads", "rows", "kind", "width",
+                 "validation")
 
-    def __init__(self, op, net, loss, scale, n_threads, rows=None, kind=None, width=0):
+    def __init__(self, op, net, loss, scale, n_threads, rows=None, kind=None, width=0,
+                 validation=False):
         self.op = op
         self.net = net
         self.loss = int(loss)
@@ -45,6 +52,7 @@ class RoundSpec:
         self.rows = rows
         self.kind = kind
         self.width = int(width)  # sum of the layer widths (units[1:])
+        self.validation = bool(validation)
 
     def __getstate__(self):
         return {k: getattr(self, k) for k in self.__slots__}
@@ -147,8 +155,29 @@ def _curvature_product(vectors, items, spec, n_threads):
     return 0.0, out
 
 
+def _output_sums(vectors, items, spec, n_threads):
+    """Sums of spec.kind(network output, Y, sample weights) over the rows
+    (a validation score's, see fastmlp.dask._validation); NaN if an output
+    is not finite, as the local validation score."""
+    theta = vectors[0]
+    total = None
+    for part, rows, _ in items:
+        if len(rows) == 0:
+            continue
+        out = np.empty((len(rows), part.Y.shape[1]), dtype=theta.dtype)
+        _forward.predict(theta, kernel_input(part.X), spec.net, out, rows, PREDICT_CHUNK,
+                         n_threads)
+        sw = None if part.sample_weight is None else part.sample_weight[rows]
+        sums = np.asarray(spec.kind(out, part.Y[rows], sw), dtype=np.float64)
+        if not np.isfinite(out).all():
+            sums = np.full_like(sums, np.nan)
+        total = sums if total is None else total + sums
+    return 0.0, total
+
+
 OPS = {"loss_grad": _loss_grad, "loss": _loss, "weight": _weight, "rows": _rows,
-       "loss_grad_fisher": _loss_grad_fisher, "curvature": _curvature_product}
+       "loss_grad_fisher": _loss_grad_fisher, "curvature": _curvature_product,
+       "output_sums": _output_sums}
 
 
 def worker_threads(n_threads):
@@ -171,11 +200,15 @@ def _items(spec, parts, indices, part_ids, caches):
     operation reaches it and dropped when it moves on (it may be on disk)."""
     for i in indices:
         pid = part_ids[i]
-        if spec.rows is None:
+        if spec.validation:
+            part = parts[i]
+            yield part, part.val_rows, caches[i]
+        elif spec.rows is None:
             part = parts[i]
             yield part, part.rows, caches[i]
         elif pid in spec.rows:
-            yield parts[i], spec.rows[pid], caches[i]
+            part = parts[i]
+            yield part, part.train_positions(spec.rows[pid]), caches[i]
 
 
 def run_groups(vectors, spec, sizes, parts, part_ids=None, caches=None):
