@@ -65,9 +65,12 @@ class MLPClassifier(DaskMLPMixin, LocalMLPClassifier):
         (``nthreads``); Dask's OMP_NUM_THREADS=1 on workers is not used.
     **params
         As for :class:`fastmlp.MLPClassifier`. ``fit`` accepts the
-        full-batch solvers 'lbfgs', 'bfgs' and 'hf' (without early_stopping
-        for the latter two); ``batch_size``, the learning-rate and momentum
-        parameters are unused, as they are by the local full-batch solvers.
+        full-batch solvers 'lbfgs', 'bfgs' and 'hf'; ``batch_size``, the
+        learning-rate and momentum parameters are unused, as they are by the
+        local full-batch solvers. With ``early_stopping=True`` ('bfgs',
+        'hf') each row chunk keeps ``validation_fraction`` of its rows, drawn
+        at random on its worker, for validation (not the local, stratified
+        split: the labels stay on the workers).
 
     Notes
     -----
