@@ -21,7 +21,8 @@ scaling note in the README).
 ``transport``: the same round done four ways (scatter θ + one pinned task
 per worker; one task per worker with θ as argument; the actors through
 ``distributed.Actor``; the actors called straight on their workers, as
-fastmlp.dask does): the median overhead of each.
+fastmlp.dask does): the median overhead of each, the variants taking turns
+round by round so that they see the same load.
 
 ``curvature``: Hessian-free's two layouts of the curvature products on a
 batch of --batch rows: gathered to the client (one round, then every CG
@@ -299,18 +300,20 @@ def run_transport(client, args):
     obj(theta)  # creates the actors
     vectors = theta[None, :]
     spec = obj._spec("loss_grad")
-    print(f"{'variant':<28} {'overhead ms, median (p10-p90)':>30} {'compute ms':>10}")
-    for name, fn in VARIANTS:
-        for _ in range(3):
-            fn(obj, spec, vectors)
-        overhead = []
-        for _ in range(args.evals):
+    overhead = {name: [] for name, _ in VARIANTS}
+    compute = {name: [] for name, _ in VARIANTS}
+    for i in range(3 + args.evals):  # 3 to warm up
+        for name, fn in VARIANTS:
             t = time.perf_counter()
             results = fn(obj, spec, vectors)
             wall = time.perf_counter() - t
-            compute = max(sum(r[2] for r in result) for result in results)
-            overhead.append((wall - compute) * 1e3)
-        print(f"{name:<28} {spread(overhead):>30} {compute * 1e3:10.1f}")
+            slowest = max(sum(r[2] for r in result) for result in results)
+            if i >= 3:
+                overhead[name].append((wall - slowest) * 1e3)
+                compute[name].append(slowest * 1e3)
+    print(f"{'variant':<28} {'overhead ms, median (p10-p90)':>30} {'compute ms':>10}")
+    for name, _ in VARIANTS:
+        print(f"{name:<28} {spread(overhead[name]):>30} {np.median(compute[name]):10.1f}")
     obj.release()
     submit, direct = floors(client)
     print(f"{'trivial task, submit+result':<28} {submit:30.1f}")
