@@ -105,11 +105,13 @@ class R2Sums:
 
 class Stat:
     """One of a scorer's sums (``method``: a method name of it) as an
-    operation's ``kind``: picklable, with the scorer's state."""
+    operation's ``kind``: picklable, with the scorer's state. Only the
+    score itself (``__call__``) reads the network's output."""
 
     def __init__(self, scorer, method="__call__"):
         self.scorer = scorer
         self.method = method
+        self.uses_output = method == "__call__"
 
     def __call__(self, out, Y, sw):
         return getattr(self.scorer, self.method)(out, Y, sw)

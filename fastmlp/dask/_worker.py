@@ -169,7 +169,7 @@ def _output_sums(vectors, items, spec, n_threads):
                          n_threads)
         sw = None if part.sample_weight is None else part.sample_weight[rows]
         sums = np.asarray(spec.kind(out, part.Y[rows], sw), dtype=np.float64)
-        if not np.isfinite(out).all():
+        if getattr(spec.kind, "uses_output", True) and not np.isfinite(out).all():
             sums = np.full_like(sums, np.nan)
         total = sums if total is None else total + sums
     return 0.0, total

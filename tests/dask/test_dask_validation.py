@@ -7,13 +7,14 @@ import warnings
 import dask.array as da
 import numpy as np
 import pytest
+from sklearn.metrics import accuracy_score, r2_score
 
 from fastmlp._network import LOSS_LOG
 from fastmlp.dask import MLPClassifier, MLPRegressor
 from fastmlp.dask._data import MatrixTargets, part_builder
 from fastmlp.dask._objective import DistributedObjective
 from fastmlp.dask._placement import Placement
-from fastmlp.dask._validation import split_rows
+from fastmlp.dask._validation import AccuracySums, R2Sums, Stat, split_rows
 from fastmlp.solvers.objective import Objective
 
 from dask_helpers import make_data, small_layout
@@ -48,6 +49,51 @@ def test_split_rows_is_a_seeded_partition():
     np.testing.assert_array_equal(again[1], val)
     assert not np.array_equal(split_rows(101, 0.2, 5, 4)[1], val)  # per part
     assert len(split_rows(3, 0.1, 5, 0)[1]) == 0
+
+
+def summed(stat, pieces):
+    """stat's sums over pieces [(out, Y, sw)], added as the rounds add them."""
+    return sum(np.asarray(stat(*piece), dtype=np.float64) for piece in pieces)
+
+
+def cut(out, Y, sw, at=(0, 7, 30, 50)):
+    return [(out[a:b], Y[a:b], None if sw is None else sw[a:b])
+            for a, b in zip(at, at[1:])]
+
+
+@pytest.mark.parametrize("y_type,threshold", [("multiclass", 0.5), ("binary", 0.5),
+                                              ("binary", 0.0), ("multilabel", 0.5)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_accuracy_sums_give_accuracy_score(y_type, threshold, weighted):
+    rng = np.random.RandomState(0)
+    k = {"multiclass": 4, "binary": 1, "multilabel": 3}[y_type]
+    out = rng.rand(50, k) - (0.5 - threshold)
+    if y_type == "multiclass":
+        Y = np.eye(k)[rng.randint(0, k, 50)]
+        truth, pred = Y.argmax(axis=1), out.argmax(axis=1)
+    else:
+        Y = (rng.rand(50, k) < 0.5).astype(float)
+        truth, pred = Y.astype(int), (out > threshold).astype(int)
+    sw = rng.uniform(0.1, 2.0, 50) if weighted else None
+    scorer = AccuracySums(y_type, threshold)
+    got = scorer.combine(summed(Stat(scorer), cut(out, Y, sw)))
+    expected = accuracy_score(truth, pred, sample_weight=sw)
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_r2_sums_give_r2_score(weighted):
+    rng = np.random.RandomState(1)
+    Y = rng.randn(50, 3) * [1.0, 5.0, 0.0] + [0.0, 1e4, 2.0]  # large mean; constant
+    out = Y + 0.3 * rng.randn(50, 3)
+    sw = rng.uniform(0.1, 2.0, 50) if weighted else None
+    scorer = R2Sums()
+    scorer.prepare(lambda stat: summed(stat, cut(out, Y, sw)))
+    got = scorer.combine(summed(Stat(scorer), cut(out, Y, sw)))
+    assert got == pytest.approx(r2_score(Y, out, sample_weight=sw), rel=1e-12)
+    exact = Y.copy()  # the constant column predicted exactly scores 1, as r2_score
+    assert scorer.combine(summed(Stat(scorer), cut(exact, Y, sw))) == pytest.approx(
+        r2_score(Y, exact, sample_weight=sw), rel=1e-12)
 
 
 def test_rounds_use_only_the_training_rows(client):
