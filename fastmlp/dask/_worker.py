@@ -10,9 +10,10 @@ management: a worker holding more than its memory limit allows spills some
 to disk, and an evaluation reads them back one at a time.
 
 An operation is an entry of ``OPS``: a function (vectors, items, spec,
-n_threads) -> (value, vector or None) summed over ``items``, a list of
-(part, rows, cache): the part, the rows of it to use (positions in the part)
-and a dict the actor keeps for that part between calls.
+n_threads) -> (value, vector or None) summed over ``items``, an iterable
+(to be gone through once: the parts are read as it goes) of (part, rows,
+cache): the part, the rows of it to use (positions in the part) and a dict
+the actor keeps for that part between calls.
 """
 
 import time
