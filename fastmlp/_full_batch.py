@@ -109,9 +109,11 @@ def run_full_batch(est, objective, callbacks, random_state, validate=None):
 
     def callback(new_theta, loss, info):
         est.loss_curve_.append(loss)
+        # The estimator's parameters are the iterate's while it is reported:
+        # a callback may use them (predict, score a held-out set).
+        theta[:] = new_theta
         val_score = val_loss = None
         if early_stopping:
-            theta[:] = new_theta
             val_score, val_loss = validate(new_theta)
         stop = False
         if early_stopping or solver == "hf":

@@ -235,6 +235,25 @@ def test_dropout_is_refused(solver, digits):
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
+def test_callbacks_see_each_iterate_as_the_parameters(solver, digits):
+    # Without early stopping too: a callback may score a held-out set itself.
+    Xtr, Xte, ytr, yte = digits
+    seen = []
+
+    class Record:
+        def on_epoch_end(self, est, info):
+            seen.append((est.coefs_[0].copy(), est.score(Xte, yte)))
+
+    clf = quiet(lambda: MLPClassifier((10,), solver=solver, max_iter=4, random_state=0,
+                                      tol=0.0, curvature_batch_size=300,
+                                      callbacks=[Record()]).fit(Xtr, ytr))
+    assert len(seen) == 4
+    assert not np.array_equal(seen[0][0], seen[-1][0])
+    np.testing.assert_array_equal(seen[-1][0], clf.coefs_[0])
+    assert seen[-1][1] == clf.score(Xte, yte)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
 def test_callbacks_run_every_iteration_and_can_stop(solver, digits):
     from fastmlp.callbacks import History
 

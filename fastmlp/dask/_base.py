@@ -18,6 +18,7 @@ from ._client import fit_client
 from ._data import align_rows, as_dask_rows, fit_dtype, part_builder
 from ._objective import CURVATURE_ON, DistributedObjective
 from ._placement import Placement
+from ._validation import Stat
 
 DISTRIBUTED_SOLVERS = FULL_BATCH_SOLVERS
 # Parameters of the dask estimators that the local ones do not have.
@@ -134,13 +135,8 @@ class DaskMLPMixin:
         hidden = self._hidden_sizes()
         self._hidden_activations(len(hidden))
         self._dropout_rates(len(hidden))  # refuses dropout with 'lbfgs', as locally
-        if self.early_stopping and self.solver != "lbfgs":
-            raise ValueError(
-                f"early_stopping=True is not supported by fastmlp.dask (solver="
-                f"{self.solver!r}): score a held-out dask array with a callback instead, "
-                "or set early_stopping=False ('hf' then stops when the training loss "
-                "stops improving, as locally)."
-            )
+        # As locally (and in scikit-learn), 'lbfgs' ignores early_stopping.
+        early_stopping = self.early_stopping and self.solver != "lbfgs"
         callbacks = self._checked_callbacks()
         if self.checkpoint is not None:
             raise ValueError(
@@ -167,9 +163,13 @@ class DaskMLPMixin:
                 f"data and hidden_layer_sizes need {units}; fit a new model "
                 "(warm_start=False) to change them."
             )
+        # Each part keeps validation_fraction of its rows for validation,
+        # drawn from this seed (taken where the local fit draws its split).
+        split = ((self.validation_fraction, int(random_state.randint(np.iinfo(np.int32).max)))
+                 if early_stopping else None)
 
         placement = Placement(
-            client, part_builder(X, y, sample_weight, targets, dtype), X.chunks[0])
+            client, part_builder(X, y, sample_weight, targets, dtype, split), X.chunks[0])
         objective = None
         try:
             stats = placement.part_stats()
@@ -178,12 +178,15 @@ class DaskMLPMixin:
                 raise ValueError("The sample weights sum to zero: nothing to fit.")
             objective = DistributedObjective(
                 client, placement, self._layout, self._loss_code, self.alpha, self.l1,
-                self.n_threads, total, self.curvature_on)
+                self.n_threads, total, self.curvature_on, train_rows=[s[0] for s in stats])
+            validate = None
+            if early_stopping:
+                validate = self._validation(objective, stats, bool(callbacks))
             for cb in callbacks:
                 if hasattr(cb, "on_train_begin"):
                     cb.on_train_begin(self)
             try:
-                run_full_batch(self, objective, callbacks, random_state)
+                run_full_batch(self, objective, callbacks, random_state, validate)
             finally:
                 for cb in callbacks:
                     if hasattr(cb, "on_train_end"):
@@ -193,6 +196,29 @@ class DaskMLPMixin:
                 objective.release()  # its actors, and the parts
             else:
                 placement.release()
+
+    def _validation(self, objective, stats, with_loss):
+        """validate(theta) -> (validation score, validation loss or None) on
+        the parts' validation rows, for run_full_batch's early stopping."""
+        n_val = sum(s[2] for s in stats)
+        val_weight = sum(s[3] for s in stats)
+        if n_val < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' "
+                "or the size of your dataset (each row chunk keeps "
+                "round(validation_fraction * its rows) for validation)."
+            )
+        if not val_weight > 0:
+            raise ValueError("The sample weights of the validation rows sum to zero.")
+        scorer = self._validation_scorer()
+        scorer.prepare(lambda stat: objective.validation_sums(self._theta, stat))
+
+        def validate(theta):
+            score = scorer.combine(objective.validation_sums(theta, Stat(scorer)))
+            loss = objective.validation_loss(theta, val_weight) if with_loss else None
+            return score, loss
+
+        return validate
 
     # ------------------------------------------------------------- predict
     def _local_estimator(self):

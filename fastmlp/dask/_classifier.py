@@ -9,6 +9,7 @@ from sklearn.utils.multiclass import check_classification_targets
 
 from .._classifier import MLPClassifier as LocalMLPClassifier
 from ._base import DaskMLPMixin, with_client
+from ._validation import AccuracySums
 
 
 class ClassTargets:
@@ -64,9 +65,12 @@ class MLPClassifier(DaskMLPMixin, LocalMLPClassifier):
         (``nthreads``); Dask's OMP_NUM_THREADS=1 on workers is not used.
     **params
         As for :class:`fastmlp.MLPClassifier`. ``fit`` accepts the
-        full-batch solvers 'lbfgs', 'bfgs' and 'hf' (without early_stopping
-        for the latter two); ``batch_size``, the learning-rate and momentum
-        parameters are unused, as they are by the local full-batch solvers.
+        full-batch solvers 'lbfgs', 'bfgs' and 'hf'; ``batch_size``, the
+        learning-rate and momentum parameters are unused, as they are by the
+        local full-batch solvers. With ``early_stopping=True`` ('bfgs',
+        'hf') each row chunk keeps ``validation_fraction`` of its rows, drawn
+        at random on its worker, for validation (not the local, stratified
+        split: the labels stay on the workers).
 
     Notes
     -----
@@ -76,6 +80,11 @@ class MLPClassifier(DaskMLPMixin, LocalMLPClassifier):
     The same data, chunking, number of workers and threads per worker give
     bit-identical fits.
     """
+
+    def _validation_scorer(self):
+        """Early stopping's score on the workers: accuracy, as ``score``
+        (the labels thresholded as ``predict`` does)."""
+        return AccuracySums(self._y_type, 0.0 if self.out_activation_ == "identity" else 0.5)
 
     def _dask_targets(self, client, y, first_pass):
         balanced = isinstance(self.class_weight, str)

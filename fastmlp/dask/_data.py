@@ -20,22 +20,40 @@ FLOAT_DTYPES = (np.float64, np.float32)
 
 
 class Part:
-    """One row chunk of the training data, as the kernels read it."""
+    """One row chunk of the training data, as the kernels read it.
 
-    __slots__ = ("X", "Y", "sample_weight", "rows")
+    rows : int64 array
+        The rows trained on (positions in the chunk): all of them, unless
+        some are kept for validation (val_rows, early stopping).
+    """
 
-    def __init__(self, X, Y, sample_weight):
+    __slots__ = ("X", "Y", "sample_weight", "rows", "val_rows")
+
+    def __init__(self, X, Y, sample_weight, rows=None, val_rows=None):
         self.X = X
         self.Y = Y
         self.sample_weight = sample_weight
-        self.rows = np.arange(Y.shape[0], dtype=np.int64)
+        self.rows = np.arange(Y.shape[0], dtype=np.int64) if rows is None else rows
+        self.val_rows = np.empty(0, dtype=np.int64) if val_rows is None else val_rows
+
+    def train_positions(self, positions):
+        """The chunk's rows at these positions among the training rows."""
+        if len(self.val_rows) == 0:
+            return positions
+        return np.ascontiguousarray(self.rows[positions])
+
+    def _stats(self, rows):
+        if self.sample_weight is None:
+            return len(rows), float(len(rows))
+        return len(rows), float(np.sum(self.sample_weight[rows], dtype=np.float64))
 
     def stats(self):
-        """(number of rows, sum of sample weights in float64)."""
-        n = self.Y.shape[0]
-        if self.sample_weight is None:
-            return n, float(n)
-        return n, float(np.sum(self.sample_weight, dtype=np.float64))
+        """(training rows, their sample-weight sum, validation rows, theirs);
+        sums in float64."""
+        if len(self.val_rows) == 0 and self.sample_weight is not None:
+            n = self.Y.shape[0]
+            return n, float(np.sum(self.sample_weight, dtype=np.float64)), 0, 0.0
+        return self._stats(self.rows) + self._stats(self.val_rows)
 
 
 @sizeof.register(Part)
@@ -43,7 +61,7 @@ def _sizeof_part(part):
     # Dask's memory accounting (spilling, memory_limit) needs the real size.
     X = part.X
     size = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes if sp.issparse(X) else X.nbytes
-    size += part.Y.nbytes + part.rows.nbytes
+    size += part.Y.nbytes + part.rows.nbytes + part.val_rows.nbytes
     if part.sample_weight is not None:
         size += part.sample_weight.nbytes
     return int(size)
@@ -169,8 +187,13 @@ class MatrixTargets:
         return None
 
 
-def make_part(x, y, sw, index, targets, dtype):
-    """Build one Part on a worker; ``targets.encode`` turns y into Y."""
+def make_part(x, y, sw, index, targets, dtype, split=None):
+    """Build one Part on a worker; ``targets.encode`` turns y into Y.
+
+    split : (fraction, seed) or None
+        Keep that fraction of the rows for validation (see
+        fastmlp.dask._validation.split_rows).
+    """
     X = _kernel_X(x, dtype, index)
     y = np.asarray(y)
     Y = np.ascontiguousarray(targets.encode(y, index), dtype=dtype)
@@ -181,13 +204,18 @@ def make_part(x, y, sw, index, targets, dtype):
     if class_weight is not None:  # as the local estimators combine them
         class_weight = class_weight.astype(dtype)
         sw = class_weight if sw is None else sw * class_weight
-    return Part(X, Y, sw)
+    if split is None:
+        return Part(X, Y, sw)
+    from ._validation import split_rows
+
+    return Part(X, Y, sw, *split_rows(Y.shape[0], split[0], split[1], index))
 
 
-def part_builder(X, y, sample_weight, targets, dtype):
+def part_builder(X, y, sample_weight, targets, dtype, split=None):
     """A callable (index, key) -> the delayed Part of row chunk index.
 
-    X, y and sample_weight are dask arrays with the same row chunks.
+    X, y and sample_weight are dask arrays with the same row chunks; split:
+    see make_part.
     """
     import dask
 
@@ -196,7 +224,7 @@ def part_builder(X, y, sample_weight, targets, dtype):
     sws = [None] * len(xs) if sample_weight is None else sample_weight.to_delayed().ravel()
 
     def build_part(i, key):
-        return dask.delayed(make_part)(xs[i], ys[i], sws[i], i, targets, dtype,
+        return dask.delayed(make_part)(xs[i], ys[i], sws[i], i, targets, dtype, split,
                                        dask_key_name=key)
 
     return build_part

@@ -106,15 +106,20 @@ class DistributedObjective:
         Where curvature products are computed: 'client' gathers the batch,
         'workers' runs one round per product, 'auto' gathers batches of at
         most GATHER_BYTES.
+    train_rows : sequence of int or None
+        Training rows in each part, when the parts keep some for validation
+        (``Part.rows``); None: all of ``placement.part_rows``.
     """
 
     # The penalty is computed on the client, exactly as locally.
     penalty = Objective.penalty
 
     def __init__(self, client, placement, layout, loss_code, alpha, l1, n_threads,
-                 total_weight, curvature_on="auto"):
+                 total_weight, curvature_on="auto", train_rows=None):
         self.client = client
         self.placement = placement
+        self.train_rows = np.asarray(placement.part_rows if train_rows is None else train_rows,
+                                     dtype=np.int64)
         self.layout = layout
         self.loss_code = loss_code
         self.alpha = float(alpha)
@@ -128,7 +133,7 @@ class DistributedObjective:
         self.curvature_on = curvature_on
         self._batch = None  # the last curvature batch (see _curvature_batch)
         self._cnet = None
-        # (wall seconds, slowest worker's compute seconds) per round.
+        # A RoundTime per round trip: where its time went.
         self.round_times = []
 
     @classmethod
@@ -164,7 +169,7 @@ class DistributedObjective:
     @property
     def n_samples(self):
         """Number of rows; curvature batches are positions in range(n_samples)."""
-        return int(self.placement.part_rows.sum())
+        return int(self.train_rows.sum())
 
     @property
     def _weights(self):
@@ -231,7 +236,7 @@ class DistributedObjective:
         if rows is None:
             batch.part_rows, batch.scale = None, self.scale
         else:
-            starts = np.concatenate([[0], np.cumsum(self.placement.part_rows)])
+            starts = np.concatenate([[0], np.cumsum(self.train_rows)])
             part = np.searchsorted(starts, rows, side="right") - 1
             batch.part_rows = {int(i): np.ascontiguousarray(rows[part == i] - starts[i])
                                for i in np.unique(part)}
@@ -258,11 +263,26 @@ class DistributedObjective:
         return Objective(self.layout, X, np.concatenate(Ys), sw, self.loss_code, 0.0, 0.0,
                          effective_n_threads(self.n_threads))
 
+    # --------------------------------------------------------- validation
+    def validation_sums(self, theta, stat):
+        """Sums of stat(output, Y, sample weights) over the parts'
+        validation rows (fastmlp.dask._validation), in one round."""
+        _, sums = self.round("output_sums", np.ascontiguousarray(theta)[None, :], kind=stat,
+                             validation=True)
+        return sums
+
+    def validation_loss(self, theta, validation_weight):
+        """The data term on the validation rows (no penalty), averaged with
+        their sample weights (summing to validation_weight)."""
+        value, _ = self.round("loss", np.ascontiguousarray(theta)[None, :],
+                              scale=1.0 / validation_weight, validation=True)
+        return value
+
     # ---------------------------------------------------------------- rounds
-    def _spec(self, op, rows=None, scale=None, kind=None, net=None):
+    def _spec(self, op, rows=None, scale=None, kind=None, net=None, validation=False):
         return RoundSpec(op, self.layout.net if net is None else net, self.loss_code,
                          self.scale if scale is None else scale, self.n_threads, rows, kind,
-                         int(np.sum(self.layout.units[1:])))
+                         int(np.sum(self.layout.units[1:])), validation)
 
     def _results(self, spec, vectors):
         """[(value, vector, seconds)] per group of one round of spec.
@@ -282,13 +302,16 @@ class DistributedObjective:
         theta. Partial sums are added in group order: deterministic."""
         value = 0.0
         total = None
-        for v, vec, _ in self._results(self._spec(op, **spec), vectors):
+        results = self._results(self._spec(op, **spec), vectors)
+        start = time.time()
+        for v, vec, _ in results:
             value += v
             if vec is not None:
                 if total is None:
                     total = np.array(vec)
                 else:
                     total += vec
+        self.round_times[-1].add_sum(time.time() - start)
         return value, total
 
     def _evaluators(self, plan):
@@ -305,9 +328,11 @@ class DistributedObjective:
             sizes = [len(self.placement.group_parts(g)) for g in groups]
             ids = [i for g in groups
                    for i in range(self.placement.bounds[g], self.placement.bounds[g + 1])]
-            # Pinned with its parts: they are handed to it in place.
+            # On its parts' worker, given their keys (plain strings, not
+            # futures): taking the parts as arguments would load every one
+            # into memory at once and keep it there, out of Dask's reach.
             created[host] = (signature, client.submit(
-                GroupEvaluator, sizes, ids, *parts, actor=True, workers=[host],
+                GroupEvaluator, sizes, ids, list(signature), actor=True, workers=[host],
                 allow_other_workers=False, pure=False,
                 key=f"fastmlp-evaluator-{uuid.uuid4().hex[:12]}"))
         if created:
@@ -334,11 +359,13 @@ class DistributedObjective:
             # What distributed.Actor does when the client talks to workers
             # directly; called here whatever the client's direct_to_workers,
             # so that theta never goes through the scheduler.
+            sent = time.time()
             reply = await client.rpc(host).actor_execute(
                 actor=evaluators[host], function="run", args=args, kwargs={})
             if reply["status"] != "OK":
                 raise reply["exception"]
-            return reply["result"]
+            result, (started, finished) = reply["result"]
+            return result, (sent, started, finished, time.time())
 
         return await _guard(client, asyncio.gather(*(call(h) for h in hosts)), hosts)
 
@@ -355,16 +382,14 @@ class DistributedObjective:
 
     def _try_round(self, spec, vectors):
         plan = self.placement.plan()
-        start = time.perf_counter()
         evaluators = self._evaluators(plan)
-        results = self.client.sync(self._call, spec, vectors, evaluators)
+        start = time.time()
+        replies = self.client.sync(self._call, spec, vectors, evaluators)
         by_group = [None] * self.placement.n_groups
-        compute = 0.0
-        for (_, groups), result in zip(plan, results):
+        for (_, groups), (result, _) in zip(plan, replies):
             for g, r in zip(groups, result):
                 by_group[g] = r
-            compute = max(compute, sum(r[2] for r in result))
-        self.round_times.append((time.perf_counter() - start, compute))
+        self.round_times.append(RoundTime.of(start, replies, time.time()))
         return by_group
 
 
@@ -378,3 +403,51 @@ class CurvatureBatch:
         self.local = None
         self.part_rows = None
         self.scale = None
+
+
+class RoundTime:
+    """Where the time of one round went, in seconds.
+
+    wall : from the client's call to the summed result.
+    compute : the slowest worker's operation (inside its actor).
+    overhead : wall - compute, the cost of distributing the round.
+    The critical path (the worker whose reply came last) splits the wall
+    time into: ``dispatch`` (the solver's thread to the client's event
+    loop), ``to_worker`` (serialising the vectors, sending them, the
+    worker's handing them to its actor thread), ``in_worker`` (its call
+    beyond the operation: reading its parts, thread limits), its
+    ``operation``, ``from_worker`` (the reply back to the client's event
+    loop), ``collect`` (back to the solver's thread, and the sum). The
+    worker-side times are wall clocks of another process: exact on one
+    machine, skewed by the clocks' offset across machines.
+    """
+
+    __slots__ = ("wall", "compute", "dispatch", "to_worker", "in_worker", "operation",
+                 "from_worker", "collect")
+
+    @classmethod
+    def of(cls, start, replies, end):
+        """From the round's start and end (time.time()) and its replies,
+        [(results per group, (sent, started, finished, received))]."""
+        self = cls()
+        ops = [sum(r[2] for r in result) for result, _ in replies]
+        last = max(range(len(replies)), key=lambda i: replies[i][1][3])
+        sent, started, finished, received = replies[last][1]
+        self.compute = max(ops)
+        self.operation = ops[last]
+        self.dispatch = sent - start
+        self.to_worker = started - sent
+        self.in_worker = finished - started - ops[last]
+        self.from_worker = received - finished
+        self.collect = end - received
+        self.wall = end - start
+        return self
+
+    @property
+    def overhead(self):
+        return self.wall - self.compute
+
+    def add_sum(self, seconds):
+        """Count the client's sum of the partial results in the round."""
+        self.collect += seconds
+        self.wall += seconds

@@ -6,6 +6,7 @@ from dask.base import is_dask_collection
 from .._regressor import MLPRegressor as LocalMLPRegressor
 from ._base import DaskMLPMixin, with_client
 from ._data import MatrixTargets
+from ._validation import R2Sums
 
 
 class RegressionTargets(MatrixTargets):
@@ -36,6 +37,10 @@ class MLPRegressor(DaskMLPMixin, LocalMLPRegressor):
     ``n_threads``, all as for :class:`fastmlp.dask.MLPClassifier`. ``predict`` returns a dask array
     for dask input; ``score`` (R²) accepts dask or in-memory input.
     """
+
+    def _validation_scorer(self):
+        """Early stopping's score on the workers: R², as ``score``."""
+        return R2Sums()
 
     def _dask_targets(self, client, y, first_pass):
         n_outputs = 1 if y.ndim == 1 else y.shape[1]

@@ -2,21 +2,26 @@
 
 Every quantity the full-batch solvers need is a sum over rows, so a worker
 adds up its parts with the compiled kernels (part after part, in row
-order) and returns one partial sum per group. The parts are held by a
-``GroupEvaluator`` (a dask actor) on their worker for the whole fit, which
-the client calls directly for each evaluation.
+order) and returns one partial sum per group. A ``GroupEvaluator`` (a dask
+actor on the parts' worker, called directly by the client for each
+evaluation) knows the parts' keys and reads each part from the worker's
+data store when it needs it, so the parts stay under Dask's memory
+management: a worker holding more than its memory limit allows spills some
+to disk, and an evaluation reads them back one at a time.
 
 An operation is an entry of ``OPS``: a function (vectors, items, spec,
-n_threads) -> (value, vector or None) summed over ``items``, a list of
-(part, rows, cache): the part, the rows of it to use (positions in the part)
-and a dict the actor keeps for that part between calls.
+n_threads) -> (value, vector or None) summed over ``items``, an iterable
+(to be gone through once: the parts are read as it goes) of (part, rows,
+cache): the part, the rows of it to use (positions in the part) and a dict
+the actor keeps for that part between calls.
 """
 
 import time
 
 import numpy as np
 
-from .. import _curvature, _objective
+from .. import _curvature, _forward, _objective
+from .._memory import PREDICT_CHUNK
 from .._threads import blas_threads, effective_n_threads
 from ..solvers.objective import CACHE_BYTES, CHUNK_ROWS, kernel_input
 
@@ -26,14 +31,20 @@ class RoundSpec:
 
     rows : dict {part index: int64 array} or None
         For an operation on a batch: the rows of each part in it (positions
-        in the part); parts not in the dict have none. None: all rows.
-    kind : str or None
-        Operation-specific detail (the curvature: 'gauss-newton', 'hessian').
+        among the part's training rows, ``Part.rows``); parts not in the
+        dict have none. None: all training rows.
+    kind : str, callable or None
+        Operation-specific detail (the curvature: 'gauss-newton', 'hessian';
+        the sums of a validation score: a fastmlp.dask._validation.Stat).
+    validation : bool
+        Run on the parts' validation rows instead (early stopping).
     """
 
-    __slots__ = ("op", "net", "loss", "scale", "n_threads", "rows", "kind", "width")
+    __slots__ = ("op", "net", "loss", "scale", "n_threads", "rows", "kind", "width",
+                 "validation")
 
-    def __init__(self, op, net, loss, scale, n_threads, rows=None, kind=None, width=0):
+    def __init__(self, op, net, loss, scale, n_threads, rows=None, kind=None, width=0,
+                 validation=False):
         self.op = op
         self.net = net
         self.loss = int(loss)
@@ -42,6 +53,7 @@ class RoundSpec:
         self.rows = rows
         self.kind = kind
         self.width = int(width)  # sum of the layer widths (units[1:])
+        self.validation = bool(validation)
 
     def __getstate__(self):
         return {k: getattr(self, k) for k in self.__slots__}
@@ -144,8 +156,29 @@ def _curvature_product(vectors, items, spec, n_threads):
     return 0.0, out
 
 
+def _output_sums(vectors, items, spec, n_threads):
+    """Sums of spec.kind(network output, Y, sample weights) over the rows
+    (a validation score's, see fastmlp.dask._validation); NaN if an output
+    is not finite, as the local validation score."""
+    theta = vectors[0]
+    total = None
+    for part, rows, _ in items:
+        if len(rows) == 0:
+            continue
+        out = np.empty((len(rows), part.Y.shape[1]), dtype=theta.dtype)
+        _forward.predict(theta, kernel_input(part.X), spec.net, out, rows, PREDICT_CHUNK,
+                         n_threads)
+        sw = None if part.sample_weight is None else part.sample_weight[rows]
+        sums = np.asarray(spec.kind(out, part.Y[rows], sw), dtype=np.float64)
+        if getattr(spec.kind, "uses_output", True) and not np.isfinite(out).all():
+            sums = np.full_like(sums, np.nan)
+        total = sums if total is None else total + sums
+    return 0.0, total
+
+
 OPS = {"loss_grad": _loss_grad, "loss": _loss, "weight": _weight, "rows": _rows,
-       "loss_grad_fisher": _loss_grad_fisher, "curvature": _curvature_product}
+       "loss_grad_fisher": _loss_grad_fisher, "curvature": _curvature_product,
+       "output_sums": _output_sums}
 
 
 def worker_threads(n_threads):
@@ -162,21 +195,28 @@ def worker_threads(n_threads):
     return get_worker().state.nthreads
 
 
-def _items(spec, parts, part_ids, caches):
-    """(part, rows, cache) for the parts this spec uses, in part order."""
-    items = []
-    for part, pid, cache in zip(parts, part_ids, caches):
-        if spec.rows is None:
-            items.append((part, part.rows, cache))
+def _items(spec, parts, indices, part_ids, caches):
+    """(part, rows, cache) for the parts at ``indices`` that spec uses, in
+    part order; lazily: each part is read from ``parts`` only when the
+    operation reaches it and dropped when it moves on (it may be on disk)."""
+    for i in indices:
+        pid = part_ids[i]
+        if spec.validation:
+            part = parts[i]
+            yield part, part.val_rows, caches[i]
+        elif spec.rows is None:
+            part = parts[i]
+            yield part, part.rows, caches[i]
         elif pid in spec.rows:
-            items.append((part, spec.rows[pid], cache))
-    return items
+            part = parts[i]
+            yield part, part.train_positions(spec.rows[pid]), caches[i]
 
 
 def run_groups(vectors, spec, sizes, parts, part_ids=None, caches=None):
     """Evaluate spec.op over consecutive groups of parts (``sizes`` long).
 
     vectors : (k, n_params) array, row 0 being theta.
+    parts : sequence of Part (indexed; read once per part and operation).
     part_ids : the parts' indices in the whole data (for spec.rows).
     caches : one dict per part, kept by the caller between calls.
     Returns [(value, vector or None, seconds)] per group.
@@ -195,20 +235,60 @@ def run_groups(vectors, spec, sizes, parts, part_ids=None, caches=None):
         for size in sizes:
             t0 = time.perf_counter()
             stop = start + size
-            items = _items(spec, parts[start:stop], part_ids[start:stop], caches[start:stop])
+            items = _items(spec, parts, range(start, stop), part_ids, caches)
             value, vector = op(vectors, items, spec, n_threads)
             out.append((value, vector, time.perf_counter() - t0))
             start = stop
     return out
 
 
+class StoredParts:
+    """The parts of these keys in this worker's data store, read on access.
+
+    A part Dask has spilled to disk is read from there and not put back in
+    memory (which would make Dask spill another, and write it again, at
+    every evaluation: the parts are read in turn, the least recently used
+    first); dropped once used, it only takes memory while its rows are
+    evaluated. So a worker's memory holds what Dask keeps in it, plus one
+    part.
+    """
+
+    def __init__(self, data, keys):
+        self.data = data
+        self.keys = keys
+
+    def __len__(self):
+        return len(self.keys)
+
+    def __getitem__(self, i):
+        key = self.keys[i]
+        data = self.data
+        fast = getattr(data, "fast", None)  # a SpillBuffer's in-memory mapping
+        if fast is not None and key not in fast:
+            try:
+                # The spill store's own read (it hands back the object
+                # itself while a reference to it lives), without moving it.
+                return data.slow[key]
+            except KeyError:  # brought back to memory meanwhile
+                pass
+        try:
+            return data[key]
+        except KeyError:
+            raise RuntimeError(
+                f"Part {self.keys[i]!r} of the training data is no longer on its worker "
+                "(was it released, or moved by a rebalance?)."
+            ) from None
+
+
 class GroupEvaluator:
     """The parts one worker holds for a fit, evaluated on request.
 
-    Created as a dask actor on the parts' worker (the parts are its task's
-    dependencies, so they are handed over in place); the client then calls
+    Created as a dask actor on the parts' worker; the client then calls
     ``run`` straight on the worker, with no task graph and no scheduler in
-    the way, once per evaluation.
+    the way, once per evaluation. It keeps the parts' keys, not the parts:
+    they stay in the worker's data store (held there by the client's
+    futures), under Dask's memory management, and each evaluation reads
+    them one at a time (see StoredParts).
 
     Parameters
     ----------
@@ -216,17 +296,28 @@ class GroupEvaluator:
         Number of parts in each of this worker's groups, in group order.
     part_ids : list of int
         The parts' indices in the whole data.
-    *parts : Part
-        The groups' parts, group after group, in row order.
+    keys : list of str
+        The parts' task keys, in the same order: group after group, in row
+        order.
     """
 
-    def __init__(self, sizes, part_ids, *parts):
+    def __init__(self, sizes, part_ids, keys):
         self.sizes = list(sizes)
         self.part_ids = list(part_ids)
-        self.parts = parts
+        self.keys = list(keys)
         # Per part, what successive calls can share (e.g. a forward pass).
-        self.caches = [{} for _ in parts]
+        self.caches = [{} for _ in self.keys]
 
     def run(self, vectors, spec):
-        """[(value, vector or None, seconds)] per group; see run_groups."""
-        return run_groups(vectors, spec, self.sizes, self.parts, self.part_ids, self.caches)
+        """([(value, vector or None, seconds)] per group, (started, finished)).
+
+        See run_groups; started and finished are wall-clock times
+        (time.time()) of the call on this worker, for the client's account
+        of where a round's time goes.
+        """
+        from distributed import get_worker
+
+        started = time.time()
+        parts = StoredParts(get_worker().data, self.keys)
+        out = run_groups(vectors, spec, self.sizes, parts, self.part_ids, self.caches)
+        return out, (started, time.time())

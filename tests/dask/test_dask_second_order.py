@@ -73,7 +73,31 @@ def test_warm_start_continues_the_hf_run(client):
 def test_unsupported_second_order_settings(client):
     X, y, _ = make_data()
     Xd, yd = chunked(X, y)
-    with pytest.raises(ValueError, match="early_stopping"):
-        MLPClassifier(client=client, early_stopping=True, **HF).fit(Xd, yd)
     with pytest.raises(InvalidParameterError, match="curvature_on"):
         MLPClassifier(client=client, curvature_on="gpu", **HF).fit(Xd, yd)
+
+
+@pytest.mark.parametrize("solver", ["hf", "bfgs"])
+def test_held_out_score_in_a_callback_stops_the_fit(client, solver):
+    # The estimator holds each iterate while the callbacks run, so one can
+    # score held-out dask data of one's own.
+    X, y, _ = make_data(n=800)
+    Xd, yd = chunked(X[:600], y[:600])
+    Xv, yv = chunked(X[600:], y[600:], chunks=(120, 80))
+
+    class HeldOut:
+        def __init__(self):
+            self.scores, self.best = [], None
+
+        def on_epoch_end(self, est, info):
+            self.scores.append(est.score(Xv, yv))
+            if self.best is None or self.scores[-1] > self.scores[self.best]:
+                self.best = len(self.scores) - 1
+            return len(self.scores) - 1 - self.best >= 2  # 2 iterations without gain
+
+    held = HeldOut()
+    est = MLPClassifier(client=client, callbacks=[held], **dict(HF, solver=solver,
+                                                                  max_iter=40)).fit(Xd, yd)
+    assert est.n_iter_ == len(held.scores) < 40
+    assert held.scores[-1] == est.score(Xv, yv)  # the callback saw the parameters
+    assert len(set(held.scores)) > 1
