@@ -2,7 +2,7 @@
 
 curvature_product returns the Gauss-Newton product G v or the Hessian
 product H v of the data term; loss_grad_fisher returns the loss and gradient
-together with the sum of the squares of the rows' gradient terms (the
+together with the empirical Fisher diagonal sum_i w_i (grad loss_i)**2 (the
 diagonal preconditioner of the Hessian-free solver). Like _objective.loss_grad, every result is
 sum_i scale * sw_i * (row i's term) over X[rows], processed in chunks, so
 results add up across chunks and row subsets (a distributed caller sums
@@ -130,22 +130,39 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
 
 
 cdef void square_rows(const floating* A, int lda, Py_ssize_t B, Py_ssize_t n,
-                      floating* out) noexcept nogil:
+                      const floating* row_scale, floating* out) noexcept nogil:
+    """out = A**2 (B x n, packed), row r times row_scale[r] if given."""
     cdef Py_ssize_t r, j
+    cdef floating c = 1
     for r in range(B):
+        if row_scale != NULL:
+            c = row_scale[r]
         for j in range(n):
-            out[r * n + j] = A[r * lda + j] * A[r * lda + j]
+            out[r * n + j] = c * A[r * lda + j] * A[r * lda + j]
+
+
+cdef void inverse_weights(const floating* sw, const long long* rows,
+                          Py_ssize_t B, double scale,
+                          floating* out) noexcept nogil:
+    """out[r] = 1 / w_r, w_r = scale * sw[rows[r]] (0 where w_r is 0: that
+    row's delta is 0 too)."""
+    cdef Py_ssize_t r
+    cdef double w
+    for r in range(B):
+        w = scale * (sw[rows[r]] if sw != NULL else 1)
+        out[r] = <floating>(1 / w) if w != 0 else 0
 
 
 cdef void backward_fisher(const Net* net, const floating* theta,
                           const floating* X0, int ld0, const Csr* Xs,
                           const Csr* Xsq, const long long* rows, Py_ssize_t B,
                           floating* acts, floating* tmp, floating* sqa,
-                          floating* sqd, floating* grad, floating* diag,
-                          bint accumulate, int n_threads) noexcept nogil:
-    """_layers.backward plus diag (+)= sum_r g_r^2, g_r row r's term of the
-    gradient (its weight included): per weight, (A^2)^T delta^2 (at the
-    stored weights of a pruned layer)."""
+                          floating* sqd, const floating* inv_w, floating* grad,
+                          floating* diag, bint accumulate,
+                          int n_threads) noexcept nogil:
+    """_layers.backward plus diag (+)= sum_r g_r^2 / w_r, g_r row r's term of
+    the gradient (its weight w_r = inv_w[r]^-1 included): per weight,
+    (A^2)^T (delta^2 / w) (at the stored weights of a pruned layer)."""
     cdef int l, L = net.n_layers
     cdef Py_ssize_t n_in, n_out
     cdef const floating* A
@@ -162,10 +179,10 @@ cdef void backward_fisher(const Net* net, const floating* theta,
         else:
             A = slot(net, acts, B, l)
             lda = <int>n_in
-        square_rows(D, <int>n_out, B, n_out, sqd)
+        square_rows(D, <int>n_out, B, n_out, inv_w, sqd)
         if net.sp.mode[l] == SP_KERNEL:
             if A != NULL:
-                square_rows(A, lda, B, n_in, sqa)
+                square_rows(A, lda, B, n_in, NULL, sqa)
             sp_backward(&net.sp, l, n_in, n_out, theta + net.w_off[l],
                         sqa if A != NULL else NULL, <int>n_in,
                         Xsq.data if l == 0 else NULL, Xsq.indices,
@@ -183,7 +200,7 @@ cdef void backward_fisher(const Net* net, const floating* theta,
         else:
             mm_tn(A, lda, D, grad + net.w_off[l], <int>B, <int>n_in,
                   <int>n_out, beta)
-            square_rows(A, lda, B, n_in, sqa)
+            square_rows(A, lda, B, n_in, NULL, sqa)
             mm_tn(sqa, <int>n_in, sqd, diag + net.w_off[l], <int>B,
                   <int>n_in, <int>n_out, beta)
         col_sums(D, B, n_out, grad + net.b_off[l], accumulate)
@@ -201,11 +218,12 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
                      tuple net, int loss, double scale, floating[::1] grad,
                      floating[::1] diag, bint accumulate=False,
                      Py_ssize_t chunk=1024, int n_threads=1):
-    """loss_grad's loss and gradient, and the squares of the rows' gradients.
+    """loss_grad's loss and gradient, and the empirical Fisher diagonal.
 
     Returns sum_i w_i loss_i with w_i = scale * sw_i, writes its gradient
-    sum_i g_i, g_i = w_i grad loss_i, into grad and sum_i g_i**2 into diag
-    (adds to both with accumulate).
+    sum_i w_i grad loss_i into grad and sum_i w_i (grad loss_i)**2 into diag
+    (adds to both with accumulate): the weighted mean of the squared rows'
+    gradients, on the scale of the curvature products' weighted mean.
     Xsq is None for dense X and (data**2, indices, indptr) for CSR X.
     """
     cdef Net nt = unpack_net(net)
@@ -234,6 +252,7 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
     cdef floating[::1] tmp = np.empty(B * width, dtype=dtype)
     cdef floating[::1] sqa = np.empty(B * width, dtype=dtype)
     cdef floating[::1] sqd = np.empty(B * width, dtype=dtype)
+    cdef floating[::1] inv_w = np.empty(B, dtype=dtype)
     cdef floating[::1] sp_work = new_sparse_work(net, B, dtype)
     nt.sp.work = &sp_work[0]
     cdef floating[::1] xbuf = np.empty(B * n_feat if X_ptr != NULL else 1,
@@ -261,9 +280,10 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
                 &theta[0] + nt.b_off[L - 1], &Y[0, 0], NULL,
                 k, sw, &rows[start], b, scale, loss, nt.act[L - 1],
                 &row_loss[0], n_threads)
+            inverse_weights(sw, &rows[start], b, scale, &inv_w[0])
             backward_fisher(&nt, &theta[0], X0, ld0, &csr, &csr_sq,
                             &rows[start], b, &acts[0], &tmp[0], &sqa[0],
-                            &sqd[0], &grad[0], &diag[0],
+                            &sqd[0], &inv_w[0], &grad[0], &diag[0],
                             accumulate or start > 0, n_threads)
             start += b
     return total

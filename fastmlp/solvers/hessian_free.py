@@ -16,8 +16,11 @@ curvature-vector products. As in the paper:
   (q(p_i) - q(p_{i-k})) / q(p_i) < k * 5e-4, or after max_cg_iter;
 - the iterates p_i at i = ceil(1.3^j) are kept, and the step is chosen by
   backtracking from the last one while the full-batch loss keeps decreasing;
-- the preconditioner is M = (diag(sum_i g_i^2) + lambda)^0.75, g_i being
-  row i's term of the full-batch gradient g = sum_i g_i;
+- the preconditioner is M = (diag(F) + lambda)^0.75, F = sum_i w_i g_i g_i^T
+  the empirical Fisher matrix, g_i row i's gradient and w_i its weight share
+  (g = sum_i w_i g_i): F is a weighted mean like the curvature matrix, so
+  that its diagonal and lambda are on one scale (Martens' code divides the
+  summed squares by the number of rows);
 - lambda follows Levenberg-Marquardt: with the reduction ratio
   rho = (f(theta + p) - f(theta)) / (g^T p + 1/2 p^T C p), lambda * 3/2 when
   rho < 1/4, lambda * 2/3 when rho > 3/4;
@@ -32,10 +35,10 @@ The driver reaches the problem only through an object with:
     Rows of the training set. Curvature batches are positions in
     ``range(n_samples)``, drawn by the driver.
 ``loss_grad_fisher(theta) -> (loss, grad, squares)``
-    Full-batch loss, gradient ``grad = sum_i g_i`` and ``sum_i g_i**2``,
-    g_i being row i's term of the gradient (a sum over rows, like the
-    others; add the penalty's diagonal curvature). Called once per
-    iteration.
+    Full-batch loss, gradient ``grad = sum_i w_i g_i`` and the empirical
+    Fisher diagonal ``sum_i w_i g_i**2``, g_i being row i's gradient and
+    w_i its share of the total weight (a sum over rows, like the others;
+    add the penalty's diagonal curvature). Called once per iteration.
 ``loss(theta) -> float``
     Full-batch loss alone (backtracking and line search).
 ``curvature(theta, v, rows, kind) -> ndarray``

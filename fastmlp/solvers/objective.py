@@ -6,7 +6,7 @@ W: all weights, not biases. This is scikit-learn's MLP objective (with
 an added L1 term); minibatch solvers apply the same formula per batch.
 
 Besides the loss and gradient, `Objective` gives the second-order solvers
-curvature-vector products and the squares of the rows' gradients: it
+curvature-vector products and the empirical Fisher diagonal: it
 implements the protocol of `fastmlp.solvers.hessian_free.hessian_free`.
 """
 
@@ -186,11 +186,12 @@ class Objective:
     def loss_grad_fisher(self, theta):
         """(loss, gradient, squares) at theta, in one compiled pass.
 
-        The gradient of the data term is sum_i g_i, g_i = w_i grad loss_i with
-        w_i = sw_i / sum_j sw_j; squares is sum_i g_i**2 (Martens' diagonal
-        preconditioner statistic: an empirical Fisher diagonal scaled by the
-        weights), plus the L2 penalty's curvature alpha / sum_j sw_j on the
-        weights.
+        The gradient of the data term is sum_i w_i grad loss_i with
+        w_i = sw_i / sum_j sw_j; squares is the empirical Fisher diagonal
+        sum_i w_i (grad loss_i)**2 (Martens' diagonal preconditioner
+        statistic: the weighted mean of the squared rows' gradients, on the
+        scale of the curvature products, which are weighted means too), plus
+        the L2 penalty's curvature alpha / sum_j sw_j on the weights.
         """
         theta = np.ascontiguousarray(theta)
         if isinstance(self.X, tuple) and self._Xsq is None:
