@@ -3,10 +3,12 @@
 curvature_product returns the Gauss-Newton product G v or the Hessian
 product H v of the data term; loss_grad_fisher returns the loss and gradient
 together with the empirical Fisher diagonal sum_i w_i (grad loss_i)**2 (the
-diagonal preconditioner of the Hessian-free solver). Like _objective.loss_grad, every result is
-sum_i scale * sw_i * (row i's term) over X[rows], processed in chunks, so
-results add up across chunks and row subsets (a distributed caller sums
-them). Penalties are added by the Python wrappers (solvers/objective.py).
+diagonal preconditioner of the Hessian-free solver). Like
+_objective.loss_grad, every result is sum_i scale * sw_i * (row i's term)
+over X[rows], processed in chunks, so results add up across chunks and row
+subsets (a distributed caller sums them), and every kernel takes the
+caller's workspace dict (work, see _passes.pxd). Penalties are added by the
+Python wrappers (solvers/objective.py).
 See _rop.pxd for the R-operator passes and the curvature of each output/loss
 pair.
 """
@@ -17,10 +19,11 @@ from _blas cimport mm_tn, mm_nt
 from _activations cimport deriv_set
 from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
                       rows_contiguous, csr_grad, col_sums)
-from _args cimport unpack_net, unpack_input, new_sparse_work
-from _sparse_layers cimport SP_KERNEL, SP_GEMM, sp_backward
 from _losses cimport output_loss_delta
-from _rop cimport r_forward, r_backward, output_curvature
+from _args cimport unpack_input
+from _passes cimport open_pass, work_buffer, forward_loss
+from _sparse_layers cimport SP_KERNEL, SP_GEMM, sp_backward
+from _rop cimport r_forward, r_backward, output_curvature, layer_input
 
 
 cdef int check_no_gemm_layers(Net nt) except -1:
@@ -38,7 +41,8 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
                       tuple net, int loss, double scale, floating[::1] out,
                       bint gauss_newton=True, bint accumulate=False,
                       Py_ssize_t chunk=1024, int n_threads=1,
-                      floating[::1] cache=None, bint fill_cache=False):
+                      floating[::1] cache=None, bint fill_cache=False,
+                      dict work=None):
     """out (+)= sum_i scale * sw_i * C_i v over X[rows], without penalties.
 
     C_i is row i's Gauss-Newton matrix J_i^T H_i J_i (gauss_newton=True) or
@@ -49,47 +53,45 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
     fill_cache=False reads it back instead of recomputing it (conjugate
     gradient multiplies many v at one theta). Same chunk for both calls.
     """
-    cdef Net nt = unpack_net(net)
-    check_no_gemm_layers(nt)
+    cdef Net nt
     cdef Csr csr
-    cdef const floating* X_ptr
-    cdef Py_ssize_t s0 = 0, s1 = 0
-    unpack_input(X, &csr, &X_ptr, &s0, &s1)
+    cdef const floating* X_ptr = NULL
+    cdef const floating* sw = NULL
+    cdef Py_ssize_t s0, s1, n = rows.shape[0]
+    if work is None:
+        work = {}
+    cdef Py_ssize_t B = open_pass(net, X, sample_weight, n, chunk, work, &nt,
+                                  &csr, &X_ptr, &s0, &s1, &sw)
+    check_no_gemm_layers(nt)
     cdef int L = nt.n_layers
-    cdef Py_ssize_t n = rows.shape[0], k = nt.units[L], n_feat = nt.units[0]
+    cdef Py_ssize_t k = nt.units[L], n_feat = nt.units[0]
     if v.shape[0] != theta.shape[0] or out.shape[0] != theta.shape[0]:
         raise ValueError("v and out must have theta's length")
     if n == 0:
         if not accumulate:
             out[:] = 0
         return
-    cdef Py_ssize_t B = max(1, min(chunk, n))
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t width = max(net[0][1:])
     cdef Py_ssize_t n_acts = sum(net[0][1:])
-    cdef floating[::1] acts = np.empty(B * n_acts, dtype=dtype)
-    cdef floating[::1] racts = np.empty(B * n_acts, dtype=dtype)
-    cdef floating[::1] tmp = np.empty(B * width, dtype=dtype)
-    cdef floating[::1] tmp2 = np.empty(B * width, dtype=dtype)
+    cdef floating[::1] acts = work_buffer(work, "acts", B * n_acts, dtype)
+    cdef floating[::1] racts = work_buffer(work, "racts", B * n_acts, dtype)
+    cdef floating[::1] tmp = work_buffer(work, "tmp", B * width, dtype)
+    cdef floating[::1] tmp2 = work_buffer(work, "tmp2", B * width, dtype)
+    cdef floating[::1] xbuf = work_buffer(
+        work, "xbuf", B * n_feat if X_ptr != NULL else 1, dtype)
+    cdef double[::1] row_loss = work_buffer(work, "row_loss", B, np.float64)
     cdef floating* cached = NULL
     if cache is not None:
         if cache.shape[0] != n * n_acts:
             raise ValueError("cache must hold len(rows) * sum(units[1:]) elements")
         cached = &cache[0]
-    cdef floating[::1] xbuf = np.empty(B * n_feat if X_ptr != NULL else 1,
-                                       dtype=dtype)
-    cdef double[::1] row_loss = np.empty(B)
-    cdef const floating* sw = NULL
-    if sample_weight is not None:
-        sw = &sample_weight[0]
     cdef Py_ssize_t start, b
     cdef int ld0
     cdef const floating* X0
     cdef floating* Z
     cdef floating* RZ
     cdef const floating* bias = &theta[0] + nt.b_off[L - 1]
-    cdef floating[::1] sp_work = new_sparse_work(net, B, dtype)
-    nt.sp.work = &sp_work[0]
     cdef bint contiguous
     with nogil:
         contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, &rows[0], n)
@@ -120,9 +122,9 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
                          &acts[0], &tmp[0], &out[0], accumulate or start > 0,
                          n_threads)
             else:
-                output_loss_delta(Z, bias, &Y[0, 0], NULL, k, sw,
-                                  &rows[start], b, scale, loss, nt.act[L - 1],
-                                  &row_loss[0], n_threads)
+                output_loss_delta(Z, bias, &Y[0, 0], NULL, k, sw, &rows[start], b,
+                                  scale, loss, nt.act[L - 1], &row_loss[0],
+                                  n_threads)
                 r_backward(&nt, &theta[0], &v[0], X0, ld0, &csr, &rows[start],
                            b, &acts[0], &racts[0], &tmp[0], &tmp2[0], &out[0],
                            accumulate or start > 0, n_threads)
@@ -173,12 +175,7 @@ cdef void backward_fisher(const Net* net, const floating* theta,
         n_in = net.units[l]
         n_out = net.units[l + 1]
         D = slot(net, acts, B, l + 1)
-        if l == 0:
-            A = X0
-            lda = ld0
-        else:
-            A = slot(net, acts, B, l)
-            lda = <int>n_in
+        A = layer_input(net, acts, X0, ld0, B, l, &lda)
         square_rows(D, <int>n_out, B, n_out, inv_w, sqd)
         if net.sp.mode[l] == SP_KERNEL:
             if A != NULL:
@@ -217,7 +214,7 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
                      const floating[::1] sample_weight, long long[::1] rows,
                      tuple net, int loss, double scale, floating[::1] grad,
                      floating[::1] diag, bint accumulate=False,
-                     Py_ssize_t chunk=1024, int n_threads=1):
+                     Py_ssize_t chunk=1024, int n_threads=1, dict work=None):
     """loss_grad's loss and gradient, and the empirical Fisher diagonal.
 
     Returns sum_i w_i loss_i with w_i = scale * sw_i, writes its gradient
@@ -226,41 +223,38 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
     gradients, on the scale of the curvature products' weighted mean.
     Xsq is None for dense X and (data**2, indices, indptr) for CSR X.
     """
-    cdef Net nt = unpack_net(net)
-    check_no_gemm_layers(nt)
+    cdef Net nt
     cdef Csr csr, csr_sq
-    cdef const floating* X_ptr
+    cdef const floating* X_ptr = NULL
     cdef const floating* Xsq_ptr
-    cdef Py_ssize_t s0 = 0, s1 = 0, t0 = 0, t1 = 0
-    unpack_input(X, &csr, &X_ptr, &s0, &s1)
+    cdef const floating* sw = NULL
+    cdef Py_ssize_t s0, s1, t0 = 0, t1 = 0, n = rows.shape[0]
+    if work is None:
+        work = {}
+    cdef Py_ssize_t B = open_pass(net, X, sample_weight, n, chunk, work, &nt,
+                                  &csr, &X_ptr, &s0, &s1, &sw)
+    check_no_gemm_layers(nt)
     csr_sq.data = NULL
     if csr.data != NULL:
         if Xsq is None:
             raise ValueError("CSR X needs Xsq = (data**2, indices, indptr)")
         unpack_input(Xsq, &csr_sq, &Xsq_ptr, &t0, &t1)
-    cdef int L = nt.n_layers
-    cdef Py_ssize_t n = rows.shape[0], k = nt.units[L], n_feat = nt.units[0]
+    cdef Py_ssize_t n_feat = nt.units[0]
     if n == 0:
         if not accumulate:
             grad[:] = 0
             diag[:] = 0
         return 0.0
-    cdef Py_ssize_t B = max(1, min(chunk, n))
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t width = max(net[0])
-    cdef floating[::1] acts = np.empty(B * sum(net[0][1:]), dtype=dtype)
-    cdef floating[::1] tmp = np.empty(B * width, dtype=dtype)
-    cdef floating[::1] sqa = np.empty(B * width, dtype=dtype)
-    cdef floating[::1] sqd = np.empty(B * width, dtype=dtype)
-    cdef floating[::1] inv_w = np.empty(B, dtype=dtype)
-    cdef floating[::1] sp_work = new_sparse_work(net, B, dtype)
-    nt.sp.work = &sp_work[0]
-    cdef floating[::1] xbuf = np.empty(B * n_feat if X_ptr != NULL else 1,
-                                       dtype=dtype)
-    cdef double[::1] row_loss = np.empty(B)
-    cdef const floating* sw = NULL
-    if sample_weight is not None:
-        sw = &sample_weight[0]
+    cdef floating[::1] acts = work_buffer(work, "acts", B * sum(net[0][1:]), dtype)
+    cdef floating[::1] tmp = work_buffer(work, "tmp", B * width, dtype)
+    cdef floating[::1] sqa = work_buffer(work, "sqa", B * width, dtype)
+    cdef floating[::1] sqd = work_buffer(work, "sqd", B * width, dtype)
+    cdef floating[::1] inv_w = work_buffer(work, "inv_w", B, dtype)
+    cdef floating[::1] xbuf = work_buffer(
+        work, "xbuf", B * n_feat if X_ptr != NULL else 1, dtype)
+    cdef double[::1] row_loss = work_buffer(work, "row_loss", B, np.float64)
     cdef Py_ssize_t start, b
     cdef int ld0
     cdef const floating* X0
@@ -273,13 +267,9 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
             b = min(B, n - start)
             X0 = batch_input(X_ptr, s0, s1, n_feat, &rows[start], b,
                              contiguous, &xbuf[0], &ld0, n_threads)
-            forward(&nt, &theta[0], X0, ld0, &csr, &rows[start], b, &acts[0],
-                    False, n_threads)
-            total += output_loss_delta(
-                slot(&nt, &acts[0], b, L),
-                &theta[0] + nt.b_off[L - 1], &Y[0, 0], NULL,
-                k, sw, &rows[start], b, scale, loss, nt.act[L - 1],
-                &row_loss[0], n_threads)
+            total += forward_loss(&nt, &theta[0], X0, ld0, &csr, &rows[start],
+                                  b, &acts[0], &Y[0, 0], sw, scale, loss,
+                                  &row_loss[0], n_threads)
             inverse_weights(sw, &rows[start], b, scale, &inv_w[0])
             backward_fisher(&nt, &theta[0], X0, ld0, &csr, &csr_sq,
                             &rows[start], b, &acts[0], &tmp[0], &sqa[0],

@@ -203,7 +203,7 @@ def hessian_free(objective, theta0, *, max_iter, tol, batch_size=1000, damping=1
     def full_loss(x):
         nonlocal n_evals
         n_evals += 1
-        value = float(objective.loss(x.astype(dtype)))
+        value = float(objective.loss(x.astype(dtype, copy=False)))
         return value if math.isfinite(value) else math.inf
 
     try:
@@ -225,7 +225,8 @@ def hessian_free(objective, theta0, *, max_iter, tol, batch_size=1000, damping=1
             theta_k = theta.astype(dtype)
 
             def curv(v):
-                return np.asarray(objective.curvature(theta_k, v.astype(dtype), rows, curvature),
+                u = v.astype(dtype, copy=False)
+                return np.asarray(objective.curvature(theta_k, u, rows, curvature),
                                   dtype=np.float64)
 
             precond = (np.asarray(fisher, dtype=np.float64) + lam) ** PRECONDITIONER_EXPONENT

@@ -83,6 +83,9 @@ class Objective:
         self._weights = layout.weight_mask()
         self._Xsq = None
         self._forward_cache = None  # (theta, rows, activations, chunk)
+        # The kernels' buffers, kept for the whole fit (see src/_passes.pxd):
+        # solvers call them thousands of times. One call at a time.
+        self._work = {}
         self._curvature_net = curvature_net(layout)
 
     def penalty(self, theta, grad=None):
@@ -108,7 +111,7 @@ class Objective:
         data = _objective.loss_grad(
             theta, self.X, self.Y, self.sample_weight, self.rows,
             self.layout.net, self.loss_code, self.scale, grad, False,
-            CHUNK_ROWS, self.n_threads)
+            CHUNK_ROWS, self.n_threads, self._work)
         return data + self.penalty(theta, grad), grad
 
     def loss(self, theta):
@@ -116,7 +119,7 @@ class Objective:
         data = _objective.loss_grad(
             theta, self.X, self.Y, self.sample_weight, self.rows,
             self.layout.net, self.loss_code, self.scale, None, False,
-            CHUNK_ROWS, self.n_threads)
+            CHUNK_ROWS, self.n_threads, self._work)
         return data + self.penalty(theta)
 
     # ------------------------------------------------------------ curvature
@@ -164,7 +167,7 @@ class Objective:
         _curvature.curvature_product(
             theta, v, self.X, self.Y, self.sample_weight, rows, self._curvature_net,
             self.loss_code, scale, out, kind == "gauss-newton", False,
-            CHUNK_ROWS, self.n_threads, cache, fill)
+            CHUNK_ROWS, self.n_threads, cache, fill, self._work)
         if self.alpha:
             out[self._weights] += (self.alpha * self.scale) * v[self._weights]
         return out
@@ -203,7 +206,7 @@ class Objective:
         data = _curvature.loss_grad_fisher(
             theta, self.X, self._Xsq, self.Y, self.sample_weight, self.rows,
             self._curvature_net, self.loss_code, self.scale, grad, diag, False,
-            CHUNK_ROWS, self.n_threads)
+            CHUNK_ROWS, self.n_threads, self._work)
         if self.alpha:
             diag[self._weights] += self.alpha * self.scale
         return data + self.penalty(theta, grad), grad, diag
