@@ -17,11 +17,10 @@ from cython cimport floating
 from libc.string cimport memcpy
 from _blas cimport mm_tn, mm_nt
 from _activations cimport deriv_set
-from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
-                      rows_contiguous, csr_grad, col_sums)
+from _layers cimport Net, Csr, forward, backward, slot, csr_grad, col_sums
 from _losses cimport output_loss_delta
 from _args cimport unpack_input
-from _passes cimport open_pass, work_buffer, forward_loss
+from _passes cimport Pass, open_pass, pass_input, work_buffer, forward_loss
 from _sparse_layers cimport SP_KERNEL, SP_GEMM, sp_backward
 from _rop cimport r_forward, r_backward, output_curvature, layer_input
 
@@ -53,18 +52,11 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
     fill_cache=False reads it back instead of recomputing it (conjugate
     gradient multiplies many v at one theta). Same chunk for both calls.
     """
-    cdef Net nt
-    cdef Csr csr
-    cdef const floating* X_ptr = NULL
-    cdef const floating* sw = NULL
-    cdef Py_ssize_t s0, s1, n = rows.shape[0]
-    if work is None:
-        work = {}
-    cdef Py_ssize_t B = open_pass(net, X, sample_weight, n, chunk, work, &nt,
-                                  &csr, &X_ptr, &s0, &s1, &sw)
-    check_no_gemm_layers(nt)
-    cdef int L = nt.n_layers
-    cdef Py_ssize_t k = nt.units[L], n_feat = nt.units[0]
+    cdef Pass p
+    work = open_pass(net, X, sample_weight, rows, chunk, work, &p)
+    check_no_gemm_layers(p.nt)
+    cdef int L = p.nt.n_layers
+    cdef Py_ssize_t n = p.n, B = p.B, k = p.nt.units[L]
     if v.shape[0] != theta.shape[0] or out.shape[0] != theta.shape[0]:
         raise ValueError("v and out must have theta's length")
     if n == 0:
@@ -79,55 +71,54 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
     cdef floating[::1] tmp = work_buffer(work, "tmp", B * width, dtype)
     cdef floating[::1] tmp2 = work_buffer(work, "tmp2", B * width, dtype)
     cdef floating[::1] xbuf = work_buffer(
-        work, "xbuf", B * n_feat if X_ptr != NULL else 1, dtype)
+        work, "xbuf", B * net[0][0] if p.X != NULL else 1, dtype)
     cdef double[::1] row_loss = work_buffer(work, "row_loss", B, np.float64)
     cdef floating* cached = NULL
     if cache is not None:
         if cache.shape[0] != n * n_acts:
             raise ValueError("cache must hold len(rows) * sum(units[1:]) elements")
         cached = &cache[0]
-    cdef Py_ssize_t start, b
+    cdef Py_ssize_t start = 0, b
     cdef int ld0
     cdef const floating* X0
     cdef floating* Z
     cdef floating* RZ
-    cdef const floating* bias = &theta[0] + nt.b_off[L - 1]
-    cdef bint contiguous
+    cdef const floating* bias = &theta[0] + p.nt.b_off[L - 1]
+    cdef const floating* sw = <const floating*>p.sw
     with nogil:
-        contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, &rows[0], n)
-        start = 0
         while start < n:
             b = min(B, n - start)
-            X0 = batch_input(X_ptr, s0, s1, n_feat, &rows[start], b,
-                             contiguous, &xbuf[0], &ld0, n_threads)
+            X0 = pass_input(&p, &rows[start], b, &xbuf[0], &ld0, n_threads)
             if cached != NULL and not fill_cache:
                 memcpy(&acts[0], cached + start * n_acts,
                        b * n_acts * sizeof(floating))
             else:
-                forward(&nt, &theta[0], X0, ld0, &csr, &rows[start], b,
+                forward(&p.nt, &theta[0], X0, ld0, &p.csr, &rows[start], b,
                         &acts[0], False, n_threads)
                 if cached != NULL:
                     memcpy(cached + start * n_acts, &acts[0],
                            b * n_acts * sizeof(floating))
-            r_forward(&nt, &theta[0], &v[0], X0, ld0, &csr, &rows[start], b,
-                      &acts[0], &racts[0], &tmp[0], n_threads)
-            Z = slot(&nt, &acts[0], b, L)
-            RZ = slot(&nt, &racts[0], b, L)
+            r_forward(&p.nt, &theta[0], &v[0], X0, ld0, &p.csr, &rows[start],
+                      b, &acts[0], &racts[0], &tmp[0], n_threads)
+            Z = slot(&p.nt, &acts[0], b, L)
+            RZ = slot(&p.nt, &racts[0], b, L)
             output_curvature(Z, bias, &Y[0, 0], k, sw, &rows[start], b, scale,
-                             loss, nt.act[L - 1], RZ, gauss_newton, n_threads)
+                             loss, p.nt.act[L - 1], RZ, gauss_newton,
+                             n_threads)
             if gauss_newton:
                 # J^T (H_out J v): the ordinary backward pass from H_out J v.
                 memcpy(Z, RZ, b * k * sizeof(floating))
-                backward(&nt, &theta[0], X0, ld0, &csr, &rows[start], b,
+                backward(&p.nt, &theta[0], X0, ld0, &p.csr, &rows[start], b,
                          &acts[0], &tmp[0], &out[0], accumulate or start > 0,
                          n_threads)
             else:
-                output_loss_delta(Z, bias, &Y[0, 0], NULL, k, sw, &rows[start], b,
-                                  scale, loss, nt.act[L - 1], &row_loss[0],
+                output_loss_delta(Z, bias, &Y[0, 0], NULL, k, sw, &rows[start],
+                                  b, scale, loss, p.nt.act[L - 1], &row_loss[0],
                                   n_threads)
-                r_backward(&nt, &theta[0], &v[0], X0, ld0, &csr, &rows[start],
-                           b, &acts[0], &racts[0], &tmp[0], &tmp2[0], &out[0],
-                           accumulate or start > 0, n_threads)
+                r_backward(&p.nt, &theta[0], &v[0], X0, ld0, &p.csr,
+                           &rows[start], b, &acts[0], &racts[0], &tmp[0],
+                           &tmp2[0], &out[0], accumulate or start > 0,
+                           n_threads)
             start += b
 
 
@@ -223,23 +214,17 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
     gradients, on the scale of the curvature products' weighted mean.
     Xsq is None for dense X and (data**2, indices, indptr) for CSR X.
     """
-    cdef Net nt
-    cdef Csr csr, csr_sq
-    cdef const floating* X_ptr = NULL
+    cdef Pass p
+    work = open_pass(net, X, sample_weight, rows, chunk, work, &p)
+    check_no_gemm_layers(p.nt)
+    cdef Csr csr_sq
     cdef const floating* Xsq_ptr
-    cdef const floating* sw = NULL
-    cdef Py_ssize_t s0, s1, t0 = 0, t1 = 0, n = rows.shape[0]
-    if work is None:
-        work = {}
-    cdef Py_ssize_t B = open_pass(net, X, sample_weight, n, chunk, work, &nt,
-                                  &csr, &X_ptr, &s0, &s1, &sw)
-    check_no_gemm_layers(nt)
+    cdef Py_ssize_t t0 = 0, t1 = 0, n = p.n, B = p.B
     csr_sq.data = NULL
-    if csr.data != NULL:
+    if p.csr.data != NULL:
         if Xsq is None:
             raise ValueError("CSR X needs Xsq = (data**2, indices, indptr)")
         unpack_input(Xsq, &csr_sq, &Xsq_ptr, &t0, &t1)
-    cdef Py_ssize_t n_feat = nt.units[0]
     if n == 0:
         if not accumulate:
             grad[:] = 0
@@ -253,25 +238,22 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
     cdef floating[::1] sqd = work_buffer(work, "sqd", B * width, dtype)
     cdef floating[::1] inv_w = work_buffer(work, "inv_w", B, dtype)
     cdef floating[::1] xbuf = work_buffer(
-        work, "xbuf", B * n_feat if X_ptr != NULL else 1, dtype)
+        work, "xbuf", B * net[0][0] if p.X != NULL else 1, dtype)
     cdef double[::1] row_loss = work_buffer(work, "row_loss", B, np.float64)
-    cdef Py_ssize_t start, b
+    cdef Py_ssize_t start = 0, b
     cdef int ld0
     cdef const floating* X0
+    cdef const floating* sw = <const floating*>p.sw
     cdef double total = 0
-    cdef bint contiguous
     with nogil:
-        contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, &rows[0], n)
-        start = 0
         while start < n:
             b = min(B, n - start)
-            X0 = batch_input(X_ptr, s0, s1, n_feat, &rows[start], b,
-                             contiguous, &xbuf[0], &ld0, n_threads)
-            total += forward_loss(&nt, &theta[0], X0, ld0, &csr, &rows[start],
-                                  b, &acts[0], &Y[0, 0], sw, scale, loss,
-                                  &row_loss[0], n_threads)
+            X0 = pass_input(&p, &rows[start], b, &xbuf[0], &ld0, n_threads)
+            total += forward_loss(&p.nt, &theta[0], X0, ld0, &p.csr,
+                                  &rows[start], b, &acts[0], &Y[0, 0], sw,
+                                  scale, loss, &row_loss[0], n_threads)
             inverse_weights(sw, &rows[start], b, scale, &inv_w[0])
-            backward_fisher(&nt, &theta[0], X0, ld0, &csr, &csr_sq,
+            backward_fisher(&p.nt, &theta[0], X0, ld0, &p.csr, &csr_sq,
                             &rows[start], b, &acts[0], &tmp[0], &sqa[0],
                             &sqd[0], &inv_w[0], &grad[0], &diag[0],
                             accumulate or start > 0, n_threads)

@@ -7,8 +7,8 @@ results of several calls.
 """
 import numpy as np
 from cython cimport floating
-from _layers cimport Net, Csr, backward, batch_input, rows_contiguous
-from _passes cimport open_pass, work_buffer, forward_loss
+from _layers cimport backward
+from _passes cimport Pass, open_pass, pass_input, work_buffer, forward_loss
 
 
 def loss_grad(floating[::1] theta, X, const floating[:, ::1] Y,
@@ -22,46 +22,36 @@ def loss_grad(floating[::1] theta, X, const floating[:, ::1] Y,
     gradient into grad (adds to it with accumulate=True). work: a dict the
     caller keeps between calls to reuse the buffers (see _passes.pxd).
     """
-    cdef Net nt
-    cdef Csr csr
-    cdef const floating* X_ptr = NULL
-    cdef const floating* sw = NULL
-    cdef Py_ssize_t s0, s1, n = rows.shape[0]
-    if work is None:
-        work = {}
-    cdef Py_ssize_t B = open_pass(net, X, sample_weight, n, chunk, work, &nt,
-                                  &csr, &X_ptr, &s0, &s1, &sw)
-    cdef Py_ssize_t n_feat = nt.units[0]
+    cdef Pass p
+    work = open_pass(net, X, sample_weight, rows, chunk, work, &p)
+    cdef Py_ssize_t n = p.n, B = p.B
     dtype = np.float32 if floating is float else np.float64
     cdef floating[::1] acts = work_buffer(work, "acts", B * sum(net[0][1:]), dtype)
     cdef floating[::1] tmp = work_buffer(work, "tmp", B * max(net[0][1:]), dtype)
     cdef floating[::1] xbuf = work_buffer(
-        work, "xbuf", B * n_feat if X_ptr != NULL else 1, dtype)
+        work, "xbuf", B * net[0][0] if p.X != NULL else 1, dtype)
     cdef double[::1] row_loss = work_buffer(work, "row_loss", B, np.float64)
     cdef floating* g = NULL
     if grad is not None:
         g = &grad[0]
-    cdef Py_ssize_t start, b
+    cdef Py_ssize_t start = 0, b
     cdef int ld0
     cdef const floating* X0
     cdef double total = 0
-    cdef bint contiguous
     if n == 0:
         if g != NULL and not accumulate:
             grad[:] = 0
         return 0.0
     with nogil:
-        contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, &rows[0], n)
-        start = 0
         while start < n:
             b = min(B, n - start)
-            X0 = batch_input(X_ptr, s0, s1, n_feat, &rows[start], b,
-                             contiguous, &xbuf[0], &ld0, n_threads)
-            total += forward_loss(&nt, &theta[0], X0, ld0, &csr, &rows[start],
-                                  b, &acts[0], &Y[0, 0], sw, scale, loss,
+            X0 = pass_input(&p, &rows[start], b, &xbuf[0], &ld0, n_threads)
+            total += forward_loss(&p.nt, &theta[0], X0, ld0, &p.csr,
+                                  &rows[start], b, &acts[0], &Y[0, 0],
+                                  <const floating*>p.sw, scale, loss,
                                   &row_loss[0], n_threads)
             if g != NULL:
-                backward(&nt, &theta[0], X0, ld0, &csr, &rows[start], b,
+                backward(&p.nt, &theta[0], X0, ld0, &p.csr, &rows[start], b,
                          &acts[0], &tmp[0], g, accumulate or start > 0,
                          n_threads)
             start += b
