@@ -2,6 +2,8 @@
 
     python benchmarks/second_order.py lbfgs       # digits 64-100-10: fastmlp vs scikit-learn lbfgs
     python benchmarks/second_order.py bfgs        # fastmlp bfgs vs scipy.optimize BFGS, same objective
+    python benchmarks/second_order.py bfgs --problem small    # 4-5-3 tanh (several minima)
+    python benchmarks/second_order.py bfgs --problem digits   # digits 64-20-10 (slow for scipy)
     python benchmarks/second_order.py hf          # deep autoencoder: HF vs a grid of Adam runs,
                                                   # same CPU time (--budget, default 60 s)
     python benchmarks/second_order.py hf --adam-lr             # HF alone (tuning)
@@ -82,20 +84,44 @@ def bench_lbfgs(args):
           f"mean and median")
 
 
-def bench_bfgs(args):
-    """fastmlp's bfgs and scipy's BFGS from the same start on one objective."""
+def bfgs_problem(args):
+    """(objective, layout, description), the problems of
+    tests/solvers/test_quasi_newton.py: --problem convex has no hidden layer
+    (80 rows, 4-3 softmax, alpha=0.1: one minimum, which both runs must
+    reach); small is 4-5-3 tanh, alpha=1, and digits 64-H-10 tanh,
+    alpha=1e-2: non-convex, with several minima, and the two runs part ways
+    after a few iterations (scipy's BFGS starts from H = I, fastmlp's scales
+    it by s.y / y.y after the first step), so they may end in different
+    ones."""
+    from sklearn.datasets import make_classification
+
+    if args.problem in ("small", "convex"):
+        X, y = make_classification(80, 4, n_informative=3, n_redundant=0, n_classes=3,
+                                   random_state=0)
+        hidden = [5] if args.problem == "small" else []
+        alpha = 1.0 if args.problem == "small" else 0.1
+        layout = Layout([4, *hidden, 3], ["tanh"] * len(hidden) + ["softmax"])
+        return (Objective(layout, X, np.eye(3)[y], None, LOSS_LOG, alpha, 0.0, 1), layout,
+                f"make_classification 80x4, 4-{'5-' * len(hidden)}3, alpha={alpha:g}")
     X, y = digits()
     layout = Layout([64, args.hidden, 10], ["tanh", "softmax"])
-    Y = np.eye(10)[y]
-    obj = Objective(layout, X, Y, None, LOSS_LOG, 1e-2, 0.0, 1)
-    print(f"digits, 64-{args.hidden}-10 tanh, alpha=1e-2: {layout.n_params} parameters, "
-          f"gtol={args.gtol}")
+    return (Objective(layout, X, np.eye(10)[y], None, LOSS_LOG, 1e-2, 0.0, 1), layout,
+            f"digits, 64-{args.hidden}-10 tanh, alpha=1e-2")
+
+
+def bench_bfgs(args):
+    """fastmlp's bfgs and scipy's BFGS from the same start on one objective."""
+    obj, layout, name = bfgs_problem(args)
+    print(f"{name}: {layout.n_params} parameters, gtol={args.gtol}")
     print("seed | loss fastmlp bfgs   scipy BFGS | iters | evals | time fastmlp  scipy | "
           "max|theta diff|")
     same = 0
     for seed in range(args.seeds):
-        theta0 = init_theta(layout, "glorot", layout.activations, np.random.RandomState(seed),
-                            np.float64)
+        if args.problem != "digits":  # the test's start
+            theta0 = np.random.RandomState(seed).randn(layout.n_params) * 0.5
+        else:
+            theta0 = init_theta(layout, "glorot", layout.activations,
+                                np.random.RandomState(seed), np.float64)
         (theta, f, nit, res), t_ours = timed(lambda: bfgs(
             obj, theta0, max_iter=args.max_iter, max_fun=15000, tol=args.gtol, ftol=0))
         ref, t_ref = timed(lambda: scipy.optimize.minimize(
@@ -260,8 +286,9 @@ def main(argv=None):
     p.add_argument("--tol", type=float, default=0.0,
                    help="0 (default) compares whole runs of max_iter iterations")
     p = sub.add_parser("bfgs")
-    p.add_argument("--hidden", type=int, default=20)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--problem", choices=["convex", "small", "digits"], default="convex")
+    p.add_argument("--hidden", type=int, default=20, help="digits' hidden units")
+    p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--gtol", type=float, default=1e-5)
     p.add_argument("--max-iter", type=int, default=2000)
     p.add_argument("--loss-rtol", type=float, default=1e-6)
