@@ -249,10 +249,14 @@ def bench_hf_profile(args):
     precond = (fisher.astype(np.float64) + args.damping) ** 0.75
     n_cg = [0]
 
+    def damped(u):  # as the driver's
+        out = np.asarray(obj.curvature(theta, u.astype(X.dtype, copy=False), rows),
+                         dtype=np.float64)
+        out += args.damping * u
+        return out
+
     def cg():  # CG's own stopping test may end it before the cap
-        n_cg[0] += conjugate_gradient(
-            lambda u: obj.curvature(theta, u.astype(X.dtype), rows).astype(np.float64)
-            + args.damping * u, g, np.zeros_like(g), precond, 50, set())[2]
+        n_cg[0] += conjugate_gradient(damped, g, np.zeros_like(g), precond, 50, set())[2]
 
     print(f"digits autoencoder 64-{'-'.join(map(str, AUTOENCODER))}-64 ({layout.n_params} "
           f"parameters), {X.dtype}, {len(X)} rows, curvature batch {args.batch}, one thread")

@@ -100,7 +100,8 @@ def conjugate_gradient(product, g, x0, precond, max_iter, save_at):
     """
     x = x0.copy()
     r = -g - product(x) if x.any() else -g.copy()
-    y = r / precond
+    inv_precond = 1.0 / precond
+    y = r * inv_precond
     d = y.copy()
     ry = float(r @ y)
     q_hist = [0.5 * float(x @ (g - r))]
@@ -115,13 +116,13 @@ def conjugate_gradient(product, g, x0, precond, max_iter, save_at):
         x += alpha * d
         r -= alpha * Ad
         i += 1
-        y = r / precond
+        np.multiply(r, inv_precond, out=y)
         ry_new = float(r @ y)
         d *= ry_new / ry
         d += y
         ry = ry_new
         # r = -g - A x, so q(x) = x.(g - r) / 2 needs no extra product.
-        q = 0.5 * float(x @ (g - r))
+        q = 0.5 * (float(x @ g) - float(x @ r))
         q_hist.append(q)
         if i in save_at:
             saved.append((i, x.copy()))
@@ -232,8 +233,13 @@ def hessian_free(objective, theta0, *, max_iter, tol, batch_size=1000, damping=1
             precond = (np.asarray(fisher, dtype=np.float64) + lam) ** PRECONDITIONER_EXPONENT
             x0 = (CG_DECAY * state.previous if state.previous is not None
                   else np.zeros_like(theta))
+            def damped(v):
+                out = curv(v)
+                out += lam * v
+                return out
+
             saved, state.previous, n_cg = conjugate_gradient(
-                lambda v: curv(v) + lam * v, g, x0, precond, max_cg_iter, save_at)
+                damped, g, x0, precond, max_cg_iter, save_at)
 
             # CG backtracking: from the last kept iterate back while f drops.
             p = saved[-1][1]

@@ -80,7 +80,10 @@ class Objective:
             total = float(np.sum(sample_weight[rows], dtype=np.float64))
         self.scale = 1.0 / total
         self.n_evals = 0
-        self._weights = layout.weight_mask()
+        # The weights' blocks of theta, as views: the penalty's curvature is
+        # added at every CG step, where a boolean mask would gather and scatter.
+        self._weight_slices = [layout.coef_slice(l) for l in range(layout.n_layers)]
+        self._batch = None  # (positions, rows, scale) of the last curvature batch
         self._Xsq = None
         self._forward_cache = None  # (theta, rows, activations, chunk)
         # The kernels' buffers, kept for the whole fit (see src/_passes.pxd):
@@ -156,12 +159,7 @@ class Objective:
         if rows is None:
             rows, scale = self.rows, self.scale
         else:
-            rows = self.rows[np.asarray(rows, dtype=np.int64)]
-            if self.sample_weight is None:
-                total = len(rows)
-            else:
-                total = float(np.sum(self.sample_weight[rows], dtype=np.float64))
-            scale = 1.0 / total if total > 0 else 0.0
+            rows, scale = self._batch_rows(np.asarray(rows, dtype=np.int64))
         out = np.empty_like(theta)
         cache, fill = self._cached_forward(theta, rows)
         _curvature.curvature_product(
@@ -169,8 +167,24 @@ class Objective:
             self.loss_code, scale, out, kind == "gauss-newton", False,
             CHUNK_ROWS, self.n_threads, cache, fill, self._work)
         if self.alpha:
-            out[self._weights] += (self.alpha * self.scale) * v[self._weights]
+            for sl in self._weight_slices:
+                out[sl] += (self.alpha * self.scale) * v[sl]
         return out
+
+    def _batch_rows(self, positions):
+        """(rows of X, scale) of a curvature batch, kept for the next call:
+        CG asks for many products on one batch."""
+        held = self._batch
+        if held is not None and np.array_equal(held[0], positions):
+            return held[1], held[2]
+        rows = self.rows[positions]
+        if self.sample_weight is None:
+            total = len(rows)
+        else:
+            total = float(np.sum(self.sample_weight[rows], dtype=np.float64))
+        scale = 1.0 / total if total > 0 else 0.0
+        self._batch = (positions.copy(), rows, scale)
+        return rows, scale
 
     def _cached_forward(self, theta, rows):
         """(buffer, fill): the forward pass of the last (theta, rows), kept
@@ -208,5 +222,6 @@ class Objective:
             self._curvature_net, self.loss_code, self.scale, grad, diag, False,
             CHUNK_ROWS, self.n_threads, self._work)
         if self.alpha:
-            diag[self._weights] += self.alpha * self.scale
+            for sl in self._weight_slices:
+                diag[sl] += self.alpha * self.scale
         return data + self.penalty(theta, grad), grad, diag
