@@ -1,10 +1,13 @@
 """Benchmarks of the second-order solvers (plain script; slow, not a test).
 
-    python benchmarks/second_order.py lbfgs   # digits 64-100-10: fastmlp vs scikit-learn lbfgs
-    python benchmarks/second_order.py bfgs    # fastmlp bfgs vs scipy.optimize BFGS, same objective
-    python benchmarks/second_order.py hf      # deep autoencoder: HF vs Adam, same CPU time
-    python benchmarks/second_order.py hf --budget 60 --chunk 2 --max-cg-iter 50 --adam-lr
-                                              # HF alone for 60 s (tuning)
+    python benchmarks/second_order.py lbfgs       # digits 64-100-10: fastmlp vs scikit-learn lbfgs
+    python benchmarks/second_order.py bfgs        # fastmlp bfgs vs scipy.optimize BFGS, same objective
+    python benchmarks/second_order.py bfgs --problem small    # 4-5-3 tanh (several minima)
+    python benchmarks/second_order.py bfgs --problem digits   # digits 64-20-10 (slow for scipy)
+    python benchmarks/second_order.py hf          # deep autoencoder: HF vs a grid of Adam runs,
+                                                  # same CPU time (--budget, default 60 s)
+    python benchmarks/second_order.py hf --adam-lr             # HF alone (tuning)
+    python benchmarks/second_order.py hf-profile  # one HF iteration's parts: gradient, G v, CG step
 
 Every run is single-threaded (n_threads=1, BLAS limited to one thread) and
 timed in CPU seconds of this process (time.process_time), which other
@@ -30,7 +33,7 @@ if glob.glob(os.path.join(_ROOT, "fastmlp", "_epoch*")):  # a checkout built in 
 
 from fastmlp import MLPClassifier, MLPRegressor  # noqa: E402
 from fastmlp._init import init_theta  # noqa: E402
-from fastmlp._network import LOSS_LOG, Layout  # noqa: E402
+from fastmlp._network import LOSS_LOG, LOSS_SQUARED, Layout  # noqa: E402
 from fastmlp.solvers.objective import Objective  # noqa: E402
 from fastmlp.solvers.quasi_newton import bfgs  # noqa: E402
 
@@ -68,24 +71,57 @@ def bench_lbfgs(args):
             print(f"{max_iter:8d} {seed:4d} | {ours.loss_:12.6g}  {ref.loss_:12.6g}  "
                   f"{ratios[-1]:5.3f} | {ours.n_iter_:3d} {ref.n_iter_:3d} | "
                   f"{t_ours:8.2f}s {t_ref:8.2f}s  {speedups[-1]:5.1f}x", flush=True)
-    print(f"loss ratio fastmlp/scikit-learn: geometric mean {np.exp(np.mean(np.log(ratios))):.3f}, "
-          f"lower or equal in {sum(r <= 1 + 1e-9 for r in ratios)} of {len(ratios)} runs; "
-          f"median speed-up {np.median(speedups):.1f}x")
+    lower = [r <= 1 for r in ratios]
+    faster = [x > 1 for x in speedups]
+    both = sum(a and b for a, b in zip(lower, faster))
+    geo = float(np.exp(np.mean(np.log(ratios))))
+    print(f"loss ratio fastmlp/scikit-learn: geometric mean {geo:.3f}, lower or equal in "
+          f"{sum(lower)} of {len(ratios)} runs; faster in {sum(faster)} of {len(ratios)} "
+          f"(median speed-up {np.median(speedups):.2f}x)")
+    print(f"lbfgs reaches a loss at least as low as scikit-learn's in less time: "
+          f"{'met' if both == len(ratios) else 'NOT met'} per run ({both} of {len(ratios)}); "
+          f"{'met' if geo <= 1 and np.median(speedups) > 1 else 'NOT met'} on the geometric "
+          f"mean and median")
+
+
+def bfgs_problem(args):
+    """(objective, layout, description), the problems of
+    tests/solvers/test_quasi_newton.py: --problem convex has no hidden layer
+    (80 rows, 4-3 softmax, alpha=0.1: one minimum, which both runs must
+    reach); small is 4-5-3 tanh, alpha=1, and digits 64-H-10 tanh,
+    alpha=1e-2: non-convex, with several minima, and the two runs part ways
+    after a few iterations (scipy's BFGS starts from H = I, fastmlp's scales
+    it by s.y / y.y after the first step), so they may end in different
+    ones."""
+    from sklearn.datasets import make_classification
+
+    if args.problem in ("small", "convex"):
+        X, y = make_classification(80, 4, n_informative=3, n_redundant=0, n_classes=3,
+                                   random_state=0)
+        hidden = [5] if args.problem == "small" else []
+        alpha = 1.0 if args.problem == "small" else 0.1
+        layout = Layout([4, *hidden, 3], ["tanh"] * len(hidden) + ["softmax"])
+        return (Objective(layout, X, np.eye(3)[y], None, LOSS_LOG, alpha, 0.0, 1), layout,
+                f"make_classification 80x4, 4-{'5-' * len(hidden)}3, alpha={alpha:g}")
+    X, y = digits()
+    layout = Layout([64, args.hidden, 10], ["tanh", "softmax"])
+    return (Objective(layout, X, np.eye(10)[y], None, LOSS_LOG, 1e-2, 0.0, 1), layout,
+            f"digits, 64-{args.hidden}-10 tanh, alpha=1e-2")
 
 
 def bench_bfgs(args):
     """fastmlp's bfgs and scipy's BFGS from the same start on one objective."""
-    X, y = digits()
-    layout = Layout([64, args.hidden, 10], ["tanh", "softmax"])
-    Y = np.eye(10)[y]
-    obj = Objective(layout, X, Y, None, LOSS_LOG, 1e-2, 0.0, 1)
-    print(f"digits, 64-{args.hidden}-10 tanh, alpha=1e-2: {layout.n_params} parameters, "
-          f"gtol={args.gtol}")
+    obj, layout, name = bfgs_problem(args)
+    print(f"{name}: {layout.n_params} parameters, gtol={args.gtol}")
     print("seed | loss fastmlp bfgs   scipy BFGS | iters | evals | time fastmlp  scipy | "
           "max|theta diff|")
+    same = 0
     for seed in range(args.seeds):
-        theta0 = init_theta(layout, "glorot", layout.activations, np.random.RandomState(seed),
-                            np.float64)
+        if args.problem != "digits":  # the test's start
+            theta0 = np.random.RandomState(seed).randn(layout.n_params) * 0.5
+        else:
+            theta0 = init_theta(layout, "glorot", layout.activations,
+                                np.random.RandomState(seed), np.float64)
         (theta, f, nit, res), t_ours = timed(lambda: bfgs(
             obj, theta0, max_iter=args.max_iter, max_fun=15000, tol=args.gtol, ftol=0))
         ref, t_ref = timed(lambda: scipy.optimize.minimize(
@@ -94,6 +130,11 @@ def bench_bfgs(args):
         print(f"{seed:4d} | {f:16.10g} {ref.fun:16.10g} | {nit:4d} {ref.nit:4d} | "
               f"{res.nfev:4d} {ref.nfev:4d} | {t_ours:7.2f}s {t_ref:7.2f}s | "
               f"{np.abs(theta - ref.x).max():.2e}", flush=True)
+        same += (abs(f - ref.fun) <= args.loss_rtol * abs(ref.fun)
+                 and np.abs(theta - ref.x).max() <= args.theta_atol)
+    print(f"bfgs reaches scipy BFGS's minimum (loss within {args.loss_rtol:g} relative, "
+          f"parameters within {args.theta_atol:g}): {'met' if same == args.seeds else 'NOT met'} "
+          f"({same} of {args.seeds} starts)")
 
 
 def reconstruction_error(est, X):
@@ -101,26 +142,36 @@ def reconstruction_error(est, X):
     return float(np.mean(np.sum((est.predict(X) - X) ** 2, axis=1)))
 
 
-def bench_hf(args):
-    """Deep autoencoder: HF run in chunks of iterations (warm starts continue
-    the run exactly), then Adam for as long; reconstruction errors at the
-    chunk boundaries, fit time only on the clock."""
+AUTOENCODER = (256, 128, 32, 128, 256)
+
+
+def autoencoder_data(args):
     X, _ = digits()
-    if args.float32:
-        X = X.astype(np.float32)
-    hidden = (256, 128, 32, 128, 256)
-    common = dict(hidden_layer_sizes=hidden, activation="logistic", random_state=0, tol=0,
-                  n_threads=1)
-    print(f"digits autoencoder 64-{'-'.join(map(str, hidden))}-64, logistic hidden units, "
-          f"squared error, {X.dtype}, single thread")
-    print(f"hf: damping={args.damping}, curvature_batch_size={args.batch}, "
+    return X.astype(np.float32) if args.float32 else X
+
+
+def bench_hf(args):
+    """Deep autoencoder: HF against a grid of Adam runs, same CPU budget.
+
+    HF runs in chunks of iterations (warm starts continue the run exactly)
+    until the budget is spent; every Adam run (each learning rate, each
+    initialisation) then gets the same CPU time, and its error is read at
+    HF's chunk boundaries. Only fitting is on the clock. HF and Adam runs
+    with the same init start from the same weights (same random_state: the
+    initialisation is the estimator's first draw)."""
+    X = autoencoder_data(args)
+    common = dict(hidden_layer_sizes=AUTOENCODER, activation="logistic", random_state=0,
+                  tol=0, alpha=args.alpha, n_threads=1)
+    print(f"digits autoencoder 64-{'-'.join(map(str, AUTOENCODER))}-64, logistic hidden units, "
+          f"identity output, squared error, alpha={args.alpha}, {X.dtype}, single thread")
+    print(f"hf: init={args.hf_init}, damping={args.damping}, curvature_batch_size={args.batch}, "
           f"max_cg_iter={args.max_cg_iter}, curvature={args.curvature}")
     checkpoints, columns = [], {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        hf = MLPRegressor(solver="hf", max_iter=args.chunk, warm_start=True, damping=args.damping,
-                          curvature_batch_size=args.batch, max_cg_iter=args.max_cg_iter,
-                          curvature=args.curvature, **common)
+        hf = MLPRegressor(solver="hf", init=args.hf_init, max_iter=args.chunk, warm_start=True,
+                          damping=args.damping, curvature_batch_size=args.batch,
+                          max_cg_iter=args.max_cg_iter, curvature=args.curvature, **common)
         clock, errors = 0.0, []
         while (clock < args.budget if args.budget else
                len(errors) < args.hf_iter // args.chunk):
@@ -132,22 +183,101 @@ def bench_hf(args):
                   f"error {errors[-1]:.4f}, damping {hf._solver_state[1].damping:.3g}",
                   flush=True)
         columns["hf"] = errors
-        for lr in args.adam_lr:
-            adam = MLPRegressor(solver="adam", learning_rate_init=lr, **common)
-            clock, errors, epochs = 0.0, [], 0
-            for t in checkpoints:
-                while clock < t:
-                    _, seconds = timed(lambda: adam.partial_fit(X, X))
-                    clock += seconds
-                    epochs += 1
-                errors.append(reconstruction_error(adam, X))
-            columns[f"adam lr={lr:g} ({epochs} epochs)"] = errors
+        for init in args.adam_init:
+            for lr in args.adam_lr:
+                adam = MLPRegressor(solver="adam", init=init, learning_rate_init=lr,
+                                    batch_size=args.adam_batch, **common)
+                clock, errors, epochs = 0.0, [], 0
+                for t in checkpoints:
+                    while clock < t:
+                        _, seconds = timed(lambda: adam.partial_fit(X, X))
+                        clock += seconds
+                        epochs += 1
+                    errors.append(reconstruction_error(adam, X))
+                columns[f"adam {init} {lr:g}"] = errors
+                print(f"  adam init={init} lr={lr:g}: {epochs} epochs, error {errors[-1]:.4f}",
+                      flush=True)
     print("reconstruction error, mean over images of ||x - x_hat||^2 "
           f"(the mean image scores {np.mean(np.sum((X - X.mean(0)) ** 2, axis=1)):.3f}):")
-    print(f"{'seconds':>8s} {'hf iter':>7s} " + " ".join(f"{c:>24s}" for c in columns))
+    print(f"{'seconds':>8s} {'hf iter':>7s} " + " ".join(f"{c:>18s}" for c in columns)
+          + "   best adam")
+    adams = [c for c in columns if c != "hf"]
     for k, t in enumerate(checkpoints):
+        best = min(adams, key=lambda c: columns[c][k]) if adams else None
         print(f"{t:8.1f} {(k + 1) * args.chunk:7d} "
-              + " ".join(f"{columns[c][k]:24.4f}" for c in columns))
+              + " ".join(f"{columns[c][k]:18.4f}" for c in columns)
+              + (f"   {best[5:]}" if best else ""))
+    if adams:
+        ahead = [columns["hf"][k] < min(columns[c][k] for c in adams)
+                 for k in range(len(checkpoints))]
+        print(f"HF below the best Adam at {sum(ahead)} of {len(ahead)} checkpoints"
+              + (f", from {checkpoints[ahead.index(True)]:.1f} s to "
+                 f"{checkpoints[len(ahead) - 1 - ahead[::-1].index(True)]:.1f} s"
+                 if any(ahead) else ""))
+        best = min(adams, key=lambda c: columns[c][-1])
+        hf_err, adam_err = columns["hf"][-1], columns[best][-1]
+        verdict = "met" if hf_err < adam_err else "NOT met"
+        print(f"HF beats the best of {len(adams)} Adam runs at {checkpoints[-1]:.0f} CPU s: "
+              f"{verdict} (HF {hf_err:.4f}, best Adam {adam_err:.4f} with {best[5:]}, "
+              f"ratio {hf_err / adam_err:.2f})")
+
+
+def bench_hf_profile(args):
+    """Where an HF iteration's time goes: one full-batch gradient (with the
+    Fisher diagonal), one loss, one curvature product on the batch, and one
+    CG step as the driver makes it (product, damping, preconditioner and
+    vector updates), at the sparse initial point."""
+    from fastmlp.solvers.hessian_free import conjugate_gradient
+
+    X = autoencoder_data(args)
+    layout = Layout([64, *AUTOENCODER, 64], ["logistic"] * len(AUTOENCODER) + ["identity"])
+    obj = Objective(layout, X, X, None, LOSS_SQUARED, args.alpha, 0.0, 1)
+    theta = init_theta(layout, args.hf_init, layout.activations, np.random.RandomState(0),
+                       X.dtype)
+    rows = np.sort(np.random.RandomState(0).choice(len(X), args.batch, replace=False))
+    v = np.random.RandomState(1).randn(theta.size).astype(X.dtype)
+
+    def per_call(fn, repeat):
+        fn()
+        start = time.process_time()
+        for _ in range(repeat):
+            fn()
+        return (time.process_time() - start) / repeat * 1e3
+
+    f, g, fisher = obj.loss_grad_fisher(theta)
+    g = g.astype(np.float64)
+    precond = (fisher.astype(np.float64) + args.damping) ** 0.75
+    n_cg = [0]
+
+    def damped(u):  # as the driver's
+        out = np.asarray(obj.curvature(theta, u.astype(X.dtype, copy=False), rows),
+                         dtype=np.float64)
+        out += args.damping * u
+        return out
+
+    def cg():  # CG's own stopping test may end it before the cap
+        n_cg[0] += conjugate_gradient(damped, g, np.zeros_like(g), precond, 50, set())[2]
+
+    print(f"digits autoencoder 64-{'-'.join(map(str, AUTOENCODER))}-64 ({layout.n_params} "
+          f"parameters), {X.dtype}, {len(X)} rows, curvature batch {args.batch}, one thread")
+    grad = per_call(lambda: obj(theta), 10)
+    fisher_ms = per_call(lambda: obj.loss_grad_fisher(theta), 10)
+    loss = per_call(lambda: obj.loss(theta), 10)
+    gn = per_call(lambda: obj.curvature(theta, v, rows, "gauss-newton"), 30)
+    hess = per_call(lambda: obj.curvature(theta, v, rows, "hessian"), 30)
+    cg()  # warm-up
+    n_cg[0] = 0
+    start = time.process_time()
+    for _ in range(3):
+        cg()
+    step = (time.process_time() - start) * 1e3 / n_cg[0]
+    print(f"  loss and gradient, all rows      {grad:8.2f} ms")
+    print(f"  loss, gradient and Fisher diag   {fisher_ms:8.2f} ms")
+    print(f"  loss alone, all rows             {loss:8.2f} ms")
+    print(f"  G v on the batch                 {gn:8.2f} ms  ({gn / grad:.2f} gradients)")
+    print(f"  H v on the batch                 {hess:8.2f} ms  ({hess / grad:.2f} gradients)")
+    print(f"  one CG step (G v and the rest)   {step:8.2f} ms  (overhead {step - gn:.2f} ms, "
+          f"{(step - gn) / step:.0%})")
 
 
 def main(argv=None):
@@ -160,25 +290,36 @@ def main(argv=None):
     p.add_argument("--tol", type=float, default=0.0,
                    help="0 (default) compares whole runs of max_iter iterations")
     p = sub.add_parser("bfgs")
-    p.add_argument("--hidden", type=int, default=20)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--problem", choices=["convex", "small", "digits"], default="convex")
+    p.add_argument("--hidden", type=int, default=20, help="digits' hidden units")
+    p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--gtol", type=float, default=1e-5)
     p.add_argument("--max-iter", type=int, default=2000)
-    p = sub.add_parser("hf")
-    p.add_argument("--hf-iter", type=int, default=100, help="HF iterations; sets the budget")
-    p.add_argument("--budget", type=float, default=None,
-                   help="CPU seconds for HF instead of --hf-iter (whole chunks)")
-    p.add_argument("--chunk", type=int, default=10, help="HF iterations between checkpoints")
-    p.add_argument("--damping", type=float, default=1e-3)
-    p.add_argument("--batch", type=int, default=500)
-    p.add_argument("--max-cg-iter", type=int, default=250)
+    p.add_argument("--loss-rtol", type=float, default=1e-6)
+    p.add_argument("--theta-atol", type=float, default=1e-3)
+    for name in ("hf", "hf-profile"):
+        p = sub.add_parser(name)
+        p.add_argument("--hf-init", default="sparse", help="HF's initialisation")
+        p.add_argument("--damping", type=float, default=1.0)
+        p.add_argument("--batch", type=int, default=250, help="curvature batch rows")
+        p.add_argument("--alpha", type=float, default=1e-4)
+        p.add_argument("--float32", action="store_true")
+    p = sub.choices["hf"]
+    p.add_argument("--budget", type=float, default=60.0,
+                   help="CPU seconds for HF (whole chunks); 0: --hf-iter iterations")
+    p.add_argument("--hf-iter", type=int, default=30, help="HF iterations when --budget 0")
+    p.add_argument("--chunk", type=int, default=2, help="HF iterations between checkpoints")
+    p.add_argument("--max-cg-iter", type=int, default=100)
     p.add_argument("--curvature", default="gauss-newton")
-    p.add_argument("--adam-lr", type=float, nargs="*", default=[1e-3, 3e-3, 1e-2],
+    p.add_argument("--adam-lr", type=float, nargs="*", default=[1e-3, 3e-3, 1e-2, 3e-2],
                    help="Adam learning rates to compare (none: HF alone)")
-    p.add_argument("--float32", action="store_true")
+    p.add_argument("--adam-init", nargs="*", default=["glorot", "sparse"],
+                   help="Adam's initialisations, each with every learning rate")
+    p.add_argument("--adam-batch", type=int, default=200)
     args = parser.parse_args(argv)
     with threadpool_limits(1):
-        {"lbfgs": bench_lbfgs, "bfgs": bench_bfgs, "hf": bench_hf}[args.which](args)
+        {"lbfgs": bench_lbfgs, "bfgs": bench_bfgs, "hf": bench_hf,
+         "hf-profile": bench_hf_profile}[args.which](args)
 
 
 if __name__ == "__main__":

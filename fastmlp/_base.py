@@ -70,7 +70,7 @@ class BaseMLP(BaseEstimator, ABC):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "l1": [Interval(Real, 0, None, closed="left")],
-        "init": [StrOptions({"glorot", "he"})],
+        "init": [StrOptions({"glorot", "he", "sparse"})],
         "negative_slope": [Interval(Real, 0, 1, closed="left")],
         "rho": [None, Interval(Real, 0, 1, closed="left")],
         "n_threads": [None, Interval(Integral, None, -1, closed="right"),

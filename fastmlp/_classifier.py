@@ -104,8 +104,11 @@ default='adam'
         outputs and the one-hot targets.
     l1 : float, default=0.0
         Strength of an L1 penalty on the weights, scaled like ``alpha``.
-    init : {'glorot', 'he'}, default='glorot'
-        'glorot' is scikit-learn's initialisation; 'he' draws N(0, 2/fan_in).
+    init : {'glorot', 'he', 'sparse'}, default='glorot'
+        'glorot' is scikit-learn's initialisation; 'he' draws N(0, 2/fan_in);
+        'sparse' is Martens' (2010) sparse initialisation: 15 nonzero
+        incoming weights per unit from N(0, 1), zero biases (suited to deep
+        logistic nets, in particular with solver='hf').
     negative_slope : float, default=0.01
         Slope of 'leaky_relu' for negative inputs.
     rho : float or None, default=None

@@ -83,43 +83,55 @@ cdef inline void bias_act(floating* Z, const floating* b, Py_ssize_t rows,
             bias_act_row(Z + r * cols, b, cols, act, slope)
 
 
-cdef inline void deriv_set_span(const floating* T, floating* A, Py_ssize_t n,
-                                int act, floating slope) noexcept nogil:
+cdef inline void deriv_mul_span(const floating* A, const floating* T,
+                                floating* out, Py_ssize_t n, int act,
+                                floating slope) noexcept nogil:
+    """out = T * phi'(z), phi' read off A = phi(z); out may be A or T."""
     cdef Py_ssize_t i
     cdef floating t
     if act == ACT_IDENTITY:
-        for i in range(n):
-            A[i] = T[i]
+        if out != T:
+            for i in range(n):
+                out[i] = T[i]
     elif act == ACT_RELU:
         # T[i] read unconditionally: the select then compiles to a vector
         # blend instead of a branch that mispredicts on random signs.
         for i in range(n):
             t = T[i]
-            A[i] = t if A[i] > 0 else 0
+            out[i] = t if A[i] > 0 else 0
     elif act == ACT_LEAKY_RELU:
         for i in range(n):
             t = T[i]
-            A[i] = t if A[i] > 0 else slope * t
+            out[i] = t if A[i] > 0 else slope * t
     elif act == ACT_LOGISTIC:
         for i in range(n):
-            A[i] = T[i] * A[i] * (1 - A[i])
+            out[i] = T[i] * A[i] * (1 - A[i])
     elif act == ACT_TANH:
         for i in range(n):
-            A[i] = T[i] * (1 - A[i] * A[i])
+            out[i] = T[i] * (1 - A[i] * A[i])
     elif act == ACT_EXP:
         for i in range(n):
-            A[i] = T[i] * A[i]
+            out[i] = T[i] * A[i]
+
+
+cdef inline void deriv_mul(const floating* A, const floating* T,
+                           floating* out, Py_ssize_t n, int act,
+                           floating slope, int n_threads) noexcept nogil:
+    """out = T * phi'(z) with phi' read off A = phi(z), in parallel chunks
+    for large n; out may be A or T."""
+    cdef Py_ssize_t c, n_chunks, lo
+    if n_threads > 1 and n >= PAR_MIN:
+        n_chunks = (n + 4095) // 4096
+        for c in prange(n_chunks, schedule='static', num_threads=n_threads):
+            lo = c * 4096
+            deriv_mul_span(A + lo, T + lo, out + lo, min(4096, n - lo), act,
+                           slope)
+    else:
+        deriv_mul_span(A, T, out, n, act, slope)
 
 
 cdef inline void deriv_set(const floating* T, floating* A, Py_ssize_t n,
                            int act, floating slope, int n_threads) noexcept nogil:
     """A = T * phi'(z), with phi' read off A = phi(z): the delta overwrites
     the activations it is computed from, which backprop no longer needs."""
-    cdef Py_ssize_t c, n_chunks, lo
-    if n_threads > 1 and n >= PAR_MIN:
-        n_chunks = (n + 4095) // 4096
-        for c in prange(n_chunks, schedule='static', num_threads=n_threads):
-            lo = c * 4096
-            deriv_set_span(T + lo, A + lo, min(4096, n - lo), act, slope)
-    else:
-        deriv_set_span(T, A, n, act, slope)
+    deriv_mul(A, T, A, n, act, slope, n_threads)

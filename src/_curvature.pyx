@@ -2,11 +2,13 @@
 
 curvature_product returns the Gauss-Newton product G v or the Hessian
 product H v of the data term; loss_grad_fisher returns the loss and gradient
-together with the sum of the squares of the rows' gradient terms (the
-diagonal preconditioner of the Hessian-free solver). Like _objective.loss_grad, every result is
-sum_i scale * sw_i * (row i's term) over X[rows], processed in chunks, so
-results add up across chunks and row subsets (a distributed caller sums
-them). Penalties are added by the Python wrappers (solvers/objective.py).
+together with the empirical Fisher diagonal sum_i w_i (grad loss_i)**2 (the
+diagonal preconditioner of the Hessian-free solver). Like
+_objective.loss_grad, every result is sum_i scale * sw_i * (row i's term)
+over X[rows], processed in chunks, so results add up across chunks and row
+subsets (a distributed caller sums them), and every kernel takes the
+caller's workspace dict (work, see _passes.pxd). Penalties are added by the
+Python wrappers (solvers/objective.py).
 See _rop.pxd for the R-operator passes and the curvature of each output/loss
 pair.
 """
@@ -15,12 +17,12 @@ from cython cimport floating
 from libc.string cimport memcpy
 from _blas cimport mm_tn, mm_nt
 from _activations cimport deriv_set
-from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
-                      rows_contiguous, csr_grad, col_sums)
-from _args cimport unpack_net, unpack_input, new_sparse_work
-from _sparse_layers cimport SP_KERNEL, SP_GEMM, sp_backward
+from _layers cimport Net, Csr, forward, backward, slot, csr_grad, col_sums
 from _losses cimport output_loss_delta
-from _rop cimport r_forward, r_backward, output_curvature
+from _args cimport unpack_input
+from _passes cimport Pass, open_pass, pass_input, work_buffer, forward_loss
+from _sparse_layers cimport SP_KERNEL, SP_GEMM, sp_backward
+from _rop cimport r_forward, r_backward, output_curvature, layer_input
 
 
 cdef int check_no_gemm_layers(Net nt) except -1:
@@ -38,7 +40,8 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
                       tuple net, int loss, double scale, floating[::1] out,
                       bint gauss_newton=True, bint accumulate=False,
                       Py_ssize_t chunk=1024, int n_threads=1,
-                      floating[::1] cache=None, bint fill_cache=False):
+                      floating[::1] cache=None, bint fill_cache=False,
+                      dict work=None):
     """out (+)= sum_i scale * sw_i * C_i v over X[rows], without penalties.
 
     C_i is row i's Gauss-Newton matrix J_i^T H_i J_i (gauss_newton=True) or
@@ -49,103 +52,110 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
     fill_cache=False reads it back instead of recomputing it (conjugate
     gradient multiplies many v at one theta). Same chunk for both calls.
     """
-    cdef Net nt = unpack_net(net)
-    check_no_gemm_layers(nt)
-    cdef Csr csr
-    cdef const floating* X_ptr
-    cdef Py_ssize_t s0 = 0, s1 = 0
-    unpack_input(X, &csr, &X_ptr, &s0, &s1)
-    cdef int L = nt.n_layers
-    cdef Py_ssize_t n = rows.shape[0], k = nt.units[L], n_feat = nt.units[0]
+    cdef Pass p
+    work = open_pass(net, X, sample_weight, rows, chunk, work, &p)
+    check_no_gemm_layers(p.nt)
+    cdef int L = p.nt.n_layers
+    cdef Py_ssize_t n = p.n, B = p.B, k = p.nt.units[L]
     if v.shape[0] != theta.shape[0] or out.shape[0] != theta.shape[0]:
         raise ValueError("v and out must have theta's length")
     if n == 0:
         if not accumulate:
             out[:] = 0
         return
-    cdef Py_ssize_t B = max(1, min(chunk, n))
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t width = max(net[0][1:])
     cdef Py_ssize_t n_acts = sum(net[0][1:])
-    cdef floating[::1] acts = np.empty(B * n_acts, dtype=dtype)
-    cdef floating[::1] racts = np.empty(B * n_acts, dtype=dtype)
-    cdef floating[::1] tmp = np.empty(B * width, dtype=dtype)
-    cdef floating[::1] tmp2 = np.empty(B * width, dtype=dtype)
+    cdef floating[::1] acts = work_buffer(work, "acts", B * n_acts, dtype)
+    cdef floating[::1] racts = work_buffer(work, "racts", B * n_acts, dtype)
+    cdef floating[::1] tmp = work_buffer(work, "tmp", B * width, dtype)
+    cdef floating[::1] tmp2 = work_buffer(work, "tmp2", B * width, dtype)
+    cdef floating[::1] xbuf = work_buffer(
+        work, "xbuf", B * net[0][0] if p.X != NULL else 1, dtype)
+    cdef double[::1] row_loss = work_buffer(work, "row_loss", B, np.float64)
     cdef floating* cached = NULL
     if cache is not None:
         if cache.shape[0] != n * n_acts:
             raise ValueError("cache must hold len(rows) * sum(units[1:]) elements")
         cached = &cache[0]
-    cdef floating[::1] xbuf = np.empty(B * n_feat if X_ptr != NULL else 1,
-                                       dtype=dtype)
-    cdef double[::1] row_loss = np.empty(B)
-    cdef const floating* sw = NULL
-    if sample_weight is not None:
-        sw = &sample_weight[0]
-    cdef Py_ssize_t start, b
+    cdef Py_ssize_t start = 0, b
     cdef int ld0
     cdef const floating* X0
     cdef floating* Z
     cdef floating* RZ
-    cdef const floating* bias = &theta[0] + nt.b_off[L - 1]
-    cdef floating[::1] sp_work = new_sparse_work(net, B, dtype)
-    nt.sp.work = &sp_work[0]
-    cdef bint contiguous
+    cdef const floating* bias = &theta[0] + p.nt.b_off[L - 1]
+    cdef const floating* sw = <const floating*>p.sw
     with nogil:
-        contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, &rows[0], n)
-        start = 0
         while start < n:
             b = min(B, n - start)
-            X0 = batch_input(X_ptr, s0, s1, n_feat, &rows[start], b,
-                             contiguous, &xbuf[0], &ld0, n_threads)
+            X0 = pass_input(&p, &rows[start], b, &xbuf[0], &ld0, n_threads)
             if cached != NULL and not fill_cache:
                 memcpy(&acts[0], cached + start * n_acts,
                        b * n_acts * sizeof(floating))
             else:
-                forward(&nt, &theta[0], X0, ld0, &csr, &rows[start], b,
+                forward(&p.nt, &theta[0], X0, ld0, &p.csr, &rows[start], b,
                         &acts[0], False, n_threads)
                 if cached != NULL:
                     memcpy(cached + start * n_acts, &acts[0],
                            b * n_acts * sizeof(floating))
-            r_forward(&nt, &theta[0], &v[0], X0, ld0, &csr, &rows[start], b,
-                      &acts[0], &racts[0], &tmp[0], n_threads)
-            Z = slot(&nt, &acts[0], b, L)
-            RZ = slot(&nt, &racts[0], b, L)
+            r_forward(&p.nt, &theta[0], &v[0], X0, ld0, &p.csr, &rows[start],
+                      b, &acts[0], &racts[0], &tmp[0], n_threads)
+            Z = slot(&p.nt, &acts[0], b, L)
+            RZ = slot(&p.nt, &racts[0], b, L)
             output_curvature(Z, bias, &Y[0, 0], k, sw, &rows[start], b, scale,
-                             loss, nt.act[L - 1], RZ, gauss_newton, n_threads)
+                             loss, p.nt.act[L - 1], RZ, gauss_newton,
+                             n_threads)
             if gauss_newton:
                 # J^T (H_out J v): the ordinary backward pass from H_out J v.
                 memcpy(Z, RZ, b * k * sizeof(floating))
-                backward(&nt, &theta[0], X0, ld0, &csr, &rows[start], b,
+                backward(&p.nt, &theta[0], X0, ld0, &p.csr, &rows[start], b,
                          &acts[0], &tmp[0], &out[0], accumulate or start > 0,
                          n_threads)
             else:
-                output_loss_delta(Z, bias, &Y[0, 0], NULL, k, sw,
-                                  &rows[start], b, scale, loss, nt.act[L - 1],
-                                  &row_loss[0], n_threads)
-                r_backward(&nt, &theta[0], &v[0], X0, ld0, &csr, &rows[start],
-                           b, &acts[0], &racts[0], &tmp[0], &tmp2[0], &out[0],
-                           accumulate or start > 0, n_threads)
+                output_loss_delta(Z, bias, &Y[0, 0], NULL, k, sw, &rows[start],
+                                  b, scale, loss, p.nt.act[L - 1], &row_loss[0],
+                                  n_threads)
+                r_backward(&p.nt, &theta[0], &v[0], X0, ld0, &p.csr,
+                           &rows[start], b, &acts[0], &racts[0], &tmp[0],
+                           &tmp2[0], &out[0], accumulate or start > 0,
+                           n_threads)
             start += b
 
 
 cdef void square_rows(const floating* A, int lda, Py_ssize_t B, Py_ssize_t n,
-                      floating* out) noexcept nogil:
+                      const floating* row_scale, floating* out) noexcept nogil:
+    """out = A**2 (B x n, packed), row r times row_scale[r] if given."""
     cdef Py_ssize_t r, j
+    cdef floating c = 1
     for r in range(B):
+        if row_scale != NULL:
+            c = row_scale[r]
         for j in range(n):
-            out[r * n + j] = A[r * lda + j] * A[r * lda + j]
+            out[r * n + j] = c * A[r * lda + j] * A[r * lda + j]
+
+
+cdef void inverse_weights(const floating* sw, const long long* rows,
+                          Py_ssize_t B, double scale,
+                          floating* out) noexcept nogil:
+    """out[r] = 1 / w_r, w_r = scale * sw[rows[r]] (0 where w_r is 0: that
+    row's delta is 0 too)."""
+    cdef Py_ssize_t r
+    cdef double w
+    for r in range(B):
+        w = scale * (sw[rows[r]] if sw != NULL else 1)
+        out[r] = <floating>(1 / w) if w != 0 else 0
 
 
 cdef void backward_fisher(const Net* net, const floating* theta,
                           const floating* X0, int ld0, const Csr* Xs,
                           const Csr* Xsq, const long long* rows, Py_ssize_t B,
                           floating* acts, floating* tmp, floating* sqa,
-                          floating* sqd, floating* grad, floating* diag,
-                          bint accumulate, int n_threads) noexcept nogil:
-    """_layers.backward plus diag (+)= sum_r g_r^2, g_r row r's term of the
-    gradient (its weight included): per weight, (A^2)^T delta^2 (at the
-    stored weights of a pruned layer)."""
+                          floating* sqd, const floating* inv_w, floating* grad,
+                          floating* diag, bint accumulate,
+                          int n_threads) noexcept nogil:
+    """_layers.backward plus diag (+)= sum_r g_r^2 / w_r, g_r row r's term of
+    the gradient (its weight w_r = inv_w[r]^-1 included): per weight,
+    (A^2)^T (delta^2 / w) (at the stored weights of a pruned layer)."""
     cdef int l, L = net.n_layers
     cdef Py_ssize_t n_in, n_out
     cdef const floating* A
@@ -156,16 +166,11 @@ cdef void backward_fisher(const Net* net, const floating* theta,
         n_in = net.units[l]
         n_out = net.units[l + 1]
         D = slot(net, acts, B, l + 1)
-        if l == 0:
-            A = X0
-            lda = ld0
-        else:
-            A = slot(net, acts, B, l)
-            lda = <int>n_in
-        square_rows(D, <int>n_out, B, n_out, sqd)
+        A = layer_input(net, acts, X0, ld0, B, l, &lda)
+        square_rows(D, <int>n_out, B, n_out, inv_w, sqd)
         if net.sp.mode[l] == SP_KERNEL:
             if A != NULL:
-                square_rows(A, lda, B, n_in, sqa)
+                square_rows(A, lda, B, n_in, NULL, sqa)
             sp_backward(&net.sp, l, n_in, n_out, theta + net.w_off[l],
                         sqa if A != NULL else NULL, <int>n_in,
                         Xsq.data if l == 0 else NULL, Xsq.indices,
@@ -183,7 +188,7 @@ cdef void backward_fisher(const Net* net, const floating* theta,
         else:
             mm_tn(A, lda, D, grad + net.w_off[l], <int>B, <int>n_in,
                   <int>n_out, beta)
-            square_rows(A, lda, B, n_in, sqa)
+            square_rows(A, lda, B, n_in, NULL, sqa)
             mm_tn(sqa, <int>n_in, sqd, diag + net.w_off[l], <int>B,
                   <int>n_in, <int>n_out, beta)
         col_sums(D, B, n_out, grad + net.b_off[l], accumulate)
@@ -200,70 +205,57 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
                      const floating[::1] sample_weight, long long[::1] rows,
                      tuple net, int loss, double scale, floating[::1] grad,
                      floating[::1] diag, bint accumulate=False,
-                     Py_ssize_t chunk=1024, int n_threads=1):
-    """loss_grad's loss and gradient, and the squares of the rows' gradients.
+                     Py_ssize_t chunk=1024, int n_threads=1, dict work=None):
+    """loss_grad's loss and gradient, and the empirical Fisher diagonal.
 
     Returns sum_i w_i loss_i with w_i = scale * sw_i, writes its gradient
-    sum_i g_i, g_i = w_i grad loss_i, into grad and sum_i g_i**2 into diag
-    (adds to both with accumulate).
+    sum_i w_i grad loss_i into grad and sum_i w_i (grad loss_i)**2 into diag
+    (adds to both with accumulate): the weighted mean of the squared rows'
+    gradients, on the scale of the curvature products' weighted mean.
     Xsq is None for dense X and (data**2, indices, indptr) for CSR X.
     """
-    cdef Net nt = unpack_net(net)
-    check_no_gemm_layers(nt)
-    cdef Csr csr, csr_sq
-    cdef const floating* X_ptr
+    cdef Pass p
+    work = open_pass(net, X, sample_weight, rows, chunk, work, &p)
+    check_no_gemm_layers(p.nt)
+    cdef Csr csr_sq
     cdef const floating* Xsq_ptr
-    cdef Py_ssize_t s0 = 0, s1 = 0, t0 = 0, t1 = 0
-    unpack_input(X, &csr, &X_ptr, &s0, &s1)
+    cdef Py_ssize_t t0 = 0, t1 = 0, n = p.n, B = p.B
     csr_sq.data = NULL
-    if csr.data != NULL:
+    if p.csr.data != NULL:
         if Xsq is None:
             raise ValueError("CSR X needs Xsq = (data**2, indices, indptr)")
         unpack_input(Xsq, &csr_sq, &Xsq_ptr, &t0, &t1)
-    cdef int L = nt.n_layers
-    cdef Py_ssize_t n = rows.shape[0], k = nt.units[L], n_feat = nt.units[0]
     if n == 0:
         if not accumulate:
             grad[:] = 0
             diag[:] = 0
         return 0.0
-    cdef Py_ssize_t B = max(1, min(chunk, n))
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t width = max(net[0])
-    cdef floating[::1] acts = np.empty(B * sum(net[0][1:]), dtype=dtype)
-    cdef floating[::1] tmp = np.empty(B * width, dtype=dtype)
-    cdef floating[::1] sqa = np.empty(B * width, dtype=dtype)
-    cdef floating[::1] sqd = np.empty(B * width, dtype=dtype)
-    cdef floating[::1] sp_work = new_sparse_work(net, B, dtype)
-    nt.sp.work = &sp_work[0]
-    cdef floating[::1] xbuf = np.empty(B * n_feat if X_ptr != NULL else 1,
-                                       dtype=dtype)
-    cdef double[::1] row_loss = np.empty(B)
-    cdef const floating* sw = NULL
-    if sample_weight is not None:
-        sw = &sample_weight[0]
-    cdef Py_ssize_t start, b
+    cdef floating[::1] acts = work_buffer(work, "acts", B * sum(net[0][1:]), dtype)
+    cdef floating[::1] tmp = work_buffer(work, "tmp", B * width, dtype)
+    cdef floating[::1] sqa = work_buffer(work, "sqa", B * width, dtype)
+    cdef floating[::1] sqd = work_buffer(work, "sqd", B * width, dtype)
+    cdef floating[::1] inv_w = work_buffer(work, "inv_w", B, dtype)
+    cdef floating[::1] xbuf = work_buffer(
+        work, "xbuf", B * net[0][0] if p.X != NULL else 1, dtype)
+    cdef double[::1] row_loss = work_buffer(work, "row_loss", B, np.float64)
+    cdef Py_ssize_t start = 0, b
     cdef int ld0
     cdef const floating* X0
+    cdef const floating* sw = <const floating*>p.sw
     cdef double total = 0
-    cdef bint contiguous
     with nogil:
-        contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, &rows[0], n)
-        start = 0
         while start < n:
             b = min(B, n - start)
-            X0 = batch_input(X_ptr, s0, s1, n_feat, &rows[start], b,
-                             contiguous, &xbuf[0], &ld0, n_threads)
-            forward(&nt, &theta[0], X0, ld0, &csr, &rows[start], b, &acts[0],
-                    False, n_threads)
-            total += output_loss_delta(
-                slot(&nt, &acts[0], b, L),
-                &theta[0] + nt.b_off[L - 1], &Y[0, 0], NULL,
-                k, sw, &rows[start], b, scale, loss, nt.act[L - 1],
-                &row_loss[0], n_threads)
-            backward_fisher(&nt, &theta[0], X0, ld0, &csr, &csr_sq,
+            X0 = pass_input(&p, &rows[start], b, &xbuf[0], &ld0, n_threads)
+            total += forward_loss(&p.nt, &theta[0], X0, ld0, &p.csr,
+                                  &rows[start], b, &acts[0], &Y[0, 0], sw,
+                                  scale, loss, &row_loss[0], n_threads)
+            inverse_weights(sw, &rows[start], b, scale, &inv_w[0])
+            backward_fisher(&p.nt, &theta[0], X0, ld0, &p.csr, &csr_sq,
                             &rows[start], b, &acts[0], &tmp[0], &sqa[0],
-                            &sqd[0], &grad[0], &diag[0],
+                            &sqd[0], &inv_w[0], &grad[0], &diag[0],
                             accumulate or start > 0, n_threads)
             start += b
     return total

@@ -36,7 +36,7 @@ from _blas cimport mm_nn, mm_tn, mm_nt
 from _mathf cimport fexp, flog, logistic
 from _activations cimport (ACT_IDENTITY, ACT_LOGISTIC, ACT_TANH, ACT_RELU,
                            ACT_LEAKY_RELU, ACT_SOFTMAX, ACT_EXP, PAR_MIN,
-                           bias_act)
+                           bias_act, deriv_mul)
 from _losses cimport (LOSS_SQUARED, LOSS_LOG, LOSS_HINGE, LOSS_HINGE_BINARY,
                       LOSS_POISSON)
 from _layers cimport Net, Csr, slot, csr_matmul, csr_grad, col_sums
@@ -163,26 +163,6 @@ cdef inline void output_curvature(
 
 # -------------------------------------------------------- element-wise maps
 
-cdef inline void rmul_span(const floating* A, floating* R, Py_ssize_t n,
-                           int act, floating slope) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating r
-    if act == ACT_RELU:  # unconditional loads: a blend, not a branch
-        for i in range(n):
-            r = R[i]
-            R[i] = r if A[i] > 0 else 0
-    elif act == ACT_LEAKY_RELU:
-        for i in range(n):
-            r = R[i]
-            R[i] = r if A[i] > 0 else slope * r
-    elif act == ACT_LOGISTIC:
-        for i in range(n):
-            R[i] = R[i] * A[i] * (1 - A[i])
-    elif act == ACT_TANH:
-        for i in range(n):
-            R[i] = R[i] * (1 - A[i] * A[i])
-
-
 cdef inline void rdelta_span(const floating* T, const floating* T2,
                              floating* A, floating* RA, Py_ssize_t n, int act,
                              floating slope) noexcept nogil:
@@ -221,21 +201,6 @@ cdef inline void rdelta_span(const floating* T, const floating* T2,
             d = 1 - a * a
             RA[i] = T2[i] * d - 2 * T[i] * a * RA[i]
             A[i] = T[i] * d
-
-
-cdef inline void rmul(const floating* A, floating* R, Py_ssize_t n, int act,
-                      floating slope, int n_threads) noexcept nogil:
-    """R <- phi'(z) R with phi' read off A = phi(z)."""
-    cdef Py_ssize_t c, n_chunks, lo
-    if act == ACT_IDENTITY:
-        return
-    if n_threads > 1 and n >= PAR_MIN:
-        n_chunks = (n + 4095) // 4096
-        for c in prange(n_chunks, schedule='static', num_threads=n_threads):
-            lo = c * 4096
-            rmul_span(A + lo, R + lo, min(4096, n - lo), act, slope)
-    else:
-        rmul_span(A, R, n, act, slope)
 
 
 cdef inline void rdelta(const floating* T, const floating* T2, floating* A,
@@ -284,6 +249,19 @@ cdef inline void add_to(floating* out, const floating* x,
         out[i] = out[i] + x[i]
 
 
+cdef inline const floating* layer_input(const Net* net, floating* acts,
+                                       const floating* X0, int ld0,
+                                       Py_ssize_t B, int l,
+                                       int* lda) noexcept nogil:
+    """Layer l's input rows and their leading dimension (lda): X0 for the
+    first layer, the activations of layer l otherwise."""
+    if l == 0:
+        lda[0] = ld0
+        return X0
+    lda[0] = <int>net.units[l]
+    return slot(net, acts, B, l)
+
+
 cdef inline void r_forward(const Net* net, const floating* theta,
                            const floating* v, const floating* X0, int ld0,
                            const Csr* Xs, const long long* rows, Py_ssize_t B,
@@ -304,12 +282,7 @@ cdef inline void r_forward(const Net* net, const floating* theta,
         n_in = net.units[l]
         n_out = net.units[l + 1]
         RZ = slot(net, racts, B, l + 1)
-        if l == 0:
-            A = X0
-            lda = ld0
-        else:
-            A = slot(net, <floating*>acts, B, l)
-            lda = <int>n_in
+        A = layer_input(net, <floating*>acts, X0, ld0, B, l, &lda)
         if net.sp.mode[l] == SP_KERNEL:
             sp_forward(&net.sp, l, n_in, n_out, v + net.w_off[l], A, lda,
                        Xs.data if l == 0 else NULL, Xs.indices, Xs.indptr,
@@ -330,8 +303,8 @@ cdef inline void r_forward(const Net* net, const floating* theta,
         bias_act(RZ, v + net.b_off[l], B, n_out, ACT_IDENTITY,
                  <floating>net.slope, n_threads)
         if l < L - 1:
-            rmul(slot(net, <floating*>acts, B, l + 1), RZ, B * n_out,
-                 net.act[l], <floating>net.slope, n_threads)
+            deriv_mul(slot(net, <floating*>acts, B, l + 1), RZ, RZ, B * n_out,
+                      net.act[l], <floating>net.slope, n_threads)
 
 
 cdef inline void r_backward(const Net* net, const floating* theta,
@@ -360,12 +333,7 @@ cdef inline void r_backward(const Net* net, const floating* theta,
         D = slot(net, acts, B, l + 1)
         RD = slot(net, racts, B, l + 1)
         out = hv + net.w_off[l]
-        if l == 0:
-            A = X0
-            lda = ld0
-        else:
-            A = slot(net, acts, B, l)
-            lda = <int>n_in
+        A = layer_input(net, acts, X0, ld0, B, l, &lda)
         if net.sp.mode[l] == SP_KERNEL:
             # out (+)= A^T RD + R{A}^T D at the stored weights;
             # tmp = D W^T, tmp2 = RD W^T + D V^T.

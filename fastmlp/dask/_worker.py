@@ -115,7 +115,7 @@ def _squared_input(part, cache):
 
 
 def _loss_grad_fisher(vectors, items, spec, n_threads):
-    """Loss, and [gradient, sum of the rows' squared gradient terms] stacked."""
+    """Loss, and [gradient, empirical Fisher diagonal] stacked."""
     theta = vectors[0]
     n = theta.shape[0]
     out = np.zeros(2 * n, dtype=theta.dtype)

@@ -16,8 +16,11 @@ curvature-vector products. As in the paper:
   (q(p_i) - q(p_{i-k})) / q(p_i) < k * 5e-4, or after max_cg_iter;
 - the iterates p_i at i = ceil(1.3^j) are kept, and the step is chosen by
   backtracking from the last one while the full-batch loss keeps decreasing;
-- the preconditioner is M = (diag(sum_i g_i^2) + lambda)^0.75, g_i being
-  row i's term of the full-batch gradient g = sum_i g_i;
+- the preconditioner is M = (diag(F) + lambda)^0.75, F = sum_i w_i g_i g_i^T
+  the empirical Fisher matrix, g_i row i's gradient and w_i its weight share
+  (g = sum_i w_i g_i): F is a weighted mean like the curvature matrix, so
+  that its diagonal and lambda are on one scale (Martens' code divides the
+  summed squares by the number of rows);
 - lambda follows Levenberg-Marquardt: with the reduction ratio
   rho = (f(theta + p) - f(theta)) / (g^T p + 1/2 p^T C p), lambda * 3/2 when
   rho < 1/4, lambda * 2/3 when rho > 3/4;
@@ -32,10 +35,10 @@ The driver reaches the problem only through an object with:
     Rows of the training set. Curvature batches are positions in
     ``range(n_samples)``, drawn by the driver.
 ``loss_grad_fisher(theta) -> (loss, grad, squares)``
-    Full-batch loss, gradient ``grad = sum_i g_i`` and ``sum_i g_i**2``,
-    g_i being row i's term of the gradient (a sum over rows, like the
-    others; add the penalty's diagonal curvature). Called once per
-    iteration.
+    Full-batch loss, gradient ``grad = sum_i w_i g_i`` and the empirical
+    Fisher diagonal ``sum_i w_i g_i**2``, g_i being row i's gradient and
+    w_i its share of the total weight (a sum over rows, like the others;
+    add the penalty's diagonal curvature). Called once per iteration.
 ``loss(theta) -> float``
     Full-batch loss alone (backtracking and line search).
 ``curvature(theta, v, rows, kind) -> ndarray``
@@ -97,7 +100,8 @@ def conjugate_gradient(product, g, x0, precond, max_iter, save_at):
     """
     x = x0.copy()
     r = -g - product(x) if x.any() else -g.copy()
-    y = r / precond
+    inv_precond = 1.0 / precond
+    y = r * inv_precond
     d = y.copy()
     ry = float(r @ y)
     q_hist = [0.5 * float(x @ (g - r))]
@@ -112,13 +116,13 @@ def conjugate_gradient(product, g, x0, precond, max_iter, save_at):
         x += alpha * d
         r -= alpha * Ad
         i += 1
-        y = r / precond
+        np.multiply(r, inv_precond, out=y)
         ry_new = float(r @ y)
         d *= ry_new / ry
         d += y
         ry = ry_new
         # r = -g - A x, so q(x) = x.(g - r) / 2 needs no extra product.
-        q = 0.5 * float(x @ (g - r))
+        q = 0.5 * (float(x @ g) - float(x @ r))
         q_hist.append(q)
         if i in save_at:
             saved.append((i, x.copy()))
@@ -200,7 +204,7 @@ def hessian_free(objective, theta0, *, max_iter, tol, batch_size=1000, damping=1
     def full_loss(x):
         nonlocal n_evals
         n_evals += 1
-        value = float(objective.loss(x.astype(dtype)))
+        value = float(objective.loss(x.astype(dtype, copy=False)))
         return value if math.isfinite(value) else math.inf
 
     try:
@@ -222,14 +226,20 @@ def hessian_free(objective, theta0, *, max_iter, tol, batch_size=1000, damping=1
             theta_k = theta.astype(dtype)
 
             def curv(v):
-                return np.asarray(objective.curvature(theta_k, v.astype(dtype), rows, curvature),
+                u = v.astype(dtype, copy=False)
+                return np.asarray(objective.curvature(theta_k, u, rows, curvature),
                                   dtype=np.float64)
 
             precond = (np.asarray(fisher, dtype=np.float64) + lam) ** PRECONDITIONER_EXPONENT
             x0 = (CG_DECAY * state.previous if state.previous is not None
                   else np.zeros_like(theta))
+            def damped(v):
+                out = curv(v)
+                out += lam * v
+                return out
+
             saved, state.previous, n_cg = conjugate_gradient(
-                lambda v: curv(v) + lam * v, g, x0, precond, max_cg_iter, save_at)
+                damped, g, x0, precond, max_cg_iter, save_at)
 
             # CG backtracking: from the last kept iterate back while f drops.
             p = saved[-1][1]

@@ -6,7 +6,7 @@ W: all weights, not biases. This is scikit-learn's MLP objective (with
 an added L1 term); minibatch solvers apply the same formula per batch.
 
 Besides the loss and gradient, `Objective` gives the second-order solvers
-curvature-vector products and the squares of the rows' gradients: it
+curvature-vector products and the empirical Fisher diagonal: it
 implements the protocol of `fastmlp.solvers.hessian_free.hessian_free`.
 """
 
@@ -80,9 +80,15 @@ class Objective:
             total = float(np.sum(sample_weight[rows], dtype=np.float64))
         self.scale = 1.0 / total
         self.n_evals = 0
-        self._weights = layout.weight_mask()
+        # The weights' blocks of theta, as views: the penalty's curvature is
+        # added at every CG step, where a boolean mask would gather and scatter.
+        self._weight_slices = [layout.coef_slice(l) for l in range(layout.n_layers)]
+        self._batch = None  # (positions, rows, scale) of the last curvature batch
         self._Xsq = None
         self._forward_cache = None  # (theta, rows, activations, chunk)
+        # The kernels' buffers, kept for the whole fit (see src/_passes.pxd):
+        # solvers call them thousands of times. One call at a time.
+        self._work = {}
         self._curvature_net = curvature_net(layout)
 
     def penalty(self, theta, grad=None):
@@ -108,7 +114,7 @@ class Objective:
         data = _objective.loss_grad(
             theta, self.X, self.Y, self.sample_weight, self.rows,
             self.layout.net, self.loss_code, self.scale, grad, False,
-            CHUNK_ROWS, self.n_threads)
+            CHUNK_ROWS, self.n_threads, self._work)
         return data + self.penalty(theta, grad), grad
 
     def loss(self, theta):
@@ -116,7 +122,7 @@ class Objective:
         data = _objective.loss_grad(
             theta, self.X, self.Y, self.sample_weight, self.rows,
             self.layout.net, self.loss_code, self.scale, None, False,
-            CHUNK_ROWS, self.n_threads)
+            CHUNK_ROWS, self.n_threads, self._work)
         return data + self.penalty(theta)
 
     # ------------------------------------------------------------ curvature
@@ -153,21 +159,32 @@ class Objective:
         if rows is None:
             rows, scale = self.rows, self.scale
         else:
-            rows = self.rows[np.asarray(rows, dtype=np.int64)]
-            if self.sample_weight is None:
-                total = len(rows)
-            else:
-                total = float(np.sum(self.sample_weight[rows], dtype=np.float64))
-            scale = 1.0 / total if total > 0 else 0.0
+            rows, scale = self._batch_rows(np.asarray(rows, dtype=np.int64))
         out = np.empty_like(theta)
         cache, fill = self._cached_forward(theta, rows)
         _curvature.curvature_product(
             theta, v, self.X, self.Y, self.sample_weight, rows, self._curvature_net,
             self.loss_code, scale, out, kind == "gauss-newton", False,
-            CHUNK_ROWS, self.n_threads, cache, fill)
+            CHUNK_ROWS, self.n_threads, cache, fill, self._work)
         if self.alpha:
-            out[self._weights] += (self.alpha * self.scale) * v[self._weights]
+            for sl in self._weight_slices:
+                out[sl] += (self.alpha * self.scale) * v[sl]
         return out
+
+    def _batch_rows(self, positions):
+        """(rows of X, scale) of a curvature batch, kept for the next call:
+        CG asks for many products on one batch."""
+        held = self._batch
+        if held is not None and np.array_equal(held[0], positions):
+            return held[1], held[2]
+        rows = self.rows[positions]
+        if self.sample_weight is None:
+            total = len(rows)
+        else:
+            total = float(np.sum(self.sample_weight[rows], dtype=np.float64))
+        scale = 1.0 / total if total > 0 else 0.0
+        self._batch = (positions.copy(), rows, scale)
+        return rows, scale
 
     def _cached_forward(self, theta, rows):
         """(buffer, fill): the forward pass of the last (theta, rows), kept
@@ -186,11 +203,12 @@ class Objective:
     def loss_grad_fisher(self, theta):
         """(loss, gradient, squares) at theta, in one compiled pass.
 
-        The gradient of the data term is sum_i g_i, g_i = w_i grad loss_i with
-        w_i = sw_i / sum_j sw_j; squares is sum_i g_i**2 (Martens' diagonal
-        preconditioner statistic: an empirical Fisher diagonal scaled by the
-        weights), plus the L2 penalty's curvature alpha / sum_j sw_j on the
-        weights.
+        The gradient of the data term is sum_i w_i grad loss_i with
+        w_i = sw_i / sum_j sw_j; squares is the empirical Fisher diagonal
+        sum_i w_i (grad loss_i)**2 (Martens' diagonal preconditioner
+        statistic: the weighted mean of the squared rows' gradients, on the
+        scale of the curvature products, which are weighted means too), plus
+        the L2 penalty's curvature alpha / sum_j sw_j on the weights.
         """
         theta = np.ascontiguousarray(theta)
         if isinstance(self.X, tuple) and self._Xsq is None:
@@ -202,7 +220,8 @@ class Objective:
         data = _curvature.loss_grad_fisher(
             theta, self.X, self._Xsq, self.Y, self.sample_weight, self.rows,
             self._curvature_net, self.loss_code, self.scale, grad, diag, False,
-            CHUNK_ROWS, self.n_threads)
+            CHUNK_ROWS, self.n_threads, self._work)
         if self.alpha:
-            diag[self._weights] += self.alpha * self.scale
+            for sl in self._weight_slices:
+                diag[sl] += self.alpha * self.scale
         return data + self.penalty(theta, grad), grad, diag

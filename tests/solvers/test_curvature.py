@@ -273,8 +273,8 @@ def test_batch_of_an_objective_on_a_row_subset():
 # --------------------------------------------------- Fisher diagonal
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
 @pytest.mark.parametrize("out,code,ref_loss,kind", OUTPUTS)
-def test_fisher_diagonal_is_the_sum_of_squared_row_gradients(out, code, ref_loss, kind,
-                                                            dtype, sparse):
+def test_fisher_diagonal_is_the_weighted_mean_of_squared_row_gradients(out, code, ref_loss,
+                                                                      kind, dtype, sparse):
     layout, theta, X, Y, sw = make_problem("tanh", out, kind, dtype, sparse=sparse)
     sw[3] = 0  # a zero weight contributes nothing
     obj = objective(layout, X, Y, sw, code, alpha=0.3, l1=0.05)
@@ -283,14 +283,15 @@ def test_fisher_diagonal_is_the_sum_of_squared_row_gradients(out, code, ref_loss
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(loss, ref_loss_value, rtol=tol)
     np.testing.assert_allclose(grad, ref_grad, rtol=tol, atol=tol * np.abs(ref_grad).max())
-    # Row i's term of the gradient: its own gradient times its weight share.
+    # The empirical Fisher diagonal: row i's squared gradient, weighted by
+    # its share of the total weight (the curvature products' scale).
     expected = np.zeros(theta.size)
     ones = np.ones(len(sw), dtype=dtype)
     for i in range(len(sw)):
         row = objective(layout, X, Y, ones, code, alpha=0.0, l1=0.0,
                         rows=np.array([i], dtype=np.int64))
-        g = row(theta)[1].astype(np.float64) * float(sw[i]) / float(sw.astype(float).sum())
-        expected += g * g
+        g = row(theta)[1].astype(np.float64)
+        expected += float(sw[i]) / float(sw.astype(float).sum()) * g * g
     expected += 0.3 / float(sw.astype(float).sum()) * layout.weight_mask()
     rtol = 1e-10 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(diag, expected, rtol=rtol, atol=rtol * expected.max())
