@@ -1,7 +1,7 @@
 """Python entry points to the hand-written vector kernels.
 
-The layer products of src/_small_gemm.pxd and Adam's update of
-src/_adam_simd.pxd, for the tests (against numpy and the plain loops) and
+The layer products of src/_small_gemm.pxd, Adam's update of
+src/_adam_simd.pxd and the divergence guard of src/_guard.pxd, for the tests (against numpy and the plain loops) and
 for benchmarks/small_gemm.py (the crossover with BLAS). Training never
 calls these: forward, backward and the update call the same kernels from C.
 """
@@ -10,6 +10,7 @@ from _blas cimport mm_nn, mm_tn, mm_nt
 from _simd cimport fm_isa, fm_set_isa
 from _small_gemm cimport small_gemm, FM_NN, FM_TN, FM_NT
 from _adam_simd cimport adam_span
+from _guard cimport all_finite
 
 KINDS = {"nn": 0, "tn": 1, "nt": 2}
 
@@ -95,3 +96,10 @@ def adam(floating[::1] theta, floating[::1] grad, floating[::1] m,
                      <floating>l2, <floating>l1, out):
         return None
     return out[0], out[1], int(out[2])
+
+
+def finite(const floating[::1] g, int n_threads=1):
+    """The first-order epoch's test before a step: every g[i] finite."""
+    if g.shape[0] == 0:
+        return True
+    return bool(all_finite(&g[0], g.shape[0], n_threads))

@@ -221,3 +221,20 @@ def test_fit_is_reproducible_and_thread_count_free(dtype):
     np.testing.assert_array_equal(fits[0], fits[1])
     tol = 1e-9 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(fits[2], fits[0], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 8193, 70000])
+def test_guard_finds_any_non_finite_value(n, dtype):
+    g = np.random.default_rng(0).standard_normal(n).astype(dtype)
+    big = np.finfo(dtype).max
+    g[n // 2] = -big
+    g[0] = np.finfo(dtype).smallest_subnormal
+    for threads in (1, 2):
+        assert _kernels.finite(g, threads)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in {0, n // 2, n - 1}:
+            h = g.copy()
+            h[where] = bad
+            for threads in (1, 2):
+                assert not _kernels.finite(h, threads), (bad, where, threads)
