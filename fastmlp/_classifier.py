@@ -280,15 +280,18 @@ default='adam'
         by the caller) are indexed directly: label_binarize's own
         validation took half of a fit's fixed cost (0.7 of 1.8 ms on the
         digits)."""
-        n_classes = len(self.classes_)
-        if y.ndim == 1 and self._y_type != "multilabel-indicator":
-            if n_classes > 2:
-                Y = np.zeros((y.shape[0], n_classes), dtype=dtype)
-                Y[np.arange(y.shape[0]), np.searchsorted(self.classes_, y)] = 1
-                return Y
-            if n_classes == 2:
-                return (y == self.classes_[1]).astype(dtype).reshape(-1, 1)
+        if y.ndim == 1 and self._y_type != "multilabel-indicator" and len(self.classes_) > 1:
+            return self._indicator(np.searchsorted(self.classes_, y), dtype)
         return np.ascontiguousarray(label_binarize(y, classes=self.classes_), dtype=dtype)
+
+    def _indicator(self, index, dtype):
+        """The indicator matrix of class indices (binary: the one column of
+        classes_[1])."""
+        if len(self.classes_) == 2:
+            return (index == 1).astype(dtype).reshape(-1, 1)
+        Y = np.zeros((index.shape[0], len(self.classes_)), dtype=dtype)
+        Y[np.arange(index.shape[0]), index] = 1
+        return Y
 
     def _takes_class_indices(self):
         """Whether the compiled loss can read class indices for this model:
@@ -301,15 +304,7 @@ default='adam'
         return Y.shape[1]
 
     def _target_matrix(self, Y):
-        if Y.ndim == 2:
-            return Y
-        dtype = self._theta.dtype
-        out = np.zeros((Y.shape[0], self.n_outputs_), dtype=dtype)
-        if self.n_outputs_ == 1:
-            out[:, 0] = Y
-        else:
-            out[np.arange(Y.shape[0]), Y] = 1
-        return out
+        return Y if Y.ndim == 2 else self._indicator(Y, self._theta.dtype)
 
     def _class_weights(self, y, incremental):
         """Per-sample weights from class_weight, as scikit-learn computes them
