@@ -82,21 +82,19 @@ def test_same_initial_weights_as_scikit_learn(digits):
 
 def test_lbfgs_reaches_scikit_learns_loss(digits):
     """Same network (64-100-10), start and max_iter: fastmlp's L-BFGS ends at
-    least as low as scikit-learn's (scipy's L-BFGS-B). The runs coincide until
-    the two line searches choose different step lengths; from there either
-    may end lower on a non-convex objective (benchmarks/second_order.py
-    compares more starts), so the losses are compared summed over starts."""
+    least as low as scikit-learn's (scipy's L-BFGS-B) from every start. It
+    keeps 30 curvature pairs to L-BFGS-B's 10 (with 10 the two runs coincide
+    until the line searches pick different steps, and either may end lower);
+    benchmarks/second_order.py lbfgs compares more starts and max_iter."""
     Xtr, _, ytr, _ = digits
-    ours, ref = [], []
     for seed in range(3):
         kw = dict(hidden_layer_sizes=(100,), solver="lbfgs", max_iter=30, random_state=seed,
                   tol=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            ours.append(MLPClassifier(**kw).fit(Xtr, ytr).loss_)
-            ref.append(SkMLP(**kw).fit(Xtr, ytr).loss_)
-    assert sum(ours) <= sum(ref)
-    assert all(a <= 1.1 * b for a, b in zip(ours, ref))
+            ours = MLPClassifier(**kw).fit(Xtr, ytr).loss_
+            ref = SkMLP(**kw).fit(Xtr, ytr).loss_
+        assert ours <= ref
 
 
 def logic_data(fn):

@@ -3,7 +3,7 @@
 Both minimise f with steps x <- x + a d, d = -H g, where H approximates the
 inverse Hessian from the pairs s = x_{k+1} - x_k, y = g_{k+1} - g_k, and the
 step length a satisfies the strong Wolfe conditions (scipy.optimize's
-line search, c1 = 1e-4, c2 = 0.9). L-BFGS keeps the last 10 pairs (the
+line search, c1 = 1e-4, c2 = 0.9). L-BFGS keeps the last 30 pairs (the
 two-loop recursion, Nocedal & Wright, Numerical Optimization, Alg. 7.4);
 BFGS keeps a dense n x n matrix. Either approximation can be handed back in
 to continue where a previous call stopped (warm starts): the iterates are
@@ -20,12 +20,17 @@ import warnings
 
 import numpy as np
 import scipy.optimize
-from scipy.linalg.blas import dsymv, dsyr, dsyr2
+from scipy.linalg.blas import daxpy, ddot, dsymv, dsyr, dsyr2
 from scipy.optimize import OptimizeResult
 
 # L-BFGS-B's default stopping rule on the relative reduction (factr * eps).
 FTOL = 1e7 * np.finfo(float).eps
-LBFGS_MEMORY = 10
+# Pairs L-BFGS keeps unless told otherwise (read when an LBFGSMemory is
+# made, so setting it changes later fits). scipy's L-BFGS-B, which
+# scikit-learn's 'lbfgs' runs, keeps 10; 30 reach a lower loss per iteration
+# (README, "Measured"; benchmarks/second_order.py lbfgs --memory) for O(m n)
+# more work per iteration and 16 m bytes per parameter.
+LBFGS_MEMORY = 30
 # BFGS stores an n x n float64 matrix: 10,000 parameters take 800 MB.
 BFGS_MAX_PARAMS = 10_000
 
@@ -37,12 +42,16 @@ class LBFGSMemory:
 
     Parameters
     ----------
-    m : int
-        Pairs kept.
+    m : int or None
+        Pairs kept (2 m float64 vectors of the parameters' size); None:
+        LBFGS_MEMORY. More pairs give a better approximation, so more
+        progress per iteration, for O(m n) more work per iteration.
     """
 
-    def __init__(self, m=LBFGS_MEMORY):
-        self.m = int(m)
+    def __init__(self, m=None):
+        self.m = int(LBFGS_MEMORY if m is None else m)
+        if self.m < 1:
+            raise ValueError(f"L-BFGS needs at least one pair, got m={m}.")
         self.s = []
         self.y = []
         self.rho = []
@@ -56,6 +65,8 @@ class LBFGSMemory:
     def update(self, s, y):
         """Add a pair; pairs with s.y <= 0 are skipped (H stays positive
         definite). Returns whether the pair was kept."""
+        s = np.ascontiguousarray(s, dtype=np.float64)
+        y = np.ascontiguousarray(y, dtype=np.float64)
         sy = float(s @ y)
         if not sy > 1e-10 * float(y @ y):
             return False
@@ -68,16 +79,18 @@ class LBFGSMemory:
 
     def direction(self, g):
         """-H g by the two-loop recursion, H_0 = (s.y / y.y) I (newest pair)."""
-        q = -g.copy()
+        # In-place BLAS calls: with many pairs the recursion is 4 m vector
+        # operations per iteration, which numpy temporaries would double.
+        q = -np.asarray(g, dtype=np.float64)
         a = np.empty(len(self.s))
         for i in range(len(self.s) - 1, -1, -1):
-            a[i] = self.rho[i] * float(self.s[i] @ q)
-            q -= a[i] * self.y[i]
+            a[i] = self.rho[i] * ddot(self.s[i], q)
+            q = daxpy(self.y[i], q, a=-a[i])
         if self.s:
-            q *= 1.0 / (self.rho[-1] * float(self.y[-1] @ self.y[-1]))
+            q *= 1.0 / (self.rho[-1] * ddot(self.y[-1], self.y[-1]))
         for i in range(len(self.s)):
-            b = self.rho[i] * float(self.y[i] @ q)
-            q += (a[i] - b) * self.s[i]
+            b = self.rho[i] * ddot(self.y[i], q)
+            q = daxpy(self.s[i], q, a=a[i] - b)
         return q
 
 
@@ -304,7 +317,7 @@ def lbfgs(objective, theta0, *, max_iter, max_fun, tol, ftol=FTOL, on_iteration=
                      on_iteration=on_iteration, callback=callback)
 
 
-lbfgs.__doc__ = """Minimise with limited-memory BFGS (10 pairs).
+lbfgs.__doc__ = """Minimise with limited-memory BFGS (LBFGS_MEMORY pairs, 30 by default).
 
     The stopping rules and parameters mean what scikit-learn's 'lbfgs'
     solver (scipy's L-BFGS-B without bounds) means by them.
@@ -312,7 +325,8 @@ lbfgs.__doc__ = """Minimise with limited-memory BFGS (10 pairs).
     Parameters
     ----------""" + _DOC_COMMON + """    memory : LBFGSMemory or None
         Pairs to start from, updated in place: pass the same object again to
-        continue a run (warm start). A fresh one when None.
+        continue a run (warm start). A fresh LBFGSMemory() (LBFGS_MEMORY
+        pairs) when None; LBFGSMemory(10) keeps as many as scipy's L-BFGS-B.
 """ + _DOC_RETURNS
 
 

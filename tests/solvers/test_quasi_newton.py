@@ -48,7 +48,24 @@ def test_two_loop_recursion_is_the_bfgs_recursion():
         V = np.eye(n) - rho * np.outer(y, s)
         H = V.T @ H @ V + rho * np.outer(s, s)
     g = rng.randn(n)
+    g_before = g.copy()
     np.testing.assert_allclose(memory.direction(g), -H @ g, rtol=1e-12)
+    np.testing.assert_array_equal(g, g_before)  # the in-place recursion works on a copy
+
+
+def test_memory_keeps_m_pairs_by_default_lbfgs_memory(monkeypatch):
+    from fastmlp.solvers import quasi_newton
+
+    assert LBFGSMemory().m == quasi_newton.LBFGS_MEMORY == 30
+    monkeypatch.setattr(quasi_newton, "LBFGS_MEMORY", 10)
+    assert LBFGSMemory().m == 10 and LBFGSMemory(3).m == 3
+    memory = LBFGSMemory(3)
+    for s in np.eye(5):
+        memory.update(s, 2 * s)
+    assert len(memory) == 3
+    np.testing.assert_array_equal(memory.s[0], np.eye(5)[2])  # the oldest are dropped
+    with pytest.raises(ValueError, match="at least one pair"):
+        LBFGSMemory(0)
 
 
 def test_dense_update_is_the_bfgs_formula():
