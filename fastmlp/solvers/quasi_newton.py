@@ -3,11 +3,13 @@
 Both minimise f with steps x <- x + a d, d = -H g, where H approximates the
 inverse Hessian from the pairs s = x_{k+1} - x_k, y = g_{k+1} - g_k, and the
 step length a satisfies the strong Wolfe conditions (scipy.optimize's
-line search, c1 = 1e-4, c2 = 0.9). L-BFGS keeps the last 30 pairs (the
-two-loop recursion, Nocedal & Wright, Numerical Optimization, Alg. 7.4);
-BFGS keeps a dense n x n matrix. Either approximation can be handed back in
-to continue where a previous call stopped (warm starts): the iterates are
-then those of one uninterrupted run.
+line searches, c1 = 1e-4, c2 = 0.9). L-BFGS keeps the last 30 pairs (the
+two-loop recursion, Nocedal & Wright, Numerical Optimization, Alg. 7.4;
+scipy's L-BFGS-B keeps 10). BFGS keeps a dense n x n matrix and by default
+takes scipy.optimize's BFGS's steps (H_0 = I, its line search). Either
+approximation can be handed back in to continue where a previous call
+stopped (warm starts): the iterates are then those of one uninterrupted
+run.
 
 Stopping follows scipy's L-BFGS-B as scikit-learn's 'lbfgs' solver drives
 it: max|g_i| <= tol, a relative loss reduction below 2.2e-9 (L-BFGS-B's
@@ -19,9 +21,11 @@ import math
 import warnings
 
 import numpy as np
-import scipy.optimize
 from scipy.linalg.blas import daxpy, ddot, dsymv, dsyr, dsyr2
 from scipy.optimize import OptimizeResult
+# scipy.optimize.line_search is line_search_wolfe2; line_search_wolfe1
+# (MINPACK's dcsrch, which scipy's BFGS tries first) has no public name.
+from scipy.optimize._linesearch import line_search_wolfe1, line_search_wolfe2
 
 # L-BFGS-B's default stopping rule on the relative reduction (factr * eps).
 FTOL = 1e7 * np.finfo(float).eps
@@ -52,6 +56,7 @@ class LBFGSMemory:
         self.m = int(LBFGS_MEMORY if m is None else m)
         if self.m < 1:
             raise ValueError(f"L-BFGS needs at least one pair, got m={m}.")
+        self.previous_loss = None  # the loss before the last step
         self.s = []
         self.y = []
         self.rho = []
@@ -98,14 +103,27 @@ class DenseInverseHessian:
     """BFGS's inverse-Hessian approximation as a dense n x n float64 matrix.
 
     Only the upper triangle is stored up to date (symmetric BLAS updates
-    need no n x n temporaries). The matrix is allocated at the first update,
-    as (s.y / y.y) I (Nocedal & Wright's eq. 6.20) before the update is
-    applied; until then the direction is -g.
+    need no n x n temporaries). The matrix is allocated at the first update;
+    until then the direction is -g.
+
+    Parameters
+    ----------
+    n : int
+        Parameters.
+    initial : {'identity', 'scaled'}
+        H_0, to which the first pair's update is applied: 'identity' is I,
+        as in scipy.optimize's BFGS; 'scaled' is (s.y / y.y) I (Nocedal &
+        Wright's eq. 6.20), which puts the first quasi-Newton step on the
+        scale of the curvature just seen.
     """
 
-    def __init__(self, n):
+    def __init__(self, n, initial="identity"):
         check_bfgs_size(n)
+        if initial not in ("scaled", "identity"):
+            raise ValueError(f"initial must be 'scaled' or 'identity', got {initial!r}.")
         self.n = int(n)
+        self.initial = initial
+        self.previous_loss = None  # the loss before the last step
         self.H = None
 
     def __len__(self):
@@ -121,7 +139,8 @@ class DenseInverseHessian:
         rho = 1.0 / sy
         if self.H is None:
             self.H = np.zeros((self.n, self.n), order="F")
-            self.H[np.diag_indices(self.n)] = sy / float(y @ y)
+            self.H[np.diag_indices(self.n)] = (sy / float(y @ y) if self.initial == "scaled"
+                                              else 1.0)
         # H <- (I - rho s y^T) H (I - rho y s^T) + rho s s^T
         #    = H - rho (s Hy^T + Hy s^T) + (rho^2 y^T H y + rho) s s^T
         Hy = dsymv(1.0, self.H, y)
@@ -181,35 +200,56 @@ class _Evaluations:
         return self(x)[1]
 
 
-def _line_search(evals, x, d, f, g):
-    """A step along d: (x_new, f_new, g_new), or None without a decrease.
+LINE_SEARCHES = ("wolfe2", "wolfe12")
 
-    The strong-Wolfe step when scipy's search finds one; otherwise (a search
-    cut short, e.g. along a direction where the loss keeps falling up to a
-    non-finite region) the lowest point it evaluated if that is lower than f.
+
+def _line_search(evals, x, d, f, g, f_prev, method):
+    """A step along d: (x_new, f_new, g_new, s = x_new - x), or None without
+    a decrease.
+
+    method 'wolfe2' is scipy.optimize.line_search (line_search_wolfe2:
+    bracketing and cubic zoom, Nocedal & Wright's Alg. 3.5-3.6), first trial
+    a = 1, as lbfgs runs it; 'wolfe12' is what scipy.optimize's BFGS runs:
+    MINPACK-2's dcsrch (More & Thuente; line_search_wolfe1), then
+    line_search_wolfe2 if it fails, first trial a = min(1, 2.02 (f - f_prev)
+    / g.d) from the previous decrease f_prev - f.
+    Both look for a strong-Wolfe step (c1 = 1e-4, c2 = 0.9). Without one (a
+    search cut short, e.g. along a direction where the loss keeps falling up
+    to a non-finite region) the lowest point evaluated if lower than f.
     """
     evals.best = None
+    alpha = None
     with warnings.catch_warnings():
         # scipy's LineSearchWarning is not public; a failed search is
         # handled here.
         warnings.filterwarnings("ignore", category=RuntimeWarning,
                                 message="(The line search|Rounding errors)")
-        alpha = scipy.optimize.line_search(evals.f, evals.g, x, d, gfk=g, old_fval=f,
-                                           c1=1e-4, c2=0.9)[0]
+        if method == "wolfe12":
+            alpha = line_search_wolfe1(evals.f, evals.g, x, d, gfk=g, old_fval=f,
+                                       old_old_fval=f_prev, c1=1e-4, c2=0.9, amin=1e-100,
+                                       amax=1e100)[0]
+        if alpha is None:
+            alpha = line_search_wolfe2(evals.f, evals.g, x, d, gfk=g, old_fval=f,
+                                       old_old_fval=f_prev if method == "wolfe12" else None,
+                                       c1=1e-4, c2=0.9,
+                                       amax=1e100 if method == "wolfe12" else None)[0]
     if alpha is not None:
         x_new = x + alpha * d
         f_new, g_new = evals(x_new)
         if f_new <= f:
-            return x_new, f_new, g_new
+            # scipy's BFGS pairs alpha d (the step in exact arithmetic)
+            # with the gradients; x_new - x is the step the floats took.
+            return x_new, f_new, g_new, alpha * d if method == "wolfe12" else x_new - x
     if evals.best is not None and evals.best[0] < f:
         f_new, x_new, g_new = evals.best
-        return x_new, f_new, g_new
+        return x_new, f_new, g_new, x_new - x
     return None
 
 
 def _minimize(objective, theta0, approx, *, max_iter, max_fun, tol, ftol, on_iteration,
-              callback):
-    """The quasi-Newton loop shared by lbfgs and bfgs."""
+              callback, line_search="wolfe2"):
+    """The quasi-Newton loop shared by lbfgs and bfgs (line_search: a
+    method of _line_search)."""
     dtype = theta0.dtype
     evals = _Evaluations(objective, dtype)
     x = theta0.astype(np.float64)
@@ -239,21 +279,26 @@ def _minimize(objective, theta0, approx, *, max_iter, max_fun, tol, ftol, on_ite
             if len(approx):
                 d = approx.direction(g)
                 if float(d @ g) < 0:
-                    step = _line_search(evals, x, d, f, g)
+                    step = _line_search(evals, x, d, f, g, approx.previous_loss, line_search)
                 if step is None:
                     approx.reset()  # a stale approximation: restart from -g
-            if step is None:
+            if step is None and line_search == "wolfe12":
+                # scipy's BFGS: the first trial a = 1.01 / |g| along -g, set
+                # through a made-up previous loss f + |g| / 2.
+                step = _line_search(evals, x, -g, f, g, f + np.linalg.norm(g) / 2, line_search)
+            elif step is None:
                 # Without curvature information the first trial moves a unit
                 # distance, as L-BFGS-B's first step does.
-                step = _line_search(evals, x, -g / np.linalg.norm(g), f, g)
+                step = _line_search(evals, x, -g / np.linalg.norm(g), f, g, None, line_search)
             if step is None:
                 all_inf = all(not math.isfinite(c[1]) for c in evals.cache)
                 status = STATUS_NON_FINITE if all_inf else STATUS_LINE_SEARCH
                 message = ("the loss became non-finite along the search direction"
                            if all_inf else "ABNORMAL: the line search found no decrease")
                 break
-            x_new, f_new, g_new = step
-            approx.update(x_new - x, g_new - g)
+            x_new, f_new, g_new, s = step
+            approx.update(s, g_new - g)
+            approx.previous_loss = f  # kept with the pairs: a warm start continues the run
             f_old = f
             x, f, g = x_new, f_new, g_new
             nit += 1
@@ -331,20 +376,39 @@ lbfgs.__doc__ = """Minimise with limited-memory BFGS (LBFGS_MEMORY pairs, 30 by 
 
 
 def bfgs(objective, theta0, *, max_iter, max_fun, tol, ftol=FTOL, on_iteration=None,
-         callback=None, inverse_hessian=None):
+         callback=None, inverse_hessian=None, initial=None, line_search="wolfe12"):
+    if line_search not in LINE_SEARCHES:
+        raise ValueError(f"line_search must be one of {LINE_SEARCHES}, got {line_search!r}.")
     if inverse_hessian is None:
-        inverse_hessian = DenseInverseHessian(theta0.size)
+        inverse_hessian = DenseInverseHessian(theta0.size,
+                                              "identity" if initial is None else initial)
+    elif initial is not None and initial != inverse_hessian.initial:
+        raise ValueError(f"initial={initial!r} differs from the inverse_hessian given "
+                         f"(initial={inverse_hessian.initial!r}).")
     return _minimize(objective, theta0, inverse_hessian, max_iter=max_iter,
                      max_fun=max_fun, tol=tol, ftol=ftol, on_iteration=on_iteration,
-                     callback=callback)
+                     callback=callback, line_search=line_search)
 
 
 bfgs.__doc__ = """Minimise with BFGS (a dense inverse-Hessian approximation).
 
     Memory is 8 n**2 bytes for n parameters; above BFGS_MAX_PARAMS a
-    ValueError names the alternatives. Same stopping rules as lbfgs.
+    ValueError names the alternatives. Same stopping rules as lbfgs. The
+    defaults are scipy.optimize's BFGS's conventions (H_0 = I, its line
+    search and first step), so that from the same start both take the same
+    steps up to rounding (tests/solvers/test_quasi_newton.py; with
+    ftol=0 and tol its gtol the two stop at the same iterate).
 
     Parameters
     ----------""" + _DOC_COMMON + """    inverse_hessian : DenseInverseHessian or None
-        The approximation to start from, updated in place (warm starts).
+        The approximation to start from, updated in place (warm starts); a
+        fresh one with `initial` when None.
+    initial : {'identity', 'scaled'} or None
+        H_0 of a fresh approximation (see DenseInverseHessian); None:
+        'identity', scipy's. 'scaled' (Nocedal & Wright's eq. 6.20) takes
+        fewer iterations on small nets but converges more slowly on larger
+        ones (README, "Measured").
+    line_search : {'wolfe12', 'wolfe2'}
+        'wolfe12' (default): scipy's BFGS's search; 'wolfe2': lbfgs's (see
+        _line_search).
 """ + _DOC_RETURNS
