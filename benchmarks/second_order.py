@@ -4,6 +4,7 @@
     python benchmarks/second_order.py bfgs        # fastmlp bfgs vs scipy.optimize BFGS, same objective
     python benchmarks/second_order.py bfgs --problem small    # 4-5-3 tanh (several minima)
     python benchmarks/second_order.py bfgs --problem digits   # digits 64-20-10 (slow for scipy)
+    python benchmarks/second_order.py bfgs --problem autoencoder --max-iter 300 --seeds 3
     python benchmarks/second_order.py hf          # deep autoencoder: HF vs a grid of Adam runs,
                                                   # same CPU time (--budget, default 60 s)
     python benchmarks/second_order.py hf --adam-lr             # HF alone (tuning)
@@ -92,14 +93,14 @@ def bench_lbfgs(args):
 
 
 def bfgs_problem(args):
-    """(objective, layout, description), the problems of
+    """(objective, layout, description, initialisation), the problems of
     tests/solvers/test_quasi_newton.py: --problem convex has no hidden layer
-    (80 rows, 4-3 softmax, alpha=0.1: one minimum, which both runs must
-    reach); small is 4-5-3 tanh, alpha=1, and digits 64-H-10 tanh,
-    alpha=1e-2: non-convex, with several minima, and the two runs part ways
-    after a few iterations (scipy's BFGS starts from H = I, fastmlp's scales
-    it by s.y / y.y after the first step), so they may end in different
-    ones."""
+    (80 rows, 4-3 softmax, alpha=0.1: one minimum); small is 4-5-3 tanh,
+    alpha=1, and digits 64-H-10 tanh, alpha=1e-2: non-convex, with several
+    minima, where two solvers that take different steps may end in
+    different ones. autoencoder is digits 64-32-16-32-64, logistic hidden
+    units, squared error, alpha=1e-4, Martens' sparse initialisation (the
+    'hf' benchmark's problem at a size BFGS takes: 5,264 parameters)."""
     from sklearn.datasets import make_classification
 
     if args.problem in ("small", "convex"):
@@ -109,39 +110,74 @@ def bfgs_problem(args):
         alpha = 1.0 if args.problem == "small" else 0.1
         layout = Layout([4, *hidden, 3], ["tanh"] * len(hidden) + ["softmax"])
         return (Objective(layout, X, np.eye(3)[y], None, LOSS_LOG, alpha, 0.0, 1), layout,
-                f"make_classification 80x4, 4-{'5-' * len(hidden)}3, alpha={alpha:g}")
+                f"make_classification 80x4, 4-{'5-' * len(hidden)}3, alpha={alpha:g}",
+                None)
     X, y = digits()
+    if args.problem == "autoencoder":
+        layout = Layout([64, 32, 16, 32, 64], ["logistic"] * 3 + ["identity"])
+        return (Objective(layout, X, X, None, LOSS_SQUARED, 1e-4, 0.0, 1), layout,
+                "digits autoencoder 64-32-16-32-64 logistic, alpha=1e-4", "sparse")
     layout = Layout([64, args.hidden, 10], ["tanh", "softmax"])
     return (Objective(layout, X, np.eye(10)[y], None, LOSS_LOG, 1e-2, 0.0, 1), layout,
-            f"digits, 64-{args.hidden}-10 tanh, alpha=1e-2")
+            f"digits, 64-{args.hidden}-10 tanh, alpha=1e-2", "glorot")
 
 
 def bench_bfgs(args):
-    """fastmlp's bfgs and scipy's BFGS from the same start on one objective."""
-    obj, layout, name = bfgs_problem(args)
-    print(f"{name}: {layout.n_params} parameters, gtol={args.gtol}")
-    print("seed | loss fastmlp bfgs   scipy BFGS | iters | evals | time fastmlp  scipy | "
-          "max|theta diff|")
-    same = 0
+    """fastmlp's bfgs, with each of --conventions, and scipy's BFGS from the
+    same start on one objective; scipy's is left out on --problem
+    autoencoder (its update is n x n matrix products: O(n**3) an iteration)."""
+    obj, layout, name, init = bfgs_problem(args)
+    conventions = [tuple(c.split(",")) for c in args.conventions]
+    with_scipy = args.problem != "autoencoder"
+    print(f"{name}: {layout.n_params} parameters, gtol={args.gtol}, max_iter={args.max_iter}; "
+          f"fastmlp conventions (H_0, line search): "
+          f"{', '.join('/'.join(c) for c in conventions)}"
+          f"{'' if with_scipy else '; scipy BFGS not run'}")
+    print(f"seed {'run':24s} |     final loss | iters evals |    time | max|theta - scipy's| "
+          f"| loss after {', '.join(map(str, args.checkpoints))} iterations")
+    same = {c: 0 for c in conventions}
     for seed in range(args.seeds):
-        if args.problem != "digits":  # the test's start
+        if init is None:  # the test's start
             theta0 = np.random.RandomState(seed).randn(layout.n_params) * 0.5
         else:
-            theta0 = init_theta(layout, "glorot", layout.activations,
-                                np.random.RandomState(seed), np.float64)
-        (theta, f, nit, res), t_ours = timed(lambda: bfgs(
-            obj, theta0, max_iter=args.max_iter, max_fun=15000, tol=args.gtol, ftol=0))
-        ref, t_ref = timed(lambda: scipy.optimize.minimize(
-            obj, theta0, jac=True, method="BFGS",
-            options={"gtol": args.gtol, "maxiter": args.max_iter}))
-        print(f"{seed:4d} | {f:16.10g} {ref.fun:16.10g} | {nit:4d} {ref.nit:4d} | "
-              f"{res.nfev:4d} {ref.nfev:4d} | {t_ours:7.2f}s {t_ref:7.2f}s | "
-              f"{np.abs(theta - ref.x).max():.2e}", flush=True)
-        same += (abs(f - ref.fun) <= args.loss_rtol * abs(ref.fun)
-                 and np.abs(theta - ref.x).max() <= args.theta_atol)
-    print(f"bfgs reaches scipy BFGS's minimum (loss within {args.loss_rtol:g} relative, "
-          f"parameters within {args.theta_atol:g}): {'met' if same == args.seeds else 'NOT met'} "
-          f"({same} of {args.seeds} starts)")
+            theta0 = init_theta(layout, init, layout.activations, np.random.RandomState(seed),
+                                np.float64)
+        runs = {}
+        for initial, line_search in conventions:
+            curve = []
+            (theta, f, nit, res), t = timed(lambda: bfgs(
+                obj, theta0, max_iter=args.max_iter, max_fun=15000, tol=args.gtol, ftol=0,
+                initial=initial, line_search=line_search,
+                callback=lambda x, loss, info: curve.append(loss)))
+            runs[(initial, line_search)] = (theta, f, nit, res.nfev, t, curve)
+        if with_scipy:
+            curve = []
+
+            def record(intermediate_result):  # scipy passes an OptimizeResult by this name
+                curve.append(intermediate_result.fun)
+
+            ref, t = timed(lambda: scipy.optimize.minimize(
+                obj, theta0, jac=True, method="BFGS", callback=record,
+                options={"gtol": args.gtol, "maxiter": args.max_iter}))
+            runs["scipy"] = (ref.x, ref.fun, ref.nit, ref.nfev, t, curve)
+        for key, (theta, f, nit, nfev, t, curve) in runs.items():
+            label = "scipy BFGS" if key == "scipy" else "fastmlp " + "/".join(key)
+            diff = "-"
+            if with_scipy:
+                gap = np.abs(theta - ref.x).max()
+                diff = f"{gap:.2e}"
+                if key != "scipy" and (abs(f - ref.fun) <= args.loss_rtol * abs(ref.fun)
+                                       and gap <= args.theta_atol):
+                    same[key] += 1
+            at = ", ".join(f"{curve[k - 1]:.6g}" if k <= len(curve) else "-"
+                           for k in args.checkpoints)
+            print(f"{seed:4d} {label:24s} | {f:14.10g} | {nit:5d} {nfev:5d} | {t:6.2f}s | "
+                  f"{diff:>20s} | {at}", flush=True)
+    if with_scipy:
+        for key, n in same.items():
+            print(f"fastmlp {'/'.join(key)} reaches scipy BFGS's minimum (loss within "
+                  f"{args.loss_rtol:g} relative, parameters within {args.theta_atol:g}): "
+                  f"{'met' if n == args.seeds else 'NOT met'} ({n} of {args.seeds} starts)")
 
 
 def reconstruction_error(est, X):
@@ -300,13 +336,19 @@ def main(argv=None):
                    help="pairs fastmlp's L-BFGS keeps (sets fastmlp.solvers.quasi_newton."
                         "LBFGS_MEMORY; default: its value, 30); 10 is L-BFGS-B's")
     p = sub.add_parser("bfgs")
-    p.add_argument("--problem", choices=["convex", "small", "digits"], default="convex")
+    p.add_argument("--problem", choices=["convex", "small", "digits", "autoencoder"],
+                   default="convex")
     p.add_argument("--hidden", type=int, default=20, help="digits' hidden units")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--gtol", type=float, default=1e-5)
     p.add_argument("--max-iter", type=int, default=2000)
     p.add_argument("--loss-rtol", type=float, default=1e-6)
     p.add_argument("--theta-atol", type=float, default=1e-3)
+    p.add_argument("--conventions", nargs="+", default=["identity,wolfe12", "scaled,wolfe2"],
+                   help="fastmlp runs, each INITIAL,LINE_SEARCH (bfgs's initial and "
+                        "line_search; the default first, scipy's conventions)")
+    p.add_argument("--checkpoints", type=int, nargs="+", default=[10, 30, 100, 300],
+                   help="report the loss after these iterations")
     for name in ("hf", "hf-profile"):
         p = sub.add_parser(name)
         p.add_argument("--hf-init", default="sparse", help="HF's initialisation")
