@@ -40,7 +40,7 @@ default='adam'
         'adadelta' use ``rho`` and ``epsilon``; 'adagrad' uses ``epsilon``.
         'adadelta' scales its step by ``learning_rate_init``, as PyTorch and
         Keras do: set ``learning_rate_init=1.0`` for Zeiler's original rule.
-        The full-batch solvers: 'lbfgs' (limited-memory BFGS, 10 pairs) and
+        The full-batch solvers: 'lbfgs' (limited-memory BFGS, 30 pairs) and
         'bfgs' (a dense inverse-Hessian approximation; networks of at most
         10,000 parameters) use ``max_fun``; 'hf' (Hessian-free, Martens
         2010) uses ``curvature_batch_size``, ``damping``, ``max_cg_iter``

@@ -204,8 +204,8 @@ LINE_SEARCHES = ("wolfe2", "wolfe12")
 
 
 def _line_search(evals, x, d, f, g, f_prev, method):
-    """A step along d: (x_new, f_new, g_new, s = x_new - x), or None without
-    a decrease.
+    """A step along d: (x_new, f_new, g_new, s), s the step for the
+    curvature pair, or None without a decrease.
 
     method 'wolfe2' is scipy.optimize.line_search (line_search_wolfe2:
     bracketing and cubic zoom, Nocedal & Wright's Alg. 3.5-3.6), first trial
