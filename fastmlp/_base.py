@@ -18,7 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import (Interval, InvalidParameterError, Options,
-                                            StrOptions)
+                                            StrOptions, make_constraint)
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from . import _forward, _persist
@@ -351,6 +351,39 @@ class BaseMLP(BaseEstimator, ABC):
         import inspect
 
         return inspect.signature(cls.__init__).parameters[name].default
+
+    @classmethod
+    def _get_param_names(cls):
+        # scikit-learn reads them from __init__'s signature (inspect) on
+        # every get_params; they are a property of the class.
+        names = cls.__dict__.get("_param_names")
+        if names is None:
+            names = tuple(super()._get_param_names())
+            cls._param_names = names
+        return list(names)
+
+    def _validate_params(self):
+        """scikit-learn's parameter validation, with its constraint objects
+        made once per class (scikit-learn makes them on every call).
+
+        A value that satisfies none of its constraints is handed to
+        scikit-learn's own validation, which raises InvalidParameterError
+        with its message.
+        """
+        cls = type(self)
+        cached = cls.__dict__.get("_constraint_objects")
+        if cached is None or cached[0] is not cls._parameter_constraints:
+            checks = tuple(
+                (name, tuple(make_constraint(c) for c in cls._parameter_constraints[name]))
+                for name in cls._get_param_names()
+                if name in cls._parameter_constraints
+                and cls._parameter_constraints[name] != "no_validation")
+            cached = (cls._parameter_constraints, checks)
+            cls._constraint_objects = cached
+        for name, constraints in cached[1]:
+            value = getattr(self, name)
+            if not any(c.is_satisfied_by(value) for c in constraints):
+                super()._validate_params()
 
     # ------------------------------------------------------------------ fit
     def _initialize(self, Y, units, dtype, random_state):
