@@ -474,8 +474,14 @@ class BaseMLP(BaseEstimator, ABC):
                     fit_full_batch(self, X, Y, y, sample_weight, n_threads, callbacks,
                                    random_state)
                 else:
+                    rows = self._stochastic_rows(X, Y, y, sample_weight, random_state, resume)
+                    streams = self._stochastic_streams(incremental, dropout, random_state,
+                                                       resume)
+                    # The epochs draw from the streams alone: a seeded
+                    # generator's 2.5 KB of state need not outlive this.
+                    del random_state
                     self._fit_stochastic(X, Y, y, sample_weight, incremental, n_threads,
-                                         dropout, callbacks, random_state, resume)
+                                         dropout, callbacks, rows, streams, resume)
         finally:
             for cb in callbacks:
                 if hasattr(cb, "on_train_end"):
@@ -511,10 +517,49 @@ class BaseMLP(BaseEstimator, ABC):
             warnings.warn(
                 "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped"
             )
-        return int(np.clip(self.batch_size, 1, n_samples))
+        return int(min(max(self.batch_size, 1), n_samples))
+
+    def _stochastic_rows(self, X, Y, y, sample_weight, random_state, resume):
+        """(train_rows, val_rows) of a first-order fit: the rows the epochs
+        shuffle (int32 below 2**31 rows) and the held-out ones (or None)."""
+        n = X.shape[0]
+        val_rows = None
+        if resume is not None:
+            train_rows, val_rows = resume_rows(resume, X, Y, sample_weight, self.early_stopping)
+        elif self.early_stopping:
+            stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
+            train_rows, val_rows = train_test_split(
+                np.arange(n, dtype=np.int64), random_state=random_state,
+                test_size=self.validation_fraction, stratify=stratify)
+            if val_rows.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+        else:
+            train_rows = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+        # The epoch shuffles 4-byte indices where the row count allows.
+        if n < 2**31 and train_rows.dtype != np.int32:
+            train_rows = train_rows.astype(np.int32)
+        return train_rows, val_rows
+
+    def _stochastic_streams(self, incremental, dropout, random_state, resume):
+        """The shuffling and dropout streams (splitmix64 states, advanced in
+        place by every epoch), uint64 (2,). A fit starts them afresh from
+        random_state, as scikit-learn's does; partial_fit, a resumed fit and
+        a loaded model continue them."""
+        streams = None
+        if incremental or resume is not None:
+            streams = self.__dict__.get("_rng_streams")
+        if streams is None:
+            streams = np.zeros(2, dtype=np.uint64)
+            streams[0] = random_state.randint(0, 2**63 - 1, dtype=np.int64)
+        if dropout is not None and streams[1] == 0:
+            streams[1] = random_state.randint(1, 2**63 - 1, dtype=np.int64)
+        return streams
 
     def _fit_stochastic(self, X, Y, y, sample_weight, incremental, n_threads,
-                        dropout, callbacks, random_state, resume):
+                        dropout, callbacks, rows, streams, resume):
         theta = self._theta
         if resume is None and (not incremental or "_opt_state" not in self.__dict__):
             self._opt_state = np.zeros((2, theta.size), dtype=theta.dtype)
@@ -531,25 +576,8 @@ class BaseMLP(BaseEstimator, ABC):
             lr_decay=self.lr_decay, lr_min=self.lr_min, state=self._opt_state,
             step=self._opt_step, current_lr=self._opt_lr, epochs=self._opt_epochs)
 
-        n = X.shape[0]
-        val_rows = y_val = sw_val = None
-        if resume is not None:
-            train_rows, val_rows = resume_rows(resume, X, Y, sample_weight, self.early_stopping)
-        elif self.early_stopping:
-            stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
-            train_rows, val_rows = train_test_split(
-                np.arange(n, dtype=np.int64), random_state=random_state,
-                test_size=self.validation_fraction, stratify=stratify)
-            if val_rows.shape[0] < 2:
-                raise ValueError(
-                    "The validation set is too small. Increase 'validation_fraction' "
-                    "or the size of your dataset."
-                )
-        else:
-            train_rows = np.arange(n, dtype=np.int64)
-        # The epoch shuffles 4-byte indices where the row count allows.
-        if n < 2**31 and train_rows.dtype != np.int32:
-            train_rows = train_rows.astype(np.int32)
+        train_rows, val_rows = rows
+        y_val = sw_val = None
         if self.early_stopping:
             y_val = y[val_rows]
             sw_val = None if sample_weight is None else sample_weight[val_rows]
@@ -558,18 +586,6 @@ class BaseMLP(BaseEstimator, ABC):
         batch_size = self._batch_size(n_train)
         runner = EpochRunner(self._layout, theta.dtype, batch_size, not sp.issparse(X),
                              dropout)
-        # The shuffling and dropout streams (splitmix64 states, advanced in
-        # place by every epoch). A fit starts them afresh from random_state,
-        # as scikit-learn's does; partial_fit, a resumed fit and a loaded
-        # model continue them.
-        streams = None
-        if incremental or resume is not None:
-            streams = self.__dict__.get("_rng_streams")
-        if streams is None:
-            streams = np.zeros(2, dtype=np.uint64)
-            streams[0] = random_state.randint(0, 2**63 - 1, dtype=np.int64)
-        if dropout is not None and streams[1] == 0:
-            streams[1] = random_state.randint(1, 2**63 - 1, dtype=np.int64)
         self._rng_streams = streams
         rng_state, drop_state = streams[0:1], streams[1:2]
         val_objective = None
