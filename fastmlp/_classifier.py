@@ -524,31 +524,42 @@ def _integer_labels(y, n_samples):
     calls, two full np.unique) find nothing to object to and give classes_
     = np.unique(y) ('binary' for 2 classes, 'multiclass' for more), so
     they are skipped; anything else (and the errors and warnings) goes
-    through them. index holds each label's position in classes (intp or
-    int32).
+    through them. index holds each label's position in classes (int32,
+    or intp for labels spread wider than the sample count).
     """
     if (type(y) is not np.ndarray or y.ndim != 1 or y.dtype.kind not in "iu"
             or y.shape[0] != n_samples or n_samples == 0):
         return None
     lo, hi = int(y.min()), int(y.max())
-    if lo < _INTP.min or hi > _INTP.max or hi - lo >= max(n_samples, 1024):
+    if lo < _INT64.min or hi > _INT64.max or hi - lo >= max(n_samples, 1024):
         classes, index = np.unique(y, return_inverse=True)
     else:
         # Labels in a narrow range (the usual 0..k-1): a lookup table, in
-        # linear time, where np.unique sorts.
-        shifted = y.astype(np.intp)
-        shifted -= lo
-        present = np.flatnonzero(np.bincount(shifted, minlength=hi - lo + 1))
-        table = np.empty(hi - lo + 1, dtype=np.int32)
+        # linear time where np.unique sorts, and a chunk at a time, so that
+        # nothing of n_samples x 8 bytes is made next to the int32 result.
+        span = hi - lo + 1
+        index = np.empty(n_samples, dtype=np.int32)
+        counts = np.zeros(span, dtype=np.intp)
+        for start in range(0, n_samples, _LABEL_CHUNK):
+            part = index[start:start + _LABEL_CHUNK]
+            np.subtract(y[start:start + _LABEL_CHUNK], lo, out=part, dtype=np.int64,
+                        casting="unsafe")
+            counts += np.bincount(part, minlength=span)
+        present = np.flatnonzero(counts)
+        table = np.empty(span, dtype=np.int32)
         table[present] = np.arange(present.size, dtype=np.int32)
-        index = table[shifted]
+        for start in range(0, n_samples, _LABEL_CHUNK):
+            part = index[start:start + _LABEL_CHUNK]
+            part[...] = table[part]
         classes = (present + lo).astype(y.dtype)
     if classes.size < 2 or (n_samples > 20 and classes.size > round(0.5 * n_samples)):
         return None  # scikit-learn's checks say what is wrong or suspicious
     return classes, index
 
 
-_INTP = np.iinfo(np.intp)
+_INT64 = np.iinfo(np.int64)
+# Labels encoded per chunk of this many (the chunk's transients: 8 bytes a label).
+_LABEL_CHUNK = 8192
 
 
 def _as_int32(index, y):
