@@ -56,7 +56,7 @@ def as_float_input(estimator, X, reset, dtype=None, scale_check=False):
     if sp.issparse(X):
         X = _csr_int32(X)
     data = X.data if sp.issparse(X) else X
-    if scale_check and data.size:
+    if scale_check and data.size and not _finite_and_scaled(data):
         # numpy's min and max propagate NaN and show infinities: with them
         # the finiteness check costs no pass over X of its own (scikit-learn
         # sums X for it).
@@ -111,6 +111,24 @@ def check_X_predict(estimator, X, dtype):
 # stretch: gradients, Adam's squared-gradient averages (float32 overflows
 # past 1.8e19 squared) and outputs become unreliable.
 LARGE_FEATURE = 1e10
+
+
+def _finite_and_scaled(data):
+    """True if data (float, C- or F-contiguous) is finite and no magnitude in
+    it exceeds LARGE_FEATURE, shown by one pass over it: its sum of squares
+    (a BLAS dot product) is finite and under LARGE_FEATURE**2, which no
+    NaN, infinity or larger value allows (the float sum of non-negative
+    terms is at least its largest term). False says nothing: the caller
+    then looks (min and max: two passes)."""
+    if data.flags.c_contiguous:
+        flat = data.reshape(-1)
+    elif data.flags.f_contiguous:
+        flat = data.T.reshape(-1)
+    else:
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        squares = float(np.dot(flat, flat))
+    return squares < 0.5 * LARGE_FEATURE**2  # False for NaN and inf
 
 
 def warn_if_badly_scaled(peak):
