@@ -16,7 +16,6 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import (Interval, InvalidParameterError, Options,
                                             StrOptions, make_constraint)
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
@@ -26,6 +25,7 @@ from ._checkpoint import fingerprint, resume_rows
 from ._init import init_theta
 from ._memory import PREDICT_CHUNK, check_memory, fit_bytes
 from ._network import HIDDEN_ACTIVATIONS, Layout
+from ._seeding import seeded_random_state
 from ._state import OPTIMIZER_STATE, check_fitted_state
 from ._threads import SMALL_PREDICT, blas_threads, effective_n_threads, predict_blas_threads
 from ._validation import as_float_input, check_finite_output, check_X_predict
@@ -460,7 +460,7 @@ class BaseMLP(BaseEstimator, ABC):
         check_memory(fit_bytes(units, X.dtype.itemsize, X.shape[0], batch, self.solver,
                                self.early_stopping, CHUNK_ROWS),
                      f"fitting a network with layer sizes {units}")
-        random_state = check_random_state(self.random_state)
+        random_state, release_random_state = seeded_random_state(self.random_state)
         if first_pass:
             self._initialize(Y, units, X.dtype, random_state)
         n_threads = effective_n_threads(self.n_threads)
@@ -477,9 +477,12 @@ class BaseMLP(BaseEstimator, ABC):
                     rows = self._stochastic_rows(X, Y, y, sample_weight, random_state, resume)
                     streams = self._stochastic_streams(incremental, dropout, random_state,
                                                        resume)
-                    # The epochs draw from the streams alone: a seeded
-                    # generator's 2.5 KB of state need not outlive this.
+                    # The epochs draw from the streams alone: the generator
+                    # (2.5 KB of state) is free for the next fit. (The
+                    # full-batch solvers may keep theirs: 'hf' draws its
+                    # batches from it, warm starts included.)
                     del random_state
+                    release_random_state()
                     self._fit_stochastic(X, Y, y, sample_weight, incremental, n_threads,
                                          dropout, callbacks, rows, streams, resume)
         finally:
