@@ -39,6 +39,9 @@ SOLVERS = FULL_BATCH_SOLVERS + FIRST_ORDER_SOLVERS
 # More OpenMP threads than this is a typo, and asking the runtime for a
 # million of them aborts the process.
 MAX_THREADS = 1024
+# Parameter values that cannot change once made: one found valid stays so.
+_IMMUTABLE = frozenset({int, float, str, bool, type(None)})
+_UNSET = object()
 
 
 
@@ -364,7 +367,10 @@ class BaseMLP(BaseEstimator, ABC):
 
     def _validate_params(self):
         """scikit-learn's parameter validation, with its constraint objects
-        made once per class (scikit-learn makes them on every call).
+        made once per class (scikit-learn makes them on every call), and
+        with the last valid value of each parameter remembered when it is
+        of an immutable type, so the same object (a default, say) is not
+        checked again.
 
         A value that satisfies none of its constraints is handed to
         scikit-learn's own validation, which raises InvalidParameterError
@@ -378,12 +384,17 @@ class BaseMLP(BaseEstimator, ABC):
                 for name in cls._get_param_names()
                 if name in cls._parameter_constraints
                 and cls._parameter_constraints[name] != "no_validation")
-            cached = (cls._parameter_constraints, checks)
+            cached = (cls._parameter_constraints, checks, {})
             cls._constraint_objects = cached
+        last_valid = cached[2]
         for name, constraints in cached[1]:
             value = getattr(self, name)
+            if last_valid.get(name, _UNSET) is value:
+                continue
             if not any(c.is_satisfied_by(value) for c in constraints):
                 super()._validate_params()
+            if type(value) in _IMMUTABLE:
+                last_valid[name] = value
 
     # ------------------------------------------------------------------ fit
     def _initialize(self, Y, units, dtype, random_state):
