@@ -10,9 +10,19 @@ Run it under a sampling profiler for the epoch's breakdown, e.g.::
 (``-D`` skips most of the start-up and data generation.) One thread for OpenMP
 and BLAS, so that every sample is the fit's own work.
 
+``--overhead`` instead times fits of 1 and of ``--epochs`` epochs (median of
+``--fits``) for fastmlp and scikit-learn and solves for each one's fixed
+cost per fit and marginal cost per epoch, ``fixed = t(1) - (t(E) - t(1)) /
+(E - 1)``: what compare.py's seconds per epoch (whole fits divided by their
+epochs) include besides the epochs. ``--cprofile`` prints cProfile's top
+functions of ``--fits`` one-epoch fastmlp fits: the Python side of the
+fixed cost.
+
 Usage::
 
     python benchmarks/profile_fit.py W1 float64 --epochs 5 --fits 3
+    python benchmarks/profile_fit.py W3 float64 --overhead --epochs 5 --fits 21
+    python benchmarks/profile_fit.py W2 float32 --cprofile --fits 100
 """
 
 import argparse
@@ -20,28 +30,19 @@ import glob
 import os
 import sys
 import time
+from statistics import median
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 
-def main(argv=None):
-    from benchmarks.common import (DTYPES, WORKLOADS, estimator_params, fit_quietly,
-                                   make_data)
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("workload", choices=sorted(WORKLOADS))
-    parser.add_argument("dtype", choices=DTYPES)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--fits", type=int, default=1)
-    args = parser.parse_args(argv)
-
+def epoch_times(workload, X, y, params):
+    """Print the CPU seconds of each epoch of one fit and of the rest."""
+    from benchmarks.common import WORKLOADS, fit_quietly
     from fastmlp import MLPClassifier
     from fastmlp.solvers import first_order
 
-    X, y, _, _ = make_data(args.workload)
-    X = X.astype(args.dtype)
-    B = WORKLOADS[args.workload]["batch_size"]
+    B = WORKLOADS[workload]["batch_size"]
     epochs = []
     run = first_order.EpochRunner.run
 
@@ -51,20 +52,99 @@ def main(argv=None):
         epochs.append(time.process_time() - t0)
         return out
 
-    params = {**estimator_params(args.workload, args.epochs), "n_threads": 1}
     fit_quietly(MLPClassifier(**{**params, "max_iter": 1}), X[:2 * B], y[:2 * B])  # warm-up
     first_order.EpochRunner.run = timed_run
     try:
-        for _ in range(args.fits):
-            epochs.clear()
-            t0 = time.process_time()
-            fit_quietly(MLPClassifier(**params), X, y)
-            total = time.process_time() - t0
-            print(f"{args.workload} {args.dtype}: epochs "
-                  + ", ".join(f"{e:.4f}" for e in epochs)
-                  + f" s; rest of the fit {total - sum(epochs):.4f} s", flush=True)
+        epochs.clear()
+        t0 = time.process_time()
+        fit_quietly(MLPClassifier(**params), X, y)
+        total = time.process_time() - t0
     finally:
         first_order.EpochRunner.run = run
+    return epochs, total
+
+
+def fit_seconds(est_class, params, X, y, repeats):
+    """Median CPU seconds of a fresh fit (after one unmeasured)."""
+    from benchmarks.common import fit_quietly
+
+    fit_quietly(est_class(**params), X, y)
+    times = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fit_quietly(est_class(**params), X, y)
+        times.append(time.process_time() - t0)
+    return median(times)
+
+
+def overhead(workload, dtype, X, y, epochs, repeats):
+    """Print the fixed and per-epoch costs of fastmlp's and scikit-learn's fits."""
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    from benchmarks.common import estimator_params
+    from fastmlp import MLPClassifier
+
+    if epochs < 2:
+        raise SystemExit("--overhead needs --epochs of 2 or more")
+    print(f"| workload | dtype | library | 1-epoch fit | {epochs}-epoch fit | per epoch "
+          "| fixed cost |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    for name, cls, extra in (("fastmlp", MLPClassifier, {"n_threads": 1}),
+                             ("scikit-learn", SkMLP, {})):
+        t1 = fit_seconds(cls, {**estimator_params(workload, 1), **extra}, X, y, repeats)
+        tE = fit_seconds(cls, {**estimator_params(workload, epochs), **extra}, X, y, repeats)
+        per = (tE - t1) / (epochs - 1)
+        print(f"| {workload} | {dtype} | {name} | {t1 * 1e3:.2f} ms | {tE * 1e3:.2f} ms "
+              f"| {per * 1e3:.2f} ms | {(t1 - per) * 1e3:.2f} ms |", flush=True)
+
+
+def cprofile(workload, X, y, repeats):
+    """Print cProfile's top functions (own time) of repeated 1-epoch fits."""
+    import cProfile
+    import pstats
+
+    from benchmarks.common import estimator_params, fit_quietly
+    from fastmlp import MLPClassifier
+
+    params = {**estimator_params(workload, 1), "n_threads": 1}
+    fit_quietly(MLPClassifier(**params), X, y)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(repeats):
+        fit_quietly(MLPClassifier(**params), X, y)
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+def main(argv=None):
+    from benchmarks.common import DTYPES, WORKLOADS, estimator_params, make_data
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("dtype", choices=DTYPES)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--fits", type=int, default=1)
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--overhead", action="store_true",
+                      help="fixed cost per fit and cost per epoch, fastmlp and scikit-learn")
+    what.add_argument("--cprofile", action="store_true",
+                      help="cProfile's top functions of --fits one-epoch fits")
+    args = parser.parse_args(argv)
+
+    X, y, _, _ = make_data(args.workload)
+    X = X.astype(args.dtype)
+    if args.overhead:
+        overhead(args.workload, args.dtype, X, y, args.epochs, args.fits)
+        return 0
+    if args.cprofile:
+        cprofile(args.workload, X, y, args.fits)
+        return 0
+    params = {**estimator_params(args.workload, args.epochs), "n_threads": 1}
+    for _ in range(args.fits):
+        epochs, total = epoch_times(args.workload, X, y, params)
+        print(f"{args.workload} {args.dtype}: epochs "
+              + ", ".join(f"{e:.4f}" for e in epochs)
+              + f" s; rest of the fit {total - sum(epochs):.4f} s", flush=True)
     return 0
 
 

@@ -16,9 +16,8 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import (Interval, InvalidParameterError, Options,
-                                            StrOptions)
+                                            StrOptions, make_constraint)
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from . import _forward, _persist
@@ -26,6 +25,7 @@ from ._checkpoint import fingerprint, resume_rows
 from ._init import init_theta
 from ._memory import PREDICT_CHUNK, check_memory, fit_bytes
 from ._network import HIDDEN_ACTIVATIONS, Layout
+from ._seeding import seeded_random_state
 from ._state import OPTIMIZER_STATE, check_fitted_state
 from ._threads import SMALL_PREDICT, blas_threads, effective_n_threads, predict_blas_threads
 from ._validation import as_float_input, check_finite_output, check_X_predict
@@ -39,6 +39,9 @@ SOLVERS = FULL_BATCH_SOLVERS + FIRST_ORDER_SOLVERS
 # More OpenMP threads than this is a typo, and asking the runtime for a
 # million of them aborts the process.
 MAX_THREADS = 1024
+# Parameter values that cannot change once made: one found valid stays so.
+_IMMUTABLE = frozenset({int, float, str, bool, type(None)})
+_UNSET = object()
 
 
 
@@ -352,6 +355,47 @@ class BaseMLP(BaseEstimator, ABC):
 
         return inspect.signature(cls.__init__).parameters[name].default
 
+    @classmethod
+    def _get_param_names(cls):
+        # scikit-learn reads them from __init__'s signature (inspect) on
+        # every get_params; they are a property of the class.
+        names = cls.__dict__.get("_param_names")
+        if names is None:
+            names = tuple(super()._get_param_names())
+            cls._param_names = names
+        return list(names)
+
+    def _validate_params(self):
+        """scikit-learn's parameter validation, with its constraint objects
+        made once per class (scikit-learn makes them on every call), and
+        with the last valid value of each parameter remembered when it is
+        of an immutable type, so the same object (a default, say) is not
+        checked again.
+
+        A value that satisfies none of its constraints is handed to
+        scikit-learn's own validation, which raises InvalidParameterError
+        with its message.
+        """
+        cls = type(self)
+        cached = cls.__dict__.get("_constraint_objects")
+        if cached is None or cached[0] is not cls._parameter_constraints:
+            checks = tuple(
+                (name, tuple(make_constraint(c) for c in cls._parameter_constraints[name]))
+                for name in cls._get_param_names()
+                if name in cls._parameter_constraints
+                and cls._parameter_constraints[name] != "no_validation")
+            cached = (cls._parameter_constraints, checks, {})
+            cls._constraint_objects = cached
+        last_valid = cached[2]
+        for name, constraints in cached[1]:
+            value = getattr(self, name)
+            if last_valid.get(name, _UNSET) is value:
+                continue
+            if not any(c.is_satisfied_by(value) for c in constraints):
+                super()._validate_params()
+            if type(value) in _IMMUTABLE:
+                last_valid[name] = value
+
     # ------------------------------------------------------------------ fit
     def _initialize(self, Y, units, dtype, random_state):
         for stale in ("_best_theta", "_opt_state", "_opt_step", "_opt_lr", "_opt_epochs",
@@ -427,7 +471,7 @@ class BaseMLP(BaseEstimator, ABC):
         check_memory(fit_bytes(units, X.dtype.itemsize, X.shape[0], batch, self.solver,
                                self.early_stopping, CHUNK_ROWS),
                      f"fitting a network with layer sizes {units}")
-        random_state = check_random_state(self.random_state)
+        random_state, release_random_state = seeded_random_state(self.random_state)
         if first_pass:
             self._initialize(Y, units, X.dtype, random_state)
         n_threads = effective_n_threads(self.n_threads)
@@ -441,8 +485,17 @@ class BaseMLP(BaseEstimator, ABC):
                     fit_full_batch(self, X, Y, y, sample_weight, n_threads, callbacks,
                                    random_state)
                 else:
+                    rows = self._stochastic_rows(X, Y, y, sample_weight, random_state, resume)
+                    streams = self._stochastic_streams(incremental, dropout, random_state,
+                                                       resume)
+                    # The epochs draw from the streams alone: the generator
+                    # (2.5 KB of state) is free for the next fit. (The
+                    # full-batch solvers may keep theirs: 'hf' draws its
+                    # batches from it, warm starts included.)
+                    del random_state
+                    release_random_state()
                     self._fit_stochastic(X, Y, y, sample_weight, incremental, n_threads,
-                                         dropout, callbacks, random_state, resume)
+                                         dropout, callbacks, rows, streams, resume)
         finally:
             for cb in callbacks:
                 if hasattr(cb, "on_train_end"):
@@ -478,10 +531,49 @@ class BaseMLP(BaseEstimator, ABC):
             warnings.warn(
                 "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped"
             )
-        return int(np.clip(self.batch_size, 1, n_samples))
+        return int(min(max(self.batch_size, 1), n_samples))
+
+    def _stochastic_rows(self, X, Y, y, sample_weight, random_state, resume):
+        """(train_rows, val_rows) of a first-order fit: the rows the epochs
+        shuffle (int32 below 2**31 rows) and the held-out ones (or None)."""
+        n = X.shape[0]
+        val_rows = None
+        if resume is not None:
+            train_rows, val_rows = resume_rows(resume, X, Y, sample_weight, self.early_stopping)
+        elif self.early_stopping:
+            stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
+            train_rows, val_rows = train_test_split(
+                np.arange(n, dtype=np.int64), random_state=random_state,
+                test_size=self.validation_fraction, stratify=stratify)
+            if val_rows.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+        else:
+            train_rows = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+        # The epoch shuffles 4-byte indices where the row count allows.
+        if n < 2**31 and train_rows.dtype != np.int32:
+            train_rows = train_rows.astype(np.int32)
+        return train_rows, val_rows
+
+    def _stochastic_streams(self, incremental, dropout, random_state, resume):
+        """The shuffling and dropout streams (splitmix64 states, advanced in
+        place by every epoch), uint64 (2,). A fit starts them afresh from
+        random_state, as scikit-learn's does; partial_fit, a resumed fit and
+        a loaded model continue them."""
+        streams = None
+        if incremental or resume is not None:
+            streams = self.__dict__.get("_rng_streams")
+        if streams is None:
+            streams = np.zeros(2, dtype=np.uint64)
+            streams[0] = random_state.randint(0, 2**63 - 1, dtype=np.int64)
+        if dropout is not None and streams[1] == 0:
+            streams[1] = random_state.randint(1, 2**63 - 1, dtype=np.int64)
+        return streams
 
     def _fit_stochastic(self, X, Y, y, sample_weight, incremental, n_threads,
-                        dropout, callbacks, random_state, resume):
+                        dropout, callbacks, rows, streams, resume):
         theta = self._theta
         if resume is None and (not incremental or "_opt_state" not in self.__dict__):
             self._opt_state = np.zeros((2, theta.size), dtype=theta.dtype)
@@ -498,25 +590,8 @@ class BaseMLP(BaseEstimator, ABC):
             lr_decay=self.lr_decay, lr_min=self.lr_min, state=self._opt_state,
             step=self._opt_step, current_lr=self._opt_lr, epochs=self._opt_epochs)
 
-        n = X.shape[0]
-        val_rows = y_val = sw_val = None
-        if resume is not None:
-            train_rows, val_rows = resume_rows(resume, X, Y, sample_weight, self.early_stopping)
-        elif self.early_stopping:
-            stratify = y if is_classifier(self) and self.n_outputs_ == 1 else None
-            train_rows, val_rows = train_test_split(
-                np.arange(n, dtype=np.int64), random_state=random_state,
-                test_size=self.validation_fraction, stratify=stratify)
-            if val_rows.shape[0] < 2:
-                raise ValueError(
-                    "The validation set is too small. Increase 'validation_fraction' "
-                    "or the size of your dataset."
-                )
-        else:
-            train_rows = np.arange(n, dtype=np.int64)
-        # The epoch shuffles 4-byte indices where the row count allows.
-        if n < 2**31 and train_rows.dtype != np.int32:
-            train_rows = train_rows.astype(np.int32)
+        train_rows, val_rows = rows
+        y_val = sw_val = None
         if self.early_stopping:
             y_val = y[val_rows]
             sw_val = None if sample_weight is None else sample_weight[val_rows]
@@ -525,18 +600,6 @@ class BaseMLP(BaseEstimator, ABC):
         batch_size = self._batch_size(n_train)
         runner = EpochRunner(self._layout, theta.dtype, batch_size, not sp.issparse(X),
                              dropout)
-        # The shuffling and dropout streams (splitmix64 states, advanced in
-        # place by every epoch). A fit starts them afresh from random_state,
-        # as scikit-learn's does; partial_fit, a resumed fit and a loaded
-        # model continue them.
-        streams = None
-        if incremental or resume is not None:
-            streams = self.__dict__.get("_rng_streams")
-        if streams is None:
-            streams = np.zeros(2, dtype=np.uint64)
-            streams[0] = random_state.randint(0, 2**63 - 1, dtype=np.int64)
-        if dropout is not None and streams[1] == 0:
-            streams[1] = random_state.randint(1, 2**63 - 1, dtype=np.int64)
         self._rng_streams = streams
         rng_state, drop_state = streams[0:1], streams[1:2]
         val_objective = None

@@ -237,6 +237,28 @@ default='adam'
 
     # ------------------------------------------------------------- targets
     def _validate_targets(self, y, X, incremental, first_pass, class_indices=False):
+        index = None
+        labels = _integer_labels(y, X.shape[0]) if first_pass and not incremental else None
+        if labels is not None:
+            # What scikit-learn's checks below conclude for this y, found in
+            # one pass: they took most of a small fit's fixed cost.
+            self.classes_, index = labels
+            self._y_type = "multiclass" if len(self.classes_) > 2 else "binary"
+        else:
+            y = self._validate_labels(y, X, incremental, first_pass)
+        if y.ndim == 1 and self._y_type != "multilabel-indicator" and index is None:
+            # Every label is in classes_ (checked above).
+            index = np.searchsorted(self.classes_, y)
+        if class_indices and self._takes_class_indices():
+            # Column j of the indicator matrix is classes_[j] (binary: the one
+            # column is classes_[1]), so the index is the position in classes_.
+            return _as_int32(index, y), y
+        return self._one_hot(y, X.dtype, index), y
+
+    def _validate_labels(self, y, X, incremental, first_pass):
+        """scikit-learn's checks of y, which is returned as they leave it (an
+        ndarray, 1-D unless multilabel); a first fit also sets classes_ and
+        _y_type."""
         _refuse_mixed_label_types(y)
         y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
         if y.ndim == 2 and y.shape[1] == 1:
@@ -268,20 +290,16 @@ default='adam'
         if (not first_pass or incremental) and type_of_target(y).startswith(
                 "multilabel") and self._y_type != "multilabel-indicator":
             raise ValueError("The model was not fitted with multilabel input.")
-        if class_indices and self._takes_class_indices():
-            # Column j of the indicator matrix is classes_[j] (binary: the one
-            # column is classes_[1]), so the index is the position in classes_.
-            return np.searchsorted(self.classes_, y).astype(np.int32), y
-        return self._one_hot(y, X.dtype), y
+        return y
 
-    def _one_hot(self, y, dtype):
+    def _one_hot(self, y, dtype, index=None):
         """The targets as label_binarize(y, classes=self.classes_) gives them,
         in dtype. Binary and multiclass y (every label in classes_, checked
-        by the caller) are indexed directly: label_binarize's own
-        validation took half of a fit's fixed cost (0.7 of 1.8 ms on the
-        digits)."""
-        if y.ndim == 1 and self._y_type != "multilabel-indicator" and len(self.classes_) > 1:
-            return self._indicator(np.searchsorted(self.classes_, y), dtype)
+        by the caller), given as their positions index in classes_, are
+        indexed directly: label_binarize's own validation took half of a
+        fit's fixed cost (0.7 of 1.8 ms on the digits)."""
+        if index is not None and len(self.classes_) > 1:
+            return self._indicator(index, dtype)
         return np.ascontiguousarray(label_binarize(y, classes=self.classes_), dtype=dtype)
 
     def _indicator(self, index, dtype):
@@ -493,6 +511,64 @@ default='adam'
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
+
+
+def _integer_labels(y, n_samples):
+    """(classes, index) of labels that need none of scikit-learn's checks,
+    or None.
+
+    y qualifies when it is a non-empty 1-D integer ndarray of n_samples
+    labels, with at least 2 classes and, above 20 samples, at most half as
+    many classes as samples. For it, check_array, check_consistent_length,
+    check_classification_targets, LabelBinarizer and type_of_target (three
+    calls, two full np.unique) find nothing to object to and give classes_
+    = np.unique(y) ('binary' for 2 classes, 'multiclass' for more), so
+    they are skipped; anything else (and the errors and warnings) goes
+    through them. index holds each label's position in classes (int32,
+    or intp for labels spread wider than the sample count).
+    """
+    if (type(y) is not np.ndarray or y.ndim != 1 or y.dtype.kind not in "iu"
+            or y.shape[0] != n_samples or n_samples == 0):
+        return None
+    lo, hi = int(y.min()), int(y.max())
+    if lo < _INT64.min or hi > _INT64.max or hi - lo >= max(n_samples, 1024):
+        classes, index = np.unique(y, return_inverse=True)
+    else:
+        # Labels in a narrow range (the usual 0..k-1): a lookup table, in
+        # linear time where np.unique sorts, and a chunk at a time, so that
+        # nothing of n_samples x 8 bytes is made next to the int32 result.
+        span = hi - lo + 1
+        index = np.empty(n_samples, dtype=np.int32)
+        counts = np.zeros(span, dtype=np.intp)
+        for start in range(0, n_samples, _LABEL_CHUNK):
+            part = index[start:start + _LABEL_CHUNK]
+            np.subtract(y[start:start + _LABEL_CHUNK], lo, out=part, dtype=np.int64,
+                        casting="unsafe")
+            counts += np.bincount(part, minlength=span)
+        present = np.flatnonzero(counts)
+        table = np.empty(span, dtype=np.int32)
+        table[present] = np.arange(present.size, dtype=np.int32)
+        for start in range(0, n_samples, _LABEL_CHUNK):
+            part = index[start:start + _LABEL_CHUNK]
+            part[...] = table[part]
+        classes = (present + lo).astype(y.dtype)
+    if classes.size < 2 or (n_samples > 20 and classes.size > round(0.5 * n_samples)):
+        return None  # scikit-learn's checks say what is wrong or suspicious
+    return classes, index
+
+
+_INT64 = np.iinfo(np.int64)
+# Labels encoded per chunk of this many (the chunk's transients: 8 bytes a label).
+_LABEL_CHUNK = 8192
+
+
+def _as_int32(index, y):
+    """Class indices as the compiled epoch reads them (int32): y itself when
+    it already is its own index (int32 labels 0..k-1), so no copy is made."""
+    if (y.dtype == np.int32 and y.flags.c_contiguous and index.dtype == np.int32
+            and np.array_equal(index, y)):
+        return y
+    return index.astype(np.int32, copy=False)
 
 
 def _refuse_mixed_label_types(y):

@@ -40,16 +40,23 @@ def as_float_input(estimator, X, reset, dtype=None, scale_check=False):
     X becomes CSR. With scale_check, also warn_if_badly_scaled: the
     finiteness check and the scale check share their passes over X.
     """
-    _refuse_lazy(X)
-    X = validate_data(
-        estimator, X, accept_sparse=["csr", "csc", "coo"],
-        dtype=FLOAT_DTYPES if dtype is None else dtype, order=None, reset=reset,
-        ensure_all_finite=not scale_check,
-    )
+    if scale_check and _plain_float_array(estimator, X, reset, dtype):
+        # validate_data would find nothing to change or refuse in it; its
+        # bookkeeping is done here, and finiteness is checked below.
+        if reset:
+            estimator.__dict__.pop("feature_names_in_", None)
+            estimator.n_features_in_ = X.shape[1]
+    else:
+        _refuse_lazy(X)
+        X = validate_data(
+            estimator, X, accept_sparse=["csr", "csc", "coo"],
+            dtype=FLOAT_DTYPES if dtype is None else dtype, order=None, reset=reset,
+            ensure_all_finite=not scale_check,
+        )
     if sp.issparse(X):
         X = _csr_int32(X)
     data = X.data if sp.issparse(X) else X
-    if scale_check and data.size:
+    if scale_check and data.size and not _finite_and_scaled(data):
         # numpy's min and max propagate NaN and show infinities: with them
         # the finiteness check costs no pass over X of its own (scikit-learn
         # sums X for it).
@@ -60,6 +67,22 @@ def as_float_input(estimator, X, reset, dtype=None, scale_check=False):
                         estimator=estimator)
         warn_if_badly_scaled(max(hi, -lo))
     return X
+
+
+def _plain_float_array(estimator, X, reset, dtype):
+    """True if X is an ndarray that validate_data (with finiteness not
+    checked) would return as it is, with no error or warning: 2-D, at least
+    one row and one column, of dtype (float32 or float64 if None), and
+    either reset or of the width fitted without feature names."""
+    return (
+        type(X) is np.ndarray
+        and X.ndim == 2
+        and X.shape[0] > 0
+        and X.shape[1] > 0
+        and (X.dtype in FLOAT_DTYPES if dtype is None else X.dtype == dtype)
+        and (reset or (getattr(estimator, "n_features_in_", X.shape[1]) == X.shape[1]
+                       and not hasattr(estimator, "feature_names_in_")))
+    )
 
 
 def check_X_predict(estimator, X, dtype):
@@ -88,6 +111,24 @@ def check_X_predict(estimator, X, dtype):
 # stretch: gradients, Adam's squared-gradient averages (float32 overflows
 # past 1.8e19 squared) and outputs become unreliable.
 LARGE_FEATURE = 1e10
+
+
+def _finite_and_scaled(data):
+    """True if data (float, C- or F-contiguous) is finite and no magnitude in
+    it exceeds LARGE_FEATURE, shown by one pass over it: its sum of squares
+    (a BLAS dot product) is finite and under LARGE_FEATURE**2, which no
+    NaN, infinity or larger value allows (the float sum of non-negative
+    terms is at least its largest term). False says nothing: the caller
+    then looks (min and max: two passes)."""
+    if data.flags.c_contiguous:
+        flat = data.reshape(-1)
+    elif data.flags.f_contiguous:
+        flat = data.T.reshape(-1)
+    else:
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        squares = float(np.dot(flat, flat))
+    return squares < 0.5 * LARGE_FEATURE**2  # False for NaN and inf
 
 
 def warn_if_badly_scaled(peak):

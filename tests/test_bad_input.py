@@ -281,3 +281,25 @@ def test_one_pass_value_checks_in_every_layout(layout, dtype):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="(?!X has)")
             quiet_ok.fit(arranged(base * 1e9), Y)  # within LARGE_FEATURE: no warning
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_one_pass_scale_check_never_hides_a_large_value(dtype):
+    # A contiguous X is cleared by its sum of squares alone when that is
+    # under LARGE_FEATURE**2 / 2; a value just past LARGE_FEATURE, alone in
+    # a small X or among many, still warns, and a sum of squares over the
+    # cut made of values within LARGE_FEATURE does not.
+    from fastmlp._validation import LARGE_FEATURE
+
+    for fill in (0.0, 1.0):
+        A = np.full((60, 5), fill, dtype=dtype)
+        A[17, 3] = dtype(1.001 * LARGE_FEATURE)
+        with pytest.warns(InputScaleWarning, match="values up to 1e\\+10"):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="(?!X has)")
+                MLPClassifier((3,), max_iter=1).fit(A, Y)
+    A = np.full((60, 5), 0.9 * LARGE_FEATURE, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputScaleWarning)
+        warnings.filterwarnings("ignore", message="(?!X has)")
+        MLPClassifier((3,), max_iter=1).fit(A, Y)

@@ -262,3 +262,41 @@ def test_fast_and_validated_predict_paths_agree(Est, dtype):
         np.testing.assert_allclose(est.predict(other), fast, rtol=1e-5)
     # One row (gemv, not gemm) agrees with the same row in a batch.
     np.testing.assert_allclose(est.predict(X[3:4]), fast[3:4], rtol=1e-5)
+
+
+def test_parameter_checks_see_every_change_between_fits():
+    # The constraint objects are made once per class; the values are read
+    # on every fit, including a list changed in place.
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = make_classification(60, 4, random_state=0)
+    est = MLPClassifier((5,), max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    est.set_params(alpha=-1.0)
+    for _ in range(2):  # an invalid value is not remembered as checked
+        with pytest.raises(InvalidParameterError,
+                           match=r"The 'alpha' parameter of MLPClassifier must be a float in "
+                                 r"the range \[0.0, inf\). Got -1.0 instead."):
+            est.fit(X, y)
+    est.set_params(alpha=0.0, hidden_layer_sizes=[5])
+    est.hidden_layer_sizes.append(0)
+    with pytest.raises(ValueError, match="hidden_layer_sizes must be positive integers"):
+        est.fit(X, y)
+    assert MLPClassifier._get_param_names() == sorted(MLPClassifier().get_params())
+
+
+def test_fit_on_a_plain_array_after_a_data_frame_forgets_the_names():
+    pd = pytest.importorskip("pandas")
+    X, y = make_classification(60, 4, random_state=0)
+    est = MLPClassifier((5,), max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(pd.DataFrame(X, columns=list("abcd")), y)
+        assert list(est.feature_names_in_) == list("abcd")
+        est.fit(np.asfortranarray(X[:, :3]), y)
+    assert not hasattr(est, "feature_names_in_") and est.n_features_in_ == 3
+    est.set_params(warm_start=True)
+    with pytest.raises(ValueError, match="X has 4 features, but MLPClassifier is expecting 3"):
+        est.fit(X, y)

@@ -207,3 +207,28 @@ def test_profile_fit_times_each_epoch(capsys):
     out = capsys.readouterr().out
     assert out.startswith("W2 float32: epochs ") and out.count(",") == 1
     assert "rest of the fit" in out
+
+
+def test_profile_fit_overhead_and_cprofile(capsys):
+    import profile_fit
+
+    assert profile_fit.main(["W2", "float32", "--overhead", "--epochs", "2"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| W2 ")]
+    assert [r.split("|")[3].strip() for r in rows] == ["fastmlp", "scikit-learn"]
+    for r in rows:
+        cells = r.split("|")[4:8]
+        assert all(c.strip().endswith("ms") for c in cells)
+    assert profile_fit.main(["W2", "float32", "--cprofile", "--fits", "2"]) == 0
+    assert "function calls" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        profile_fit.main(["W2", "float32", "--overhead", "--epochs", "1"])
+
+
+def test_fit_memory_lists_allocation_sites(capsys):
+    import fit_memory
+
+    r = fit_memory.measure("W2", "float32", 1)
+    assert r["peak"] >= r["before_epoch"] > 0 and r["epoch_transient"] >= 0
+    sites = dict((s, n) for s, n, _ in r["sites"])
+    assert any("_opt_state" in s for s in sites)
+    assert sum(sites.values()) <= r["before_epoch"]

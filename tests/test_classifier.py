@@ -263,3 +263,60 @@ class _Record:
 
     def on_epoch_end(self, est, info):
         self.losses.append(info["validation_loss"])
+
+
+@pytest.mark.parametrize("labels", [
+    np.arange(300) % 7,                                   # 0..k-1, int64
+    (np.arange(300) % 3 - 1).astype(np.int8),             # negative, narrow dtype
+    (np.arange(300) % 2 * 200).astype(np.uint8),          # binary, a gap
+    np.where(np.arange(300) % 2, 10**12, -10**12),        # too wide for a table
+    (np.arange(300) % 4).astype(np.int32),                # the epoch's own dtype
+])
+def test_integer_labels_skip_the_checks_but_not_their_result(labels):
+    # An integer ndarray y takes a path that skips scikit-learn's target
+    # checks; y as a list goes through them. Same classes_ (values and
+    # dtype), same target type, same model.
+    from sklearn.preprocessing import LabelBinarizer
+
+    X = np.random.RandomState(0).rand(labels.size, 5)
+    kw = dict(hidden_layer_sizes=(6,), max_iter=3, random_state=0, n_threads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fast = MLPClassifier(**kw).fit(X, labels)
+        checked = MLPClassifier(**kw).fit(X, labels.tolist())
+        full_batch = MLPClassifier(solver="lbfgs", **kw).fit(X, labels)
+    lb = LabelBinarizer().fit(labels)
+    for est in (fast, full_batch):
+        assert est.classes_.dtype == lb.classes_.dtype
+        np.testing.assert_array_equal(est.classes_, lb.classes_)
+        assert est._y_type == lb.y_type_
+    np.testing.assert_array_equal(checked.classes_, lb.classes_)
+    for a, b in zip(fast.coefs_ + fast.intercepts_, checked.coefs_ + checked.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fast.predict(X), checked.predict(X))
+    assert fast.predict(X).dtype == labels.dtype
+
+
+def test_integer_labels_keep_the_checks_messages_and_warnings():
+    X = np.random.RandomState(0).rand(40, 3)
+    with pytest.raises(ValueError, match="only one class"):
+        MLPClassifier(max_iter=1).fit(X, np.zeros(40, dtype=int))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        MLPClassifier(max_iter=1).fit(X, np.arange(39) % 2)
+    with pytest.warns(UserWarning, match="number of unique classes is greater than 50%"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            MLPClassifier(max_iter=1).fit(X, np.arange(40) % 30)
+
+
+def test_int32_class_indices_are_not_copied():
+    # Labels 0..k-1 in int32 are their own class indices: the epoch reads y.
+    from fastmlp._classifier import _as_int32, _integer_labels
+
+    y = (np.arange(100) % 5).astype(np.int32)
+    classes, index = _integer_labels(y, 100)
+    assert _as_int32(index, y) is y
+    shifted = y + 1
+    classes, index = _integer_labels(shifted, 100)
+    assert _as_int32(index, shifted) is not shifted
+    np.testing.assert_array_equal(classes[_as_int32(index, shifted)], shifted)

@@ -80,3 +80,29 @@ def test_load_checks_memory_before_reading(tmp_path, monkeypatch):
 def test_format_bytes():
     assert _memory.format_bytes(512) == "512 bytes"
     assert _memory.format_bytes(3 * 2**30) == "3.0 GiB"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_first_order_fit_holds_no_per_sample_copies(dtype):
+    """Beyond the terms of compare.py's bound (the gathered input batch, two
+    batches of layer outputs, parameters x (2 + Adam's 2 moments)), a fit
+    keeps 8 bytes a sample (the int32 row index and class indices) and a
+    few KiB of bookkeeping: no copy of X, of y, of an int64 index or of an
+    indicator matrix (any of which is >= 8 bytes a sample more)."""
+    n, units, batch = 20000, [20, 16, 3], 50
+    Xd = np.random.RandomState(0).rand(n, units[0]).astype(dtype)
+    y = (Xd[:, 0] * 3).astype(np.int64)
+    kw = dict(hidden_layer_sizes=units[1:-1], batch_size=batch, max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MLPClassifier(**kw).fit(Xd[:100], y[:100])  # one-time costs of the first fit
+        tracemalloc.start()
+        try:
+            MLPClassifier(**kw).fit(Xd, y)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
+    itemsize = np.dtype(dtype).itemsize
+    bound = itemsize * (batch * units[0] + 2 * batch * sum(units[1:]) + 4 * n_params)
+    assert peak <= bound + 8 * n + 32 * 1024, (peak, bound)
