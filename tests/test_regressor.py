@@ -62,6 +62,18 @@ def test_binary_cross_entropy(solver):
     assert entropy < floor + 0.02
 
 
+def test_binary_cross_entropy_survives_save_and_load(tmp_path):
+    from fastmlp import _persist
+
+    X = np.random.RandomState(0).rand(50, 4)
+    reg = MLPRegressor(loss="binary_cross_entropy", hidden_layer_sizes=(8,), max_iter=20,
+                       random_state=0).fit(X, X)
+    _persist.save(reg, tmp_path / "model")
+    back = _persist.load(tmp_path / "model")
+    assert back.loss == "binary_cross_entropy" and back.out_activation_ == "logistic"
+    np.testing.assert_array_equal(back.predict(X), reg.predict(X))
+
+
 def test_binary_cross_entropy_needs_targets_in_unit_interval():
     X = np.random.RandomState(0).rand(20, 3)
     for bad in (X - 0.5, X + 0.5):
