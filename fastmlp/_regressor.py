@@ -9,7 +9,7 @@ from sklearn.utils.validation import check_array, check_consistent_length, colum
 
 from ._base import BaseMLP
 from ._classifier import MLPClassifier
-from ._network import LOSS_POISSON, LOSS_SQUARED
+from ._network import LOSS_LOG, LOSS_POISSON, LOSS_SQUARED
 
 
 class MLPRegressor(RegressorMixin, BaseMLP):
@@ -21,12 +21,18 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
     Parameters
     ----------
-    loss : {'squared_error', 'poisson'}, default='squared_error'
-        Half squared error with identity outputs, or half Poisson deviance
-        with an exponential output (log link; requires ``y >= 0``). With
-        several outputs the squared error is summed over them (scikit-learn
-        averages the reported loss but not its gradient; fastmlp reports the
-        loss it differentiates).
+    loss : {'squared_error', 'poisson', 'binary_cross_entropy'}, \
+            default='squared_error'
+        Half squared error with identity outputs, half Poisson deviance
+        with an exponential output (log link; requires ``y >= 0``), or the
+        binary cross-entropy ``-y log p - (1 - y) log(1 - p)`` of logistic
+        outputs ``p`` (requires ``0 <= y <= 1``: fractions such as pixel
+        intensities, as in the autoencoders of Hinton & Salakhutdinov and of
+        Martens' Hessian-free paper; ``predict`` returns ``p``).
+        'binary_cross_entropy' is a fastmlp extension: scikit-learn's
+        regressor has no such option. With several outputs the loss is
+        summed over them (scikit-learn averages the reported squared error
+        but not its gradient; fastmlp reports the loss it differentiates).
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
     learning_rate_init, power_t, max_iter, shuffle, random_state, tol,
     verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
@@ -46,7 +52,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
     _parameter_constraints: dict = {
         **BaseMLP._parameter_constraints,
-        "loss": [StrOptions({"squared_error", "poisson"})],
+        "loss": [StrOptions({"squared_error", "poisson", "binary_cross_entropy"})],
     }
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,),
@@ -85,6 +91,9 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         check_consistent_length(X, y)
         if self.loss == "poisson" and np.any(y < 0):
             raise ValueError("loss='poisson' requires y >= 0; y has negative values.")
+        if self.loss == "binary_cross_entropy" and not np.all((y >= 0) & (y <= 1)):
+            raise ValueError("loss='binary_cross_entropy' requires 0 <= y <= 1 (targets are "
+                             "probabilities or fractions); y has values outside [0, 1].")
         Y = np.ascontiguousarray(y.reshape(y.shape[0], -1), dtype=X.dtype)
         if not first_pass and Y.shape[1] != self.n_outputs_:
             raise ValueError(
@@ -95,6 +104,9 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     def _output_spec(self, Y):
         if self.loss == "poisson":
             return "exp", LOSS_POISSON
+        if self.loss == "binary_cross_entropy":
+            # The pair whose Gauss-Newton matrix is PSD (src/_rop.pxd).
+            return "logistic", LOSS_LOG
         return "identity", LOSS_SQUARED
 
     def _score_outputs(self, out, y, sample_weight):

@@ -17,6 +17,8 @@ HIDDEN = ["identity", "logistic", "tanh", "relu", "leaky_relu"]
 OUTPUTS = [
     ("softmax", LOSS_LOG, "log", "onehot"),
     ("logistic", LOSS_LOG, "log", "binary"),
+    # MLPRegressor(loss='binary_cross_entropy'): fractional targets in [0, 1]
+    ("logistic", LOSS_LOG, "log", "unit"),
     ("softmax", LOSS_SQUARED, "squared", "onehot"),
     ("logistic", LOSS_SQUARED, "squared", "binary"),
     ("identity", LOSS_SQUARED, "squared", "real"),
@@ -40,6 +42,8 @@ def make_problem(hidden, out, kind, dtype, n=23, n_features=5, n_out=3, seed=0,
         Y = (rng.rand(n, n_out) < 0.5).astype(float)
     elif kind == "counts":
         Y = rng.poisson(2.0, (n, n_out)).astype(float)
+    elif kind == "unit":
+        Y = rng.rand(n, n_out)
     else:
         Y = rng.randn(n, n_out)
     sw = rng.uniform(0.5, 2.0, n)
