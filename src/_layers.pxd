@@ -9,10 +9,11 @@
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
-from _small_gemm cimport prod_nn, prod_tn, prod_nt
-from _activations cimport bias_act, deriv_set, PAR_MIN
+from _small_gemm cimport (prod_nn, prod_tn, prod_nt, small_gemm, kernels_take,
+                          FM_NN, FM_TN, FM_NT)
+from _activations cimport bias_act, deriv_set, deriv_mul, PAR_MIN
 from _dropout cimport Dropout, dropout_forward, dropout_backward
-from _sparse_layers cimport (SpNet, SP_GEMM, sp_use_kernels, sp_forward,
+from _sparse_layers cimport (SpNet, SP_DENSE, SP_GEMM, sp_use_kernels, sp_forward,
                              sp_backward, sp_densify, sp_dense_w,
                              sp_gather_grad)
 
@@ -281,3 +282,108 @@ cdef inline bint rows_contiguous(const floating* X, Py_ssize_t s0,
         if rows[i] != rows[i - 1] + 1:
             return False
     return True
+
+
+# The same passes cut for the two-core epoch (src/_epoch.pyx): forward and
+# the delta recursion on a thread's own rows of the batch, the gradient on a
+# thread's own output units over all rows. Each product is the kernel call
+# forward() and backward() make, on a block of rows or columns; the kernels
+# compute every output element as the same chain of multiply-adds whatever
+# the block (src/_small_gemm.pxd), so the results are those of the whole
+# batch on one thread, bit for bit. Unlike backward(), the deltas of hidden
+# layers go to their own slots in `deltas` (acts' layout), since the
+# gradient stage, which runs after every row's deltas exist, still needs
+# the activations.
+
+
+cdef inline bint rows_split_exact(const Net* net, Py_ssize_t B) noexcept nogil:
+    """True if batches of up to B rows can run the split passes below with
+    the results of forward() and backward(): dense layers whose products
+    all run in the small kernels (none goes to BLAS), no dropout."""
+    cdef int l
+    if net.drop != NULL:
+        return False
+    for l in range(net.n_layers):
+        if net.sp.mode[l] != SP_DENSE:
+            return False
+        if not kernels_take(B, net.units[l], net.units[l + 1]):
+            return False
+    return True
+
+
+cdef inline void forward_rows(const Net* net, const floating* theta,
+                              const floating* X0, int ld0, Py_ssize_t B,
+                              Py_ssize_t r0, Py_ssize_t r1,
+                              floating* acts) noexcept nogil:
+    """forward(..., output_act=False) for rows r0:r1 of a batch of B rows
+    (dense input X0, row stride ld0), on the calling thread."""
+    cdef int l, L = net.n_layers
+    cdef Py_ssize_t n_in, n_out, nr = r1 - r0
+    cdef const floating* A = X0 + r0 * ld0
+    cdef Py_ssize_t lda = ld0
+    cdef floating* Z
+    for l in range(L):
+        n_in = net.units[l]
+        n_out = net.units[l + 1]
+        Z = slot(net, acts, B, l + 1) + r0 * n_out
+        small_gemm(FM_NN, nr, n_out, n_in, A, lda, theta + net.w_off[l],
+                   n_out, Z, n_out, 0, 1)
+        if l < L - 1:
+            bias_act(Z, theta + net.b_off[l], nr, n_out, net.act[l],
+                     <floating>net.slope, 1)
+        A = Z
+        lda = n_out
+
+
+cdef inline floating* delta_slot(const Net* net, floating* acts,
+                                 floating* deltas, Py_ssize_t B,
+                                 int l) noexcept nogil:
+    """Where the split passes keep layer l's delta: the output's in its
+    activation slot (as output_loss_delta leaves it), hidden layers' in
+    deltas."""
+    if l == net.n_layers:
+        return slot(net, acts, B, l)
+    return slot(net, deltas, B, l)
+
+
+cdef inline void delta_rows(const Net* net, const floating* theta,
+                            Py_ssize_t B, Py_ssize_t r0, Py_ssize_t r1,
+                            floating* acts, floating* deltas) noexcept nogil:
+    """backward()'s delta recursion for rows r0:r1, given their output delta
+    in the last slot of acts: each hidden layer's delta into its slot of
+    deltas (acts untouched)."""
+    cdef int l, L = net.n_layers
+    cdef Py_ssize_t n_in, n_out, nr = r1 - r0
+    cdef floating* out
+    for l in range(L - 1, 0, -1):
+        n_in = net.units[l]
+        n_out = net.units[l + 1]
+        out = slot(net, deltas, B, l) + r0 * n_in
+        small_gemm(FM_NT, nr, n_in, n_out,
+                   delta_slot(net, acts, deltas, B, l + 1) + r0 * n_out, n_out,
+                   theta + net.w_off[l], n_out, out, n_in, 0, 1)
+        deriv_mul(slot(net, acts, B, l) + r0 * n_in, out, out, nr * n_in,
+                  net.act[l - 1], <floating>net.slope, 1)
+
+
+cdef inline void grad_cols(const Net* net, const floating* X0, int ld0,
+                           Py_ssize_t B, floating* acts, floating* deltas,
+                           floating* grad, int l, Py_ssize_t j0,
+                           Py_ssize_t j1) noexcept nogil:
+    """backward()'s gradient of layer l for its output units j0:j1 over all
+    B rows: columns j0:j1 of dW_l and entries j0:j1 of db_l."""
+    cdef Py_ssize_t n_in = net.units[l], n_out = net.units[l + 1], r, j
+    cdef const floating* A = X0 if l == 0 else slot(net, acts, B, l)
+    cdef Py_ssize_t lda = ld0 if l == 0 else n_in
+    cdef const floating* D = delta_slot(net, acts, deltas, B, l + 1)
+    cdef const floating* d
+    cdef floating* db = grad + net.b_off[l]
+    small_gemm(FM_TN, n_in, j1 - j0, B, A, lda, D + j0, n_out,
+               grad + net.w_off[l] + j0, n_out, 0, 1)
+    # col_sums on the columns j0:j1, in its order
+    for j in range(j0, j1):
+        db[j] = 0
+    for r in range(B):
+        d = D + r * n_out
+        for j in range(j0, j1):
+            db[j] = db[j] + d[j]

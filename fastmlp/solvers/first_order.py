@@ -162,6 +162,12 @@ class EpochRunner:
             self.dropout = (keep, unit_off, self.mask)
         # Pruned layers' workspace; zeros, as their dense copies need.
         self.sp_work = np.zeros(layout.work_len(B), dtype=dtype)
+        # The hidden layers' deltas of the two-core epoch (src/_epoch.pyx):
+        # allocated by the first epoch run on two or more threads, kept for
+        # the rest of the fit.
+        self.deltas = None
+        self._hidden_len = B * int(units[1:-1].sum())
+        self._dtype = dtype
 
     def run(self, theta, X, Y, sample_weight, idx, rng_state, shuffle,
             optimizer, loss_code, alpha, l1, n_threads, drop_state=None):
@@ -175,10 +181,12 @@ class EpochRunner:
             if drop_state is None:
                 raise ValueError("a dropout runner needs drop_state")
             dropout = self.dropout + (drop_state,)
+        if n_threads > 1 and self.deltas is None and dropout is None:
+            self.deltas = np.empty(max(1, self._hidden_len), dtype=self._dtype)
         loss_sum, _, finite = _epoch.run_epoch(
             theta, self.grad, optimizer.state, X, Y, sample_weight, idx,
             rng_state, shuffle, self.batch_size, self.layout.net, loss_code,
             optimizer.rule(), self.pieces, self.acts, self.tmp, self.xbuf,
             self.row_loss, self.part, optimizer.step, alpha, l1, n_threads,
-            dropout, self.sp_work)
+            dropout, self.sp_work, self.deltas)
         return loss_sum / len(idx), finite
