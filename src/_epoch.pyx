@@ -69,9 +69,15 @@ cdef int check_signals() except -1 with gil:
     return PyErr_CheckSignals()
 
 
+cdef extern from "Python.h":
+    # PyErr_CheckSignals declared without Cython's exception check, so that
+    # signal_pending can hand the exception on instead of swallowing it.
+    int check_signals_raw "PyErr_CheckSignals"()
+
+
 cdef int signal_pending() noexcept with gil:
     """-1, leaving the handler's exception set, if a signal handler raised."""
-    return PyErr_CheckSignals()
+    return check_signals_raw()
 
 
 cdef int raise_pending() except -1:
@@ -556,3 +562,11 @@ def barrier_seconds(int n_threads, Py_ssize_t rounds):
     with nogil, parallel(num_threads=n_threads):
         barrier_rounds(&bar, rounds, &team)
     return (now() - t0) / max(1, rounds), team
+
+
+def split_applies(tuple net, Py_ssize_t batch_size):
+    """True if an epoch of this network on dense X, without dropout, runs
+    split over the threads when given two or more (see the module's
+    docstring); else it runs the one-thread path with its parallel loops."""
+    cdef Net nt = unpack_net(net)
+    return bool(FM_HAVE_SPIN_BARRIER) and rows_split_exact(&nt, batch_size)
