@@ -32,7 +32,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from cython.parallel cimport parallel
 from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
                       rows_contiguous, gather_rows, rows_split_exact,
-                      forward_rows, delta_rows, grad_cols)
+                      forward_rows, delta_rows, grad_range)
 from _args cimport unpack_net, unpack_input, new_sparse_work
 from _losses cimport output_loss_delta, LOSS_LOG
 from _activations cimport ACT_SOFTMAX, ACT_LOGISTIC
@@ -40,7 +40,7 @@ from _updates cimport (Rule, Pieces, apply_step, step_chunks, sum_parts,
                       RULE_ADAM)
 from _rng cimport shuffle as rng_shuffle, next_u64
 from _dropout cimport Dropout
-from _guard cimport all_finite, cols_bad
+from _guard cimport all_finite, span_bad
 
 cdef extern from "fm_barrier.h":
     ctypedef struct fm_barrier:
@@ -155,6 +155,9 @@ cdef struct Split:
     long long step0
     double alpha, l1
     # results, from thread 0
+    double work_s          # its seconds working in split batches
+    double wait_s          # its seconds waiting at their barriers
+    Py_ssize_t n_split     # batches run split (the others: thread 0 alone)
     double total
     Py_ssize_t n_done
     bint finite
@@ -178,7 +181,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
     cdef Net* nt = S.nt
     cdef int L = nt.n_layers
     cdef Py_ssize_t k = nt.units[L], n_feat = S.n_feat
-    cdef Py_ssize_t start = 0, b, i, r0, r1, j0, j1, c0, c1
+    cdef Py_ssize_t start = 0, b, i, r0, r1, c0, c1, lo, hi
     cdef long long* mine = S.brows + tid * S.B
     cdef const long long* rows
     cdef const floating* X0
@@ -234,18 +237,15 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
         if not isfinite(data_loss):
             finite = False
             break
-        for l in range(L):
-            if solo:
-                j0 = 0
-                j1 = nt.units[l + 1]
-            else:
-                share(nt.units[l + 1], tid, nth, SPLIT_ALIGN, &j0, &j1)
-            if j1 > j0:
-                grad_cols(nt, X0, ld0, b, acts, deltas, grad, l, j0, j1)
-                if (cols_bad(grad + nt.w_off[l], nt.units[l], nt.units[l + 1],
-                             j0, j1)
-                        or cols_bad(grad + nt.b_off[l], 1, 0, j0, j1)):
-                    fm_flag_raise(&S.bad)
+        if solo:
+            c0 = 0
+            c1 = S.pc.n_chunks
+        if c1 > c0:
+            lo = S.pc.lo[S.pc.chunk_ptr[c0]]
+            hi = S.pc.hi[S.pc.chunk_ptr[c1] - 1]
+            grad_range(nt, X0, ld0, b, acts, deltas, grad, lo, hi)
+            if span_bad(grad + lo, hi - lo):
+                fm_flag_raise(&S.bad)
         if not solo:
             wb += fm_barrier_wait_timed(&S.bar, &sense)
         if fm_flag_get(&S.bad):
@@ -254,9 +254,6 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
         t = S.step0 + n_done + 1
         if r.kind == RULE_ADAM:
             r.lr = lr0 * sqrt(1 - pow(r.beta2, t)) / (1 - pow(r.beta1, t))
-        if solo:
-            c0 = 0
-            c1 = S.pc.n_chunks
         step_chunks(theta, grad, m1, m2, S.pc, c0, c1, &r,
                     <floating>(S.alpha / swsum), <floating>(S.l1 / swsum),
                     S.part)
@@ -269,13 +266,19 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
                 # (the first batch's wait is the other threads waking up)
                 worked += now() - t_batch - wb
                 waited += wb
+                S.work_s += now() - t_batch - wb
+                S.wait_s += wb
+                S.n_split += 1
                 if waited > worked + SOLO_SLACK:
                     S.solo = 1
                 if (n_done + 1) % SOLO_CHECK == 0:
                     waited = 0
                     worked = 0
         if not solo:
-            waited += fm_barrier_wait_timed(&S.bar, &sense)
+            wb = fm_barrier_wait_timed(&S.bar, &sense)
+            waited += wb
+            if tid == 0:
+                S.wait_s += wb
             if S.solo:
                 if tid != 0:
                     break
@@ -301,7 +304,8 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
               floating[::1] xbuf, double[::1] row_loss, double[::1] part,
               long long[::1] step_count, double alpha, double l1,
               int n_threads, tuple dropout=None,
-              floating[::1] sp_work=None, floating[::1] deltas=None):
+              floating[::1] sp_work=None, floating[::1] deltas=None,
+              double[::1] timing=None):
     """Run one epoch over the samples idx (shuffled in place first; int32,
     or int64 for 2**31 rows or more).
 
@@ -328,7 +332,11 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         workspace (allocated here when None).
     deltas : batch_size x (sum of the hidden layers' units), the hidden
         deltas of the two-core epoch (used with n_threads >= 2 when
-        split_epoch_applies; allocated here when None and needed).
+        split_applies; allocated here when None and needed).
+    timing : None, or 3 float64 that a split epoch fills with thread 0's
+        seconds working and waiting at the barriers, and the number of
+        batches it ran split (the rest it ran alone: SOLO_CHECK), for
+        benchmarks/thread_split.py; untouched by the one-thread path.
 
     Returns
     -------
@@ -467,6 +475,9 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         S.alpha = alpha
         S.l1 = l1
         S.total = 0
+        S.work_s = 0
+        S.wait_s = 0
+        S.n_split = 0
         S.n_done = 0
         S.finite = True
         with nogil:
@@ -479,6 +490,10 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
                              &opt_state[1, 0], X_ptr, Yp, sw, &xbuf[0],
                              &acts[0], &deltas[0])
         step_count[0] += S.n_done
+        if timing is not None:
+            timing[0] = S.work_s
+            timing[1] = S.wait_s
+            timing[2] = S.n_split
         if S.stop:
             raise_pending()
         return S.total, S.n_done, S.finite

@@ -46,15 +46,3 @@ cdef inline bint all_finite(const floating* g, Py_ssize_t n,
         bad = span_bad(g, n)
     return bad == 0
 
-
-cdef inline int cols_bad(const floating* g, Py_ssize_t n_rows,
-                         Py_ssize_t ld, Py_ssize_t j0,
-                         Py_ssize_t j1) noexcept nogil:
-    """1 if columns j0:j1 of the row-major n_rows x ld matrix g hold a NaN
-    or an infinity (the two-core epoch scans the gradient columns each
-    thread wrote)."""
-    cdef Py_ssize_t i
-    cdef int bad = 0
-    for i in range(n_rows):
-        bad = bad | span_bad(g + i * ld + j0, j1 - j0)
-    return bad

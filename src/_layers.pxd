@@ -366,24 +366,60 @@ cdef inline void delta_rows(const Net* net, const floating* theta,
                   net.act[l - 1], <floating>net.slope, 1)
 
 
-cdef inline void grad_cols(const Net* net, const floating* X0, int ld0,
-                           Py_ssize_t B, floating* acts, floating* deltas,
-                           floating* grad, int l, Py_ssize_t j0,
-                           Py_ssize_t j1) noexcept nogil:
-    """backward()'s gradient of layer l for its output units j0:j1 over all
-    B rows: columns j0:j1 of dW_l and entries j0:j1 of db_l."""
-    cdef Py_ssize_t n_in = net.units[l], n_out = net.units[l + 1], r, j
-    cdef const floating* A = X0 if l == 0 else slot(net, acts, B, l)
-    cdef Py_ssize_t lda = ld0 if l == 0 else n_in
-    cdef const floating* D = delta_slot(net, acts, deltas, B, l + 1)
+cdef inline void grad_block(const floating* A, Py_ssize_t lda,
+                            const floating* D, Py_ssize_t n_out, Py_ssize_t B,
+                            floating* dW, Py_ssize_t i0, Py_ssize_t i1,
+                            Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """Rows i0:i1, columns j0:j1 of dW = A.T D (B rows; dW has n_out
+    columns)."""
+    small_gemm(FM_TN, i1 - i0, j1 - j0, B, A + i0, lda, D + j0, n_out,
+               dW + i0 * n_out + j0, n_out, 0, 1)
+
+
+cdef inline void grad_range(const Net* net, const floating* X0, int ld0,
+                            Py_ssize_t B, floating* acts, floating* deltas,
+                            floating* grad, Py_ssize_t lo,
+                            Py_ssize_t hi) noexcept nogil:
+    """backward()'s gradient over all B rows, for the entries grad[lo:hi]
+    only (theta's layout): the range of parameters a thread also updates,
+    so that the gradient stays in that thread's cache."""
+    cdef int l
+    cdef Py_ssize_t n_in, n_out, a, e, p, q, i, j, j1, rows, r
+    cdef const floating* A
+    cdef Py_ssize_t lda
+    cdef const floating* D
     cdef const floating* d
-    cdef floating* db = grad + net.b_off[l]
-    small_gemm(FM_TN, n_in, j1 - j0, B, A, lda, D + j0, n_out,
-               grad + net.w_off[l] + j0, n_out, 0, 1)
-    # col_sums on the columns j0:j1, in its order
-    for j in range(j0, j1):
-        db[j] = 0
-    for r in range(B):
-        d = D + r * n_out
-        for j in range(j0, j1):
-            db[j] = db[j] + d[j]
+    cdef floating* dW
+    cdef floating* db
+    for l in range(net.n_layers):
+        n_in = net.units[l]
+        n_out = net.units[l + 1]
+        A = X0 if l == 0 else slot(net, acts, B, l)
+        lda = ld0 if l == 0 else n_in
+        D = delta_slot(net, acts, deltas, B, l + 1)
+        dW = grad + net.w_off[l]
+        # weights: a partial row, whole rows, a partial row
+        p = max(lo, net.w_off[l]) - net.w_off[l]
+        q = min(hi, net.w_off[l] + n_in * n_out) - net.w_off[l]
+        while p < q:
+            i = p // n_out
+            j = p - i * n_out
+            if j != 0 or q - p < n_out:
+                j1 = min(n_out, j + (q - p))
+                grad_block(A, lda, D, n_out, B, dW, i, i + 1, j, j1)
+                p = i * n_out + j1
+            else:
+                rows = (q - p) // n_out
+                grad_block(A, lda, D, n_out, B, dW, i, i + rows, 0, n_out)
+                p += rows * n_out
+        # biases: col_sums on the columns in range, in its order
+        a = max(lo, net.b_off[l]) - net.b_off[l]
+        e = min(hi, net.b_off[l] + n_out) - net.b_off[l]
+        if a < e:
+            db = grad + net.b_off[l]
+            for j in range(a, e):
+                db[j] = 0
+            for r in range(B):
+                d = D + r * n_out
+                for j in range(a, e):
+                    db[j] = db[j] + d[j]

@@ -170,11 +170,13 @@ class EpochRunner:
         self._dtype = dtype
 
     def run(self, theta, X, Y, sample_weight, idx, rng_state, shuffle,
-            optimizer, loss_code, alpha, l1, n_threads, drop_state=None):
+            optimizer, loss_code, alpha, l1, n_threads, drop_state=None, timing=None):
         """One epoch over rows idx; returns (mean batch loss, finite).
 
         drop_state: the dropout stream's state, a uint64 array of length 1
         updated in place; required when the runner has dropout.
+        timing: None, or 3 float64 the two-core epoch fills (see
+        _epoch.run_epoch; benchmarks/thread_split.py).
         """
         dropout = None
         if self.dropout is not None:
@@ -188,5 +190,5 @@ class EpochRunner:
             rng_state, shuffle, self.batch_size, self.layout.net, loss_code,
             optimizer.rule(), self.pieces, self.acts, self.tmp, self.xbuf,
             self.row_loss, self.part, optimizer.step, alpha, l1, n_threads,
-            dropout, self.sp_work, self.deltas)
+            dropout, self.sp_work, self.deltas, timing)
         return loss_sum / len(idx), finite
