@@ -12,12 +12,16 @@ OMP_WAIT_POLICY=PASSIVE, more than a small batch's work. Per batch:
 
 1. each thread gathers, forwards, takes the loss delta of and
    back-propagates the deltas of its own rows (rows are independent);
-2. barrier; each thread computes the gradient of its own output units of
-   every layer over all rows, and scans it (the divergence guard);
+2. barrier; each thread computes, over all rows, the gradient entries of
+   its own range of theta (whole update chunks, src/_updates.pxd), and
+   scans them (the divergence guard, src/_guard.pxd);
 3. barrier; if any gradient was non-finite every thread stops (theta
    untouched, as on one thread); else each thread applies the update rule
-   to its own chunks of theta (src/_updates.pxd);
+   to its own chunks, whose gradient and optimiser state stay in its cache;
 4. barrier; every thread adds the chunks' sums in chunk order.
+
+A process busy on the other core stalls the barriers; thread 0 then
+finishes the epoch alone (SOLO_CHECK).
 
 The barriers are src/fm_barrier.h's spin barrier. Every value is computed
 by the same chain of operations as on one thread, so the results are the

@@ -285,12 +285,12 @@ cdef inline bint rows_contiguous(const floating* X, Py_ssize_t s0,
 
 
 # The same passes cut for the two-core epoch (src/_epoch.pyx): forward and
-# the delta recursion on a thread's own rows of the batch, the gradient on a
-# thread's own output units over all rows. Each product is the kernel call
+# the delta recursion on a thread's own rows of the batch, the gradient of a
+# thread's own range of parameters over all rows. Each product is the kernel call
 # forward() and backward() make, on a block of rows or columns; the kernels
 # compute every output element as the same chain of multiply-adds whatever
-# the block (src/_small_gemm.pxd), so the results are those of the whole
-# batch on one thread, bit for bit. Unlike backward(), the deltas of hidden
+# the block of rows or columns (src/_small_gemm.pxd), so the results are
+# those of the whole batch on one thread, bit for bit. Unlike backward(), the deltas of hidden
 # layers go to their own slots in `deltas` (acts' layout), since the
 # gradient stage, which runs after every row's deltas exist, still needs
 # the activations.
