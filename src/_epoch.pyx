@@ -309,7 +309,7 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
               long long[::1] step_count, double alpha, double l1,
               int n_threads, tuple dropout=None,
               floating[::1] sp_work=None, floating[::1] deltas=None,
-              double[::1] timing=None):
+              double[::1] timing=None, long long[::1] split_state=None):
     """Run one epoch over the samples idx (shuffled in place first; int32,
     or int64 for 2**31 rows or more).
 
@@ -341,6 +341,11 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         seconds working and waiting at the barriers, and the number of
         batches it ran split (the rest it ran alone: SOLO_CHECK), for
         benchmarks/thread_split.py; untouched by the one-thread path.
+    split_state : None, or 2 int64 kept by the caller between epochs (zeros
+        at first): after an epoch that thread 0 finished alone, the next
+        ones run the split epoch on one thread (the same results, no
+        barrier), 1, 2, 4 ... up to 16 epochs while that repeats, before
+        trying two threads again.
 
     Returns
     -------
@@ -447,6 +452,7 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     cdef long long t
 
     cdef Split S
+    cdef int team
     cdef long long[::1] split_rows
     if (n_threads >= 2 and FM_HAVE_SPIN_BARRIER and X_ptr != NULL
             and rows_split_exact(&nt, batch_size)):
@@ -456,7 +462,11 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         if deltas.shape[0] < batch_size * hidden_units(&nt):
             raise ValueError("deltas is too small for the batch size")
         split_rows = np.empty(n_threads * batch_size, dtype=np.int64)
-        fm_barrier_init(&S.bar, n_threads)
+        team = n_threads
+        if split_state is not None and split_state[0] > 0:
+            split_state[0] -= 1
+            team = 1
+        fm_barrier_init(&S.bar, team)
         S.bad = 0
         S.stop = 0
         S.solo = 0
@@ -489,11 +499,17 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
                 rng_shuffle(&idx32[0], n, &rng_state[0])
             elif shuffle:
                 rng_shuffle(&idx64[0], n, &rng_state[0])
-            with parallel(num_threads=n_threads):
+            with parallel(num_threads=team):
                 split_worker(&S, &theta[0], &grad[0], &opt_state[0, 0],
                              &opt_state[1, 0], X_ptr, Yp, sw, &xbuf[0],
                              &acts[0], &deltas[0])
         step_count[0] += S.n_done
+        if split_state is not None and team > 1:
+            if S.solo:
+                split_state[1] = min(16, max(1, 2 * split_state[1]))
+                split_state[0] = split_state[1]
+            else:
+                split_state[1] = 0
         if timing is not None:
             timing[0] = S.work_s
             timing[1] = S.wait_s

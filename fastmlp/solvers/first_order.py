@@ -166,6 +166,9 @@ class EpochRunner:
         # allocated by the first epoch run on two or more threads, kept for
         # the rest of the fit.
         self.deltas = None
+        # Epochs the two-core epoch runs on one thread after thread 0 had
+        # to finish one alone (a busy machine), and the current back-off.
+        self.split_state = np.zeros(2, dtype=np.int64)
         self._hidden_len = B * int(units[1:-1].sum())
         self._dtype = dtype
 
@@ -190,5 +193,5 @@ class EpochRunner:
             rng_state, shuffle, self.batch_size, self.layout.net, loss_code,
             optimizer.rule(), self.pieces, self.acts, self.tmp, self.xbuf,
             self.row_loss, self.part, optimizer.step, alpha, l1, n_threads,
-            dropout, self.sp_work, self.deltas, timing)
+            dropout, self.sp_work, self.deltas, timing, self.split_state)
         return loss_sum / len(idx), finite
