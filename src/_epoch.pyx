@@ -6,7 +6,7 @@ is compiled. Buffers are allocated by the caller once per fit.
 
 With two or more threads, an epoch whose products all run in the small
 kernels (src/_layers.pxd, rows_split_exact) runs as one parallel region in
-which every thread walks the same batches (split_epoch): the per-operation
+which every thread walks the same batches (split_worker): the per-operation
 parallel loops of the one-thread path cost a futex wake-up per region under
 OMP_WAIT_POLICY=PASSIVE, more than a small batch's work. Per batch:
 
@@ -58,6 +58,11 @@ cdef extern from "fm_barrier.h":
     void fm_flag_raise(int* flag) noexcept nogil
     int fm_flag_get(const int* flag) noexcept nogil
     double fm_barrier_wait_timed(fm_barrier* b, int* local_sense) noexcept nogil
+    void fm_publish(int* p, int v) noexcept nogil
+    int fm_acquire(const int* p) noexcept nogil
+    void fm_count_up(int* p) noexcept nogil
+    int fm_wait_join(const int* join, const int* closed) noexcept nogil
+    void fm_wait_value(const int* p, int v) noexcept nogil
 
 # Signals (Ctrl-C) are looked at no more often than this, in seconds.
 cdef double SIGNAL_INTERVAL = 0.05
@@ -122,28 +127,44 @@ cdef inline Py_ssize_t hidden_units(const Net* nt) noexcept nogil:
 
 cdef enum:
     # Rows per thread below which a batch's first stage runs on thread 0
-    # alone (the others wait at the barrier): a few rows per thread do not
-    # pay for the split (benchmarks/thread_split.py).
+    # alone (the others wait at the barrier): one row block of the product
+    # kernels (8 rows) per thread at least.
     SPLIT_MIN_ROWS = 8
     SPLIT_ALIGN = 8   # row and column shares are whole blocks of 8
     # Thread 0 compares, after every batch, the time it waited at the
     # barriers with the time it worked, over windows of SOLO_CHECK batches:
     # split, a batch takes its work plus its wait, alone about twice its
     # work. When waiting costs more than working, by more than SOLO_SLACK
-    # (the other thread lost its core to another process, or woke late),
-    # thread 0 finishes the epoch alone and the other threads leave: the
+    # (the other thread lost its core to another process), thread 0 finishes the epoch alone and the other threads leave: the
     # same results, and no core spent waiting for one that is not running.
     SOLO_CHECK = 16
 
 cdef double SOLO_SLACK = 200e-6
+# Tests: thread 0 waits for the other threads before the first batch, so
+# that every batch runs split (a test's few small batches would otherwise
+# often be over before the others have woken up). Never in fits.
+cdef bint JOIN_AT_START = False
+
+
+def join_at_start(bint wait):
+    """Make the split epoch's thread 0 wait for the other threads before
+    its first batch (for tests); returns the previous setting."""
+    global JOIN_AT_START
+    old = JOIN_AT_START
+    JOIN_AT_START = wait
+    return old
 
 
 cdef struct Split:
-    # shared between the threads of split_epoch
+    # shared between the threads of split_worker
     fm_barrier bar
     int bad                # some thread's gradient was not finite
     int stop               # thread 0 saw a signal handler raise
     int solo               # thread 0 goes on alone (see SOLO_CHECK)
+    int ready              # threads other than 0 that have started
+    int join_at            # the batch they join at (-1: not yet)
+    int closed             # thread 0 has finished the epoch
+    bint wait_team         # thread 0 waits for the others before batch 0
     # the problem
     Net* nt
     const Pieces* pc
@@ -197,9 +218,24 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
     cdef bint finite = True
     cdef long long t
     cdef double waited = 0, worked = 0, t_batch = 0, wb = 0
-    cdef bint solo = False
+    # Thread 0 starts alone: the others join at a batch boundary once they
+    # have all started (waking a sleeping OpenMP thread can take longer than
+    # a batch, much longer on a busy machine), or not at all this epoch.
+    cdef bint solo = True, gave_up = False
+    cdef int j
     fm_barrier_set_n(&S.bar, nth)
-    share(S.pc.n_chunks, tid, nth, 1, &c0, &c1)
+    if tid == 0 and S.wait_team and nth > 1:
+        fm_wait_value(&S.ready, nth - 1)
+        fm_publish(&S.join_at, 0)
+        solo = False
+    if tid != 0:
+        fm_count_up(&S.ready)
+        j = fm_wait_join(&S.join_at, &S.closed)
+        if j < 0:
+            return
+        solo = False
+        n_done = j
+        start = j * S.B
     while start < S.n:
         if tid == 0:
             t_batch = now()
@@ -244,6 +280,8 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
         if solo:
             c0 = 0
             c1 = S.pc.n_chunks
+        else:
+            share(S.pc.n_chunks, tid, nth, 1, &c0, &c1)
         if c1 > c0:
             lo = S.pc.lo[S.pc.chunk_ptr[c0]]
             hi = S.pc.hi[S.pc.chunk_ptr[c1] - 1]
@@ -266,8 +304,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
                 if signal_pending():
                     S.stop = 1
                 t_last = now()
-            if not solo and n_done > 0:
-                # (the first batch's wait is the other threads waking up)
+            if not solo:
                 worked += now() - t_batch - wb
                 waited += wb
                 S.work_s += now() - t_batch - wb
@@ -275,6 +312,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
                 S.n_split += 1
                 if waited > worked + SOLO_SLACK:
                     S.solo = 1
+                    gave_up = True
                 if (n_done + 1) % SOLO_CHECK == 0:
                     waited = 0
                     worked = 0
@@ -293,7 +331,12 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
         if not finite or S.stop:
             break
         start += b
+        if (tid == 0 and solo and not gave_up and nth > 1 and start < S.n
+                and n_done < 2147483647 and fm_acquire(&S.ready) == nth - 1):
+            fm_publish(&S.join_at, <int>n_done)  # after this batch's update
+            solo = False
     if tid == 0:
+        fm_publish(&S.closed, 1)
         S.total = total
         S.n_done = n_done
         S.finite = finite
@@ -470,6 +513,10 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         S.bad = 0
         S.stop = 0
         S.solo = 0
+        S.ready = 0
+        S.join_at = -1
+        S.closed = 0
+        S.wait_team = JOIN_AT_START
         S.nt = &nt
         S.pc = &pc
         S.rule = r

@@ -128,6 +128,68 @@ static inline int fm_team_id(void) { return 0; }
 static inline int fm_team_size(void) { return 1; }
 #endif
 
+/* Publish a value (release) / read it (acquire): what the writer wrote
+   before publishing is visible to a reader that sees the value. */
+static inline void fm_publish(int* p, int v) {
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+#else
+    *p = v;
+#endif
+}
+
+static inline int fm_acquire(const int* p) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+#else
+    return *p;
+#endif
+}
+
+static inline void fm_count_up(int* p) {
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_add_fetch(p, 1, __ATOMIC_ACQ_REL);
+#else
+    *p += 1;
+#endif
+}
+
+/* Wait until *join >= 0 (returned) or *closed is set (-1 returned):
+   spinning, then yielding, as the barrier does. */
+static inline int fm_wait_join(const int* join, const int* closed) {
+    unsigned spins = 0;
+    for (;;) {
+        int j = fm_acquire(join);
+        if (j >= 0)
+            return j;
+        if (fm_acquire(closed))
+            return -1;
+#if FM_HAVE_SPIN_BARRIER
+        if (spins < FM_BARRIER_SPINS) {
+            FM_BARRIER_PAUSE();
+            spins++;
+        } else {
+            sched_yield();
+        }
+#endif
+    }
+}
+
+/* Wait until *p == v: spinning, then yielding. */
+static inline void fm_wait_value(const int* p, int v) {
+    unsigned spins = 0;
+    while (fm_acquire(p) != v) {
+#if FM_HAVE_SPIN_BARRIER
+        if (spins < FM_BARRIER_SPINS) {
+            FM_BARRIER_PAUSE();
+            spins++;
+        } else {
+            sched_yield();
+        }
+#endif
+    }
+}
+
 /* A flag any thread may raise (never lowered while threads run); read it
    after a barrier. */
 static inline void fm_flag_raise(int* flag) {

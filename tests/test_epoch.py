@@ -206,7 +206,7 @@ def test_class_indices_out_of_range_are_refused():
 
 @pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("n_threads,B", [(1, 8), (2, 8), (2, 32)])
-def test_a_non_finite_gradient_stops_before_the_step(solver, n_threads, B):
+def test_a_non_finite_gradient_stops_before_the_step(solver, n_threads, B, every_batch_split):
     # The loss is finite on every batch but the third's gradient overflows
     # (inputs of 1e200 through output weights of 1e150, softmax logits of
     # ~1e150: a finite cross-entropy). The epoch must stop with the
@@ -264,6 +264,15 @@ SPLIT_LAYOUTS = [([6, 9, 5, 3], ["tanh", "relu", "softmax"]),
                  ([5, 17, 3], ["leaky_relu", "identity"])]
 
 
+@pytest.fixture
+def every_batch_split():
+    """The split epoch's threads all start with the first batch (else the
+    few batches here may be over before the second thread wakes)."""
+    old = _epoch.join_at_start(True)
+    yield
+    _epoch.join_at_start(old)
+
+
 def split_problem(dtype, units, acts, n=150, seed=0):
     rng = np.random.RandomState(seed)
     layout = Layout(units, acts)
@@ -283,11 +292,17 @@ def epoch_twice(layout, theta, X, Y, sw, batch, make, n_threads, epochs=3, alpha
     rows = np.arange(X.shape[0], dtype=idx_dtype)
     state = np.array([5], dtype=np.uint64)
     losses = []
+    timing = np.zeros(3)
+    split = 0
     for _ in range(epochs):
         loss_value, finite = runner.run(th, kernel_input(X), Y, sw, rows, state, True, opt,
-                                        loss, alpha, l1, n_threads)
+                                        loss, alpha, l1, n_threads, timing=timing)
         assert finite
         losses.append(loss_value)
+        split += timing[2]
+    # (thread 0's count of batches run split)
+    if n_threads > 1 and _kernels.isa() > 0 and X.shape[0] > 2 * batch:
+        assert split > 0
     return th, opt.state.copy(), int(opt.step[0]), losses
 
 
@@ -297,7 +312,7 @@ def epoch_twice(layout, theta, X, Y, sw, batch, make, n_threads, epochs=3, alpha
                                              ("rmsprop", False)])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_the_two_core_epoch_gives_the_one_thread_bits(units, acts, solver, nesterov, weighted,
-                                                       dtype):
+                                                       dtype, every_batch_split):
     layout, theta, X, Y, sw = split_problem(dtype, units, acts)
     if _kernels.isa() > 0:
         assert _epoch.split_applies(layout.net, 40)
@@ -316,7 +331,7 @@ def test_the_two_core_epoch_gives_the_one_thread_bits(units, acts, solver, neste
 
 
 @pytest.mark.parametrize("batch", [1, 8, 16, 20, 150])
-def test_every_batch_size_splits_to_the_same_bits(batch):
+def test_every_batch_size_splits_to_the_same_bits(batch, every_batch_split):
     # From one row (thread 0 alone in every stage but the update) to the
     # whole data in one batch, int32 row indices (widened per thread).
     layout, theta, X, Y, sw = split_problem(np.float64, [12, 24, 10, 4],

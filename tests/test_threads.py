@@ -242,6 +242,16 @@ X_SPLIT, Y_SPLIT = make_classification(600, 20, n_informative=8, n_classes=3, ra
 SW_SPLIT = np.random.RandomState(2).uniform(0.5, 2, 600)
 
 
+@pytest.fixture
+def every_batch_split():
+    """The two-core epoch's threads start together (tests/test_epoch.py)."""
+    from fastmlp import _epoch
+
+    old = _epoch.join_at_start(True)
+    yield
+    _epoch.join_at_start(old)
+
+
 def fitted_state(est):
     return [a.copy() for a in est.coefs_ + est.intercepts_], list(est.loss_curve_)
 
@@ -258,7 +268,7 @@ def assert_same_fit(make, fit_one):
     ("sgd", {"nesterovs_momentum": True}), ("adagrad", {}), ("adadelta", {}), ("rmsprop", {}),
 ])
 @pytest.mark.parametrize("estimator", ["classifier", "regressor"])
-def test_two_threads_fit_the_one_thread_bits(solver, extra, estimator, dtype):
+def test_two_threads_fit_the_one_thread_bits(solver, extra, estimator, dtype, every_batch_split):
     from fastmlp import MLPRegressor
 
     X = X_SPLIT.astype(dtype)
@@ -273,8 +283,8 @@ def test_two_threads_fit_the_one_thread_bits(solver, extra, estimator, dtype):
 
 
 @pytest.mark.parametrize("kind", ["sample_weight", "early_stopping", "partial_fit"])
-def test_two_threads_fit_the_one_thread_bits_with_weights_validation_and_increments(kind,
-                                                                                    dtype):
+def test_two_threads_fit_the_one_thread_bits_with_weights_validation_and_increments(
+        kind, dtype, every_batch_split):
     X = X_SPLIT.astype(dtype)
     kw = dict(hidden_layer_sizes=(24,), batch_size=50, max_iter=5, random_state=4)
     if kind == "early_stopping":
