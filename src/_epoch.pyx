@@ -55,8 +55,6 @@ cdef extern from "fm_barrier.h":
     void fm_barrier_wait(fm_barrier* b, int* local_sense) noexcept nogil
     int fm_team_id() noexcept nogil
     int fm_team_size() noexcept nogil
-    void fm_flag_raise(int* flag) noexcept nogil
-    int fm_flag_get(const int* flag) noexcept nogil
     double fm_barrier_wait_timed(fm_barrier* b, int* local_sense) noexcept nogil
     void fm_publish(int* p, int v) noexcept nogil
     int fm_acquire(const int* p) noexcept nogil
@@ -287,10 +285,10 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
             hi = S.pc.hi[S.pc.chunk_ptr[c1] - 1]
             grad_range(nt, X0, ld0, b, acts, deltas, grad, lo, hi)
             if span_bad(grad + lo, hi - lo):
-                fm_flag_raise(&S.bad)
+                fm_publish(&S.bad, 1)
         if not solo:
             wb += fm_barrier_wait_timed(&S.bar, &sense)
-        if fm_flag_get(&S.bad):
+        if fm_acquire(&S.bad):
             finite = False  # theta and the optimiser state untouched
             break
         t = S.step0 + n_done + 1

@@ -37,6 +37,17 @@
 #define FM_BARRIER_SPINS 512
 #endif
 
+/* One step of waiting: a pause for the first FM_BARRIER_SPINS steps, then
+   a yield of the core. */
+static inline void fm_backoff(unsigned* spins) {
+    if (*spins < FM_BARRIER_SPINS) {
+        FM_BARRIER_PAUSE();
+        (*spins)++;
+    } else {
+        sched_yield();
+    }
+}
+
 typedef struct {
     /* count and sense on their own cache lines: arrivals do not disturb
        the line the waiters spin on more than once per barrier. */
@@ -72,14 +83,8 @@ static inline int fm_barrier_arrive(fm_barrier* b, int s) {
 /* Wait for the release of sense s: spin, then yield. */
 static inline void fm_barrier_spin(fm_barrier* b, int s) {
     unsigned spins = 0;
-    while (__atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != s) {
-        if (spins < FM_BARRIER_SPINS) {
-            FM_BARRIER_PAUSE();
-            spins++;
-        } else {
-            sched_yield();
-        }
-    }
+    while (__atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != s)
+        fm_backoff(&spins);
 }
 
 /* Wait until all n threads have called it; *local_sense is the calling
@@ -105,6 +110,7 @@ static inline double fm_barrier_wait_timed(fm_barrier* b, int* local_sense) {
 }
 #else
 #define FM_HAVE_SPIN_BARRIER 0
+static inline void fm_backoff(unsigned* spins) { (void)spins; }
 typedef struct { int n; } fm_barrier;
 static inline void fm_barrier_init(fm_barrier* b, int n) { b->n = n; }
 static inline void fm_barrier_set_n(fm_barrier* b, int n) { b->n = n; }
@@ -164,48 +170,15 @@ static inline int fm_wait_join(const int* join, const int* closed) {
             return j;
         if (fm_acquire(closed))
             return -1;
-#if FM_HAVE_SPIN_BARRIER
-        if (spins < FM_BARRIER_SPINS) {
-            FM_BARRIER_PAUSE();
-            spins++;
-        } else {
-            sched_yield();
-        }
-#endif
+        fm_backoff(&spins);
     }
 }
 
 /* Wait until *p == v: spinning, then yielding. */
 static inline void fm_wait_value(const int* p, int v) {
     unsigned spins = 0;
-    while (fm_acquire(p) != v) {
-#if FM_HAVE_SPIN_BARRIER
-        if (spins < FM_BARRIER_SPINS) {
-            FM_BARRIER_PAUSE();
-            spins++;
-        } else {
-            sched_yield();
-        }
-#endif
-    }
-}
-
-/* A flag any thread may raise (never lowered while threads run); read it
-   after a barrier. */
-static inline void fm_flag_raise(int* flag) {
-#if defined(__GNUC__) || defined(__clang__)
-    __atomic_store_n(flag, 1, __ATOMIC_RELAXED);
-#else
-    *flag = 1;
-#endif
-}
-
-static inline int fm_flag_get(const int* flag) {
-#if defined(__GNUC__) || defined(__clang__)
-    return __atomic_load_n(flag, __ATOMIC_RELAXED);
-#else
-    return *flag;
-#endif
+    while (fm_acquire(p) != v)
+        fm_backoff(&spins);
 }
 
 #endif
