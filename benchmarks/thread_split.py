@@ -8,12 +8,14 @@ many batches ran split (the rest thread 0 ran alone, when waiting cost more
 than working); and the cost of one pass through the barrier by two threads
 doing nothing else. Run on a quiet machine (the load average is printed):
 a process busy on the other core makes the split epoch fall back to one
-thread.
+thread. Run on a build without the two-core epoch (main before it), it gives
+that build's 1-thread baseline.
 
     python benchmarks/thread_split.py [--epochs 200] [--workloads W2,W3]
 """
 
 import argparse
+import inspect
 import os
 import sys
 from statistics import median
@@ -44,10 +46,13 @@ def epochs(layout, X, Y, batch, dtype, n_threads, rounds):
     timing = np.zeros(3)
     totals = np.zeros(4)
     seconds = []
+    # A build before the two-core epoch has no timing: its 1-thread column
+    # is the baseline to compare with.
+    kw = {"timing": timing} if "timing" in inspect.signature(runner.run).parameters else {}
     for _ in range(rounds):
         t0 = perf_counter()
         runner.run(theta, Xk, Y, None, rows, state, True, opt, LOSS_LOG, 1e-4, 0.0,
-                   n_threads, timing=timing)
+                   n_threads, **kw)
         seconds.append(perf_counter() - t0)
         totals[:3] += timing
         totals[3] += -(-X.shape[0] // batch)
@@ -61,8 +66,9 @@ def main(argv=None):
     parser.add_argument("--workloads", default="W2,W3")
     args = parser.parse_args(argv)
     print(f"load average {os.getloadavg()[0]:.2f}; {len(os.sched_getaffinity(0))} cores")
-    passes = [_epoch.barrier_seconds(2, 100_000)[0] for _ in range(3)]
-    print(f"barrier, two threads: {min(passes) * 1e9:.0f} ns per pass (best of 3)")
+    if hasattr(_epoch, "barrier_seconds"):
+        passes = [_epoch.barrier_seconds(2, 100_000)[0] for _ in range(3)]
+        print(f"barrier, two threads: {min(passes) * 1e9:.0f} ns per pass (best of 3)")
     print("| workload | dtype | split | 1 thread ms (min / median) | 2 threads ms (min / median) "
           "| 1 / 2 (min) | thread 0 work / wait ms | batches split |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
@@ -77,7 +83,8 @@ def main(argv=None):
             Y = np.eye(10, dtype=dtype)[y]
             one, _ = epochs(layout, Xd, Y, spec["batch_size"], dtype, 1, rounds)
             two, tot = epochs(layout, Xd, Y, spec["batch_size"], dtype, 2, rounds)
-            split = _epoch.split_applies(layout.net, spec["batch_size"])
+            split = (hasattr(_epoch, "split_applies")
+                     and _epoch.split_applies(layout.net, spec["batch_size"]))
             print(f"| {w} | {np.dtype(dtype).name} | {'yes' if split else 'no'} "
                   f"| {min(one) * 1e3:.3f} / {median(one) * 1e3:.3f} "
                   f"| {min(two) * 1e3:.3f} / {median(two) * 1e3:.3f} "
