@@ -377,7 +377,8 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         workspace (allocated here when None).
     deltas : batch_size x (sum of the hidden layers' units), the hidden
         deltas of the two-core epoch (used with n_threads >= 2 when
-        split_applies; allocated here when None and needed).
+        split_applies; allocated here when None and needed). It may be
+        tmp, which the two-core epoch does not use.
     timing : None, or 3 float64 that a split epoch fills with thread 0's
         seconds working and waiting at the barriers, and the number of
         batches it ran split (the rest it ran alone: SOLO_CHECK), for

@@ -162,15 +162,15 @@ class EpochRunner:
             self.dropout = (keep, unit_off, self.mask)
         # Pruned layers' workspace; zeros, as their dense copies need.
         self.sp_work = np.zeros(layout.work_len(B), dtype=dtype)
-        # The hidden layers' deltas of the two-core epoch (src/_epoch.pyx):
-        # allocated by the first epoch run on two or more threads, kept for
-        # the rest of the fit.
-        self.deltas = None
         # Epochs the two-core epoch runs on one thread after thread 0 had
         # to finish one alone (a busy machine), and the current back-off.
         self.split_state = np.zeros(2, dtype=np.int64)
+        # The two-core epoch (src/_epoch.pyx) keeps the hidden layers'
+        # deltas, batch x (their units together), where the one-thread
+        # epoch uses tmp; it uses tmp for them, enlarged by the first epoch
+        # run split when it is too small (networks of several hidden layers).
         self._hidden_len = B * int(units[1:-1].sum())
-        self._dtype = dtype
+        self._split = dense_input and _epoch.split_applies(layout.net, B)
 
     def run(self, theta, X, Y, sample_weight, idx, rng_state, shuffle,
             optimizer, loss_code, alpha, l1, n_threads, drop_state=None, timing=None):
@@ -186,12 +186,15 @@ class EpochRunner:
             if drop_state is None:
                 raise ValueError("a dropout runner needs drop_state")
             dropout = self.dropout + (drop_state,)
-        if n_threads > 1 and self.deltas is None and dropout is None:
-            self.deltas = np.empty(max(1, self._hidden_len), dtype=self._dtype)
+        deltas = None
+        if n_threads > 1 and self._split and dropout is None:
+            if self.tmp.shape[0] < self._hidden_len:
+                self.tmp = np.empty(self._hidden_len, dtype=self.tmp.dtype)
+            deltas = self.tmp
         loss_sum, _, finite = _epoch.run_epoch(
             theta, self.grad, optimizer.state, X, Y, sample_weight, idx,
             rng_state, shuffle, self.batch_size, self.layout.net, loss_code,
             optimizer.rule(), self.pieces, self.acts, self.tmp, self.xbuf,
             self.row_loss, self.part, optimizer.step, alpha, l1, n_threads,
-            dropout, self.sp_work, self.deltas, timing, self.split_state)
+            dropout, self.sp_work, deltas, timing, self.split_state)
         return loss_sum / len(idx), finite
