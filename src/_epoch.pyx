@@ -3,6 +3,29 @@
 Python calls run_epoch once per epoch (so progress, stopping rules and
 callbacks live between epochs); everything inside it, shuffling included,
 is compiled. Buffers are allocated by the caller once per fit.
+
+With two or more threads, an epoch whose products all run in the small
+kernels (src/_layers.pxd, rows_split_exact) runs as one parallel region in
+which every thread walks the same batches (split_worker): the per-operation
+parallel loops of the one-thread path cost a futex wake-up per region under
+OMP_WAIT_POLICY=PASSIVE, more than a small batch's work. Per batch:
+
+1. each thread gathers, forwards, takes the loss delta of and
+   back-propagates the deltas of its own rows (rows are independent);
+2. barrier; each thread computes, over all rows, the gradient entries of
+   its own range of theta (whole update chunks, src/_updates.pxd), and
+   scans them (the divergence guard, src/_guard.pxd);
+3. barrier; if any gradient was non-finite every thread stops (theta
+   untouched, as on one thread); else each thread applies the update rule
+   to its own chunks, whose gradient and optimiser state stay in its cache;
+4. barrier; every thread adds the chunks' sums in chunk order.
+
+A process busy on the other core stalls the barriers; thread 0 then
+finishes the epoch alone (SOLO_CHECK).
+
+The barriers are src/fm_barrier.h's spin barrier. Every value is computed
+by the same chain of operations as on one thread, so the results are the
+same bits whatever the number of threads.
 """
 import numpy as np
 from cython cimport floating
@@ -10,15 +33,34 @@ from libc.math cimport isfinite, pow, sqrt
 from cpython.exc cimport PyErr_CheckSignals
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
+from cython.parallel cimport parallel
 from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
-                      rows_contiguous)
+                      rows_contiguous, gather_rows, rows_split_exact,
+                      forward_rows, delta_rows, grad_range)
 from _args cimport unpack_net, unpack_input, new_sparse_work
 from _losses cimport output_loss_delta, LOSS_LOG
 from _activations cimport ACT_SOFTMAX, ACT_LOGISTIC
-from _updates cimport Rule, Pieces, apply_step, RULE_ADAM
+from _updates cimport (Rule, Pieces, apply_step, step_chunks, sum_parts,
+                      RULE_ADAM)
 from _rng cimport shuffle as rng_shuffle, next_u64
 from _dropout cimport Dropout
-from _guard cimport all_finite
+from _guard cimport all_finite, span_bad
+
+cdef extern from "fm_barrier.h":
+    ctypedef struct fm_barrier:
+        int n
+    int FM_HAVE_SPIN_BARRIER
+    void fm_barrier_init(fm_barrier* b, int n) noexcept nogil
+    void fm_barrier_set_n(fm_barrier* b, int n) noexcept nogil
+    void fm_barrier_wait(fm_barrier* b, int* local_sense) noexcept nogil
+    int fm_team_id() noexcept nogil
+    int fm_team_size() noexcept nogil
+    double fm_barrier_wait_timed(fm_barrier* b, int* local_sense) noexcept nogil
+    void fm_publish(int* p, int v) noexcept nogil
+    int fm_acquire(const int* p) noexcept nogil
+    void fm_count_up(int* p) noexcept nogil
+    int fm_wait_join(const int* join, const int* closed) noexcept nogil
+    void fm_wait_value(const int* p, int v) noexcept nogil
 
 # Signals (Ctrl-C) are looked at no more often than this, in seconds.
 cdef double SIGNAL_INTERVAL = 0.05
@@ -34,6 +76,270 @@ cdef int check_signals() except -1 with gil:
     return PyErr_CheckSignals()
 
 
+cdef extern from "Python.h":
+    # PyErr_CheckSignals declared without Cython's exception check, so that
+    # signal_pending can hand the exception on instead of swallowing it.
+    int check_signals_raw "PyErr_CheckSignals"()
+
+
+cdef int signal_pending() noexcept with gil:
+    """-1, leaving the handler's exception set, if a signal handler raised."""
+    return check_signals_raw()
+
+
+cdef int raise_pending() except -1:
+    """Propagate the exception signal_pending left set."""
+    return -1
+
+
+cdef inline double weight_sum(const floating* sw, const long long* rows,
+                              Py_ssize_t b) noexcept nogil:
+    """The batch's total sample weight (b without weights)."""
+    cdef Py_ssize_t i
+    cdef double s = 0
+    if sw == NULL:
+        return b
+    for i in range(b):
+        s += sw[rows[i]]
+    return s
+
+
+cdef inline double sum_in_order(const double* x, Py_ssize_t n) noexcept nogil:
+    """The rows' losses added up: one function for both epoch paths, so the
+    compiler turns the sum into the same instructions in both."""
+    cdef Py_ssize_t i
+    cdef double s = 0
+    for i in range(n):
+        s += x[i]
+    return s
+
+
+cdef inline Py_ssize_t hidden_units(const Net* nt) noexcept nogil:
+    """Units of all the hidden layers together."""
+    cdef Py_ssize_t h = 0
+    cdef int l
+    for l in range(1, nt.n_layers):
+        h += nt.units[l]
+    return h
+
+
+cdef enum:
+    # Rows per thread below which a batch's first stage runs on thread 0
+    # alone (the others wait at the barrier): one row block of the product
+    # kernels (8 rows) per thread at least.
+    SPLIT_MIN_ROWS = 8
+    SPLIT_ALIGN = 8   # row and column shares are whole blocks of 8
+    # Thread 0 compares, after every batch, the time it waited at the
+    # barriers with the time it worked, over windows of SOLO_CHECK batches:
+    # split, a batch takes its work plus its wait, alone about twice its
+    # work. When waiting costs more than working, by more than SOLO_SLACK
+    # (the other thread lost its core to another process), thread 0 finishes the epoch alone and the other threads leave: the
+    # same results, and no core spent waiting for one that is not running.
+    SOLO_CHECK = 16
+
+cdef double SOLO_SLACK = 200e-6
+# Tests: thread 0 waits for the other threads before the first batch, so
+# that every batch runs split (a test's few small batches would otherwise
+# often be over before the others have woken up). Never in fits.
+cdef bint JOIN_AT_START = False
+
+
+def join_at_start(bint wait):
+    """Make the split epoch's thread 0 wait for the other threads before
+    its first batch (for tests); returns the previous setting."""
+    global JOIN_AT_START
+    old = JOIN_AT_START
+    JOIN_AT_START = wait
+    return old
+
+
+cdef struct Split:
+    # shared between the threads of split_worker
+    fm_barrier bar
+    int bad                # some thread's gradient was not finite
+    int stop               # thread 0 saw a signal handler raise
+    int solo               # thread 0 goes on alone (see SOLO_CHECK)
+    int ready              # threads other than 0 that have started
+    int join_at            # the batch they join at (-1: not yet)
+    int closed             # thread 0 has finished the epoch
+    bint wait_team         # thread 0 waits for the others before batch 0
+    # the problem
+    Net* nt
+    const Pieces* pc
+    Rule rule              # rule.lr: the base rate
+    Py_ssize_t s0, s1, n_feat, n, B
+    const int* idx32       # the epoch's rows (one of the two is NULL)
+    const long long* idx64
+    long long* brows       # n_threads x B: each thread's widened batch rows
+    const int* cls
+    int loss
+    double* row_loss
+    double* part
+    long long step0
+    double alpha, l1
+    # results, from thread 0
+    double work_s          # its seconds working in split batches
+    double wait_s          # its seconds waiting at their barriers
+    Py_ssize_t n_split     # batches run split (the others: thread 0 alone)
+    double total
+    Py_ssize_t n_done
+    bint finite
+
+
+cdef inline void share(Py_ssize_t n, int tid, int nth, Py_ssize_t align,
+                       Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Thread tid's part of range(n): whole blocks of align."""
+    cdef Py_ssize_t per = (n + nth - 1) // nth
+    per = (per + align - 1) // align * align
+    lo[0] = min(n, tid * per)
+    hi[0] = min(n, lo[0] + per)
+
+
+cdef void split_worker(Split* S, floating* theta, floating* grad,
+                       floating* m1, floating* m2, const floating* X,
+                       const floating* Y, const floating* sw, floating* xbuf,
+                       floating* acts, floating* deltas) noexcept nogil:
+    """One thread's walk through the epoch (see the module's docstring)."""
+    cdef int tid = fm_team_id(), nth = fm_team_size(), sense = 0, l
+    cdef Net* nt = S.nt
+    cdef int L = nt.n_layers
+    cdef Py_ssize_t k = nt.units[L], n_feat = S.n_feat
+    cdef Py_ssize_t start = 0, b, i, r0, r1, c0, c1, lo, hi
+    cdef long long* mine = S.brows + tid * S.B
+    cdef const long long* rows
+    cdef const floating* X0
+    cdef int ld0
+    cdef Rule r = S.rule
+    cdef double lr0 = S.rule.lr, swsum, data_loss, sq, ab, total = 0
+    cdef double t_last = now()
+    cdef Py_ssize_t n_done = 0
+    cdef bint finite = True
+    cdef long long t
+    cdef double waited = 0, worked = 0, t_batch = 0, wb = 0
+    # Thread 0 starts alone: the others join at a batch boundary once they
+    # have all started (waking a sleeping OpenMP thread can take longer than
+    # a batch, much longer on a busy machine), or not at all this epoch.
+    cdef bint solo = True, gave_up = False
+    cdef int j
+    fm_barrier_set_n(&S.bar, nth)
+    if tid == 0 and S.wait_team and nth > 1:
+        fm_wait_value(&S.ready, nth - 1)
+        fm_publish(&S.join_at, 0)
+        solo = False
+    if tid != 0:
+        fm_count_up(&S.ready)
+        j = fm_wait_join(&S.join_at, &S.closed)
+        if j < 0:
+            return
+        solo = False
+        n_done = j
+        start = j * S.B
+    while start < S.n:
+        if tid == 0:
+            t_batch = now()
+            wb = 0
+        b = min(S.B, S.n - start)
+        if S.idx32 != NULL:
+            for i in range(b):
+                mine[i] = S.idx32[start + i]
+            rows = mine
+        else:
+            rows = S.idx64 + start
+        if solo:
+            r0 = 0
+            r1 = b
+        elif b >= SPLIT_MIN_ROWS * nth:
+            share(b, tid, nth, SPLIT_ALIGN, &r0, &r1)
+        else:
+            r0 = 0
+            r1 = b if tid == 0 else 0
+        if rows_contiguous(X, S.s0, S.s1, n_feat, rows, b):
+            X0 = X + rows[0] * S.s0
+            ld0 = <int>S.s0
+        else:
+            gather_rows(X, S.s0, S.s1, rows + r0, r1 - r0, n_feat,
+                        xbuf + r0 * n_feat, 1)
+            X0 = xbuf
+            ld0 = <int>n_feat
+        swsum = weight_sum(sw, rows, b)
+        if r1 > r0:
+            forward_rows(nt, theta, X0, ld0, b, r0, r1, acts)
+            output_loss_delta(slot(nt, acts, b, L) + r0 * k,
+                              theta + nt.b_off[L - 1], Y, S.cls, k, sw,
+                              rows + r0, r1 - r0, 1 / swsum, S.loss,
+                              nt.act[L - 1], S.row_loss + r0, 1)
+            delta_rows(nt, theta, b, r0, r1, acts, deltas)
+        if not solo:
+            wb += fm_barrier_wait_timed(&S.bar, &sense)
+        data_loss = sum_in_order(S.row_loss, b)
+        if not isfinite(data_loss):
+            finite = False
+            break
+        if solo:
+            c0 = 0
+            c1 = S.pc.n_chunks
+        else:
+            share(S.pc.n_chunks, tid, nth, 1, &c0, &c1)
+        if c1 > c0:
+            lo = S.pc.lo[S.pc.chunk_ptr[c0]]
+            hi = S.pc.hi[S.pc.chunk_ptr[c1] - 1]
+            grad_range(nt, X0, ld0, b, acts, deltas, grad, lo, hi)
+            if span_bad(grad + lo, hi - lo):
+                fm_publish(&S.bad, 1)
+        if not solo:
+            wb += fm_barrier_wait_timed(&S.bar, &sense)
+        if fm_acquire(&S.bad):
+            finite = False  # theta and the optimiser state untouched
+            break
+        t = S.step0 + n_done + 1
+        if r.kind == RULE_ADAM:
+            r.lr = lr0 * sqrt(1 - pow(r.beta2, t)) / (1 - pow(r.beta1, t))
+        step_chunks(theta, grad, m1, m2, S.pc, c0, c1, &r,
+                    <floating>(S.alpha / swsum), <floating>(S.l1 / swsum),
+                    S.part)
+        if tid == 0:
+            if now() - t_last > SIGNAL_INTERVAL:
+                if signal_pending():
+                    S.stop = 1
+                t_last = now()
+            if not solo:
+                worked += now() - t_batch - wb
+                waited += wb
+                S.work_s += now() - t_batch - wb
+                S.wait_s += wb
+                S.n_split += 1
+                if waited > worked + SOLO_SLACK:
+                    S.solo = 1
+                    gave_up = True
+                if (n_done + 1) % SOLO_CHECK == 0:
+                    waited = 0
+                    worked = 0
+        if not solo:
+            wb = fm_barrier_wait_timed(&S.bar, &sense)
+            waited += wb
+            if tid == 0:
+                S.wait_s += wb
+            if S.solo:
+                if tid != 0:
+                    break
+                solo = True
+        finite = sum_parts(S.part, S.pc.n_chunks, &sq, &ab)
+        total += (data_loss + (0.5 * S.alpha * sq + S.l1 * ab) / swsum) * b
+        n_done += 1
+        if not finite or S.stop:
+            break
+        start += b
+        if (tid == 0 and solo and not gave_up and nth > 1 and start < S.n
+                and n_done < 2147483647 and fm_acquire(&S.ready) == nth - 1):
+            fm_publish(&S.join_at, <int>n_done)  # after this batch's update
+            solo = False
+    if tid == 0:
+        fm_publish(&S.closed, 1)
+        S.total = total
+        S.n_done = n_done
+        S.finite = finite
+
+
 def run_epoch(floating[::1] theta, floating[::1] grad,
               floating[:, ::1] opt_state, X, Y,
               const floating[::1] sample_weight, idx,
@@ -43,7 +349,8 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
               floating[::1] xbuf, double[::1] row_loss, double[::1] part,
               long long[::1] step_count, double alpha, double l1,
               int n_threads, tuple dropout=None,
-              floating[::1] sp_work=None):
+              floating[::1] sp_work=None, floating[::1] deltas=None,
+              double[::1] timing=None, long long[::1] split_state=None):
     """Run one epoch over the samples idx (shuffled in place first; int32,
     or int64 for 2**31 rows or more).
 
@@ -68,6 +375,19 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         one key is drawn from it per batch).
     sp_work : zeros of Layout.work_len(batch_size), the pruned layers'
         workspace (allocated here when None).
+    deltas : batch_size x (sum of the hidden layers' units), the hidden
+        deltas of the two-core epoch (used with n_threads >= 2 when
+        split_applies; allocated here when None and needed). It may be
+        tmp, which the two-core epoch does not use.
+    timing : None, or 3 float64 that a split epoch fills with thread 0's
+        seconds working and waiting at the barriers, and the number of
+        batches it ran split (the rest it ran alone: SOLO_CHECK), for
+        benchmarks/thread_split.py; untouched by the one-thread path.
+    split_state : None, or 2 int64 kept by the caller between epochs (zeros
+        at first): after an epoch that thread 0 finished alone, the next
+        ones run the split epoch on one thread (the same results, no
+        barrier), 1, 2, 4 ... up to 16 epochs while that repeats, before
+        trying two threads again.
 
     Returns
     -------
@@ -173,6 +493,77 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     cdef bint finite = True
     cdef long long t
 
+    cdef Split S
+    cdef int team
+    cdef long long[::1] split_rows
+    if (n_threads >= 2 and FM_HAVE_SPIN_BARRIER and X_ptr != NULL
+            and rows_split_exact(&nt, batch_size)):
+        if deltas is None:
+            deltas = np.empty(max(1, batch_size * hidden_units(&nt)),
+                              dtype=np.float32 if floating is float else np.float64)
+        if deltas.shape[0] < batch_size * hidden_units(&nt):
+            raise ValueError("deltas is too small for the batch size")
+        split_rows = np.empty(n_threads * batch_size, dtype=np.int64)
+        team = n_threads
+        if split_state is not None and split_state[0] > 0:
+            split_state[0] -= 1
+            team = 1
+        fm_barrier_init(&S.bar, team)
+        S.bad = 0
+        S.stop = 0
+        S.solo = 0
+        S.ready = 0
+        S.join_at = -1
+        S.closed = 0
+        S.wait_team = JOIN_AT_START
+        S.nt = &nt
+        S.pc = &pc
+        S.rule = r
+        S.s0 = s0
+        S.s1 = s1
+        S.n_feat = n_feat
+        S.n = idx.shape[0]
+        S.B = batch_size
+        S.idx32 = &idx32[0] if narrow and S.n else NULL
+        S.idx64 = &idx64[0] if not narrow and S.n else NULL
+        S.brows = &split_rows[0]
+        S.cls = cls
+        S.loss = loss
+        S.row_loss = &row_loss[0]
+        S.part = &part[0]
+        S.step0 = step_count[0]
+        S.alpha = alpha
+        S.l1 = l1
+        S.total = 0
+        S.work_s = 0
+        S.wait_s = 0
+        S.n_split = 0
+        S.n_done = 0
+        S.finite = True
+        with nogil:
+            if shuffle and narrow:
+                rng_shuffle(&idx32[0], n, &rng_state[0])
+            elif shuffle:
+                rng_shuffle(&idx64[0], n, &rng_state[0])
+            with parallel(num_threads=team):
+                split_worker(&S, &theta[0], &grad[0], &opt_state[0, 0],
+                             &opt_state[1, 0], X_ptr, Yp, sw, &xbuf[0],
+                             &acts[0], &deltas[0])
+        step_count[0] += S.n_done
+        if split_state is not None and team > 1:
+            if S.solo:
+                split_state[1] = min(16, max(1, 2 * split_state[1]))
+                split_state[0] = split_state[1]
+            else:
+                split_state[1] = 0
+        if timing is not None:
+            timing[0] = S.work_s
+            timing[1] = S.wait_s
+            timing[2] = S.n_split
+        if S.stop:
+            raise_pending()
+        return S.total, S.n_done, S.finite
+
     with nogil:
         if shuffle and narrow:
             rng_shuffle(&idx32[0], n, &rng_state[0])
@@ -195,16 +586,12 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
                 dp.key = next_u64(&d_state[0])
             forward(&nt, &theta[0], X0, ld0, &csr, rows, b, &acts[0],
                     False, n_threads)
-            if sw == NULL:
-                swsum = b
-            else:
-                swsum = 0
-                for i in range(b):
-                    swsum += sw[rows[i]]
+            swsum = weight_sum(sw, rows, b)
             out = slot(&nt, &acts[0], b, L)
-            data_loss = output_loss_delta(
+            output_loss_delta(
                 out, &theta[0] + nt.b_off[L - 1], Yp, cls, k, sw, rows, b,
                 1 / swsum, loss, nt.act[L - 1], &row_loss[0], n_threads)
+            data_loss = sum_in_order(&row_loss[0], b)
             if not isfinite(data_loss):
                 finite = False
                 break
@@ -231,3 +618,36 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
                 t_last = now()
             start += b
     return total, n_done, finite
+
+
+cdef void barrier_rounds(fm_barrier* bar, Py_ssize_t rounds,
+                         int* team) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int sense = 0
+    fm_barrier_set_n(bar, fm_team_size())
+    if fm_team_id() == 0:
+        team[0] = fm_team_size()
+    for i in range(rounds):
+        fm_barrier_wait(bar, &sense)
+
+
+def barrier_seconds(int n_threads, Py_ssize_t rounds):
+    """Wall seconds per pass through the two-core epoch's barrier
+    (src/fm_barrier.h) by n_threads threads doing nothing else, and the
+    team size OpenMP gave (benchmarks/thread_split.py)."""
+    cdef fm_barrier bar
+    cdef int team = 1
+    cdef double t0
+    fm_barrier_init(&bar, n_threads)
+    t0 = now()
+    with nogil, parallel(num_threads=n_threads):
+        barrier_rounds(&bar, rounds, &team)
+    return (now() - t0) / max(1, rounds), team
+
+
+def split_applies(tuple net, Py_ssize_t batch_size):
+    """True if an epoch of this network on dense X, without dropout, runs
+    split over the threads when given two or more (see the module's
+    docstring); else it runs the one-thread path with its parallel loops."""
+    cdef Net nt = unpack_net(net)
+    return bool(FM_HAVE_SPIN_BARRIER) and rows_split_exact(&nt, batch_size)

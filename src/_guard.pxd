@@ -45,3 +45,4 @@ cdef inline bint all_finite(const floating* g, Py_ssize_t n,
     else:
         bad = span_bad(g, n)
     return bad == 0
+

@@ -9,10 +9,11 @@
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
-from _small_gemm cimport prod_nn, prod_tn, prod_nt
-from _activations cimport bias_act, deriv_set, PAR_MIN
+from _small_gemm cimport (prod_nn, prod_tn, prod_nt, small_gemm, kernels_take,
+                          FM_NN, FM_TN, FM_NT)
+from _activations cimport bias_act, deriv_set, deriv_mul, PAR_MIN
 from _dropout cimport Dropout, dropout_forward, dropout_backward
-from _sparse_layers cimport (SpNet, SP_GEMM, sp_use_kernels, sp_forward,
+from _sparse_layers cimport (SpNet, SP_DENSE, SP_GEMM, sp_use_kernels, sp_forward,
                              sp_backward, sp_densify, sp_dense_w,
                              sp_gather_grad)
 
@@ -281,3 +282,144 @@ cdef inline bint rows_contiguous(const floating* X, Py_ssize_t s0,
         if rows[i] != rows[i - 1] + 1:
             return False
     return True
+
+
+# The same passes cut for the two-core epoch (src/_epoch.pyx): forward and
+# the delta recursion on a thread's own rows of the batch, the gradient of a
+# thread's own range of parameters over all rows. Each product is the kernel call
+# forward() and backward() make, on a block of rows or columns; the kernels
+# compute every output element as the same chain of multiply-adds whatever
+# the block of rows or columns (src/_small_gemm.pxd), so the results are
+# those of the whole batch on one thread, bit for bit. Unlike backward(), the deltas of hidden
+# layers go to their own slots in `deltas` (acts' layout), since the
+# gradient stage, which runs after every row's deltas exist, still needs
+# the activations.
+
+
+cdef inline bint rows_split_exact(const Net* net, Py_ssize_t B) noexcept nogil:
+    """True if batches of up to B rows can run the split passes below with
+    the results of forward() and backward(): dense layers whose products
+    all run in the small kernels (none goes to BLAS), no dropout."""
+    cdef int l
+    if net.drop != NULL:
+        return False
+    for l in range(net.n_layers):
+        if net.sp.mode[l] != SP_DENSE:
+            return False
+        if not kernels_take(B, net.units[l], net.units[l + 1]):
+            return False
+    return True
+
+
+cdef inline void forward_rows(const Net* net, const floating* theta,
+                              const floating* X0, int ld0, Py_ssize_t B,
+                              Py_ssize_t r0, Py_ssize_t r1,
+                              floating* acts) noexcept nogil:
+    """forward(..., output_act=False) for rows r0:r1 of a batch of B rows
+    (dense input X0, row stride ld0), on the calling thread."""
+    cdef int l, L = net.n_layers
+    cdef Py_ssize_t n_in, n_out, nr = r1 - r0
+    cdef const floating* A = X0 + r0 * ld0
+    cdef Py_ssize_t lda = ld0
+    cdef floating* Z
+    for l in range(L):
+        n_in = net.units[l]
+        n_out = net.units[l + 1]
+        Z = slot(net, acts, B, l + 1) + r0 * n_out
+        small_gemm(FM_NN, nr, n_out, n_in, A, lda, theta + net.w_off[l],
+                   n_out, Z, n_out, 0, 1)
+        if l < L - 1:
+            bias_act(Z, theta + net.b_off[l], nr, n_out, net.act[l],
+                     <floating>net.slope, 1)
+        A = Z
+        lda = n_out
+
+
+cdef inline floating* delta_slot(const Net* net, floating* acts,
+                                 floating* deltas, Py_ssize_t B,
+                                 int l) noexcept nogil:
+    """Where the split passes keep layer l's delta: the output's in its
+    activation slot (as output_loss_delta leaves it), hidden layers' in
+    deltas."""
+    if l == net.n_layers:
+        return slot(net, acts, B, l)
+    return slot(net, deltas, B, l)
+
+
+cdef inline void delta_rows(const Net* net, const floating* theta,
+                            Py_ssize_t B, Py_ssize_t r0, Py_ssize_t r1,
+                            floating* acts, floating* deltas) noexcept nogil:
+    """backward()'s delta recursion for rows r0:r1, given their output delta
+    in the last slot of acts: each hidden layer's delta into its slot of
+    deltas (acts untouched)."""
+    cdef int l, L = net.n_layers
+    cdef Py_ssize_t n_in, n_out, nr = r1 - r0
+    cdef floating* out
+    for l in range(L - 1, 0, -1):
+        n_in = net.units[l]
+        n_out = net.units[l + 1]
+        out = slot(net, deltas, B, l) + r0 * n_in
+        small_gemm(FM_NT, nr, n_in, n_out,
+                   delta_slot(net, acts, deltas, B, l + 1) + r0 * n_out, n_out,
+                   theta + net.w_off[l], n_out, out, n_in, 0, 1)
+        deriv_mul(slot(net, acts, B, l) + r0 * n_in, out, out, nr * n_in,
+                  net.act[l - 1], <floating>net.slope, 1)
+
+
+cdef inline void grad_block(const floating* A, Py_ssize_t lda,
+                            const floating* D, Py_ssize_t n_out, Py_ssize_t B,
+                            floating* dW, Py_ssize_t i0, Py_ssize_t i1,
+                            Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """Rows i0:i1, columns j0:j1 of dW = A.T D (B rows; dW has n_out
+    columns)."""
+    small_gemm(FM_TN, i1 - i0, j1 - j0, B, A + i0, lda, D + j0, n_out,
+               dW + i0 * n_out + j0, n_out, 0, 1)
+
+
+cdef inline void grad_range(const Net* net, const floating* X0, int ld0,
+                            Py_ssize_t B, floating* acts, floating* deltas,
+                            floating* grad, Py_ssize_t lo,
+                            Py_ssize_t hi) noexcept nogil:
+    """backward()'s gradient over all B rows, for the entries grad[lo:hi]
+    only (theta's layout): the range of parameters a thread also updates,
+    so that the gradient stays in that thread's cache."""
+    cdef int l
+    cdef Py_ssize_t n_in, n_out, a, e, p, q, i, j, j1, rows, r
+    cdef const floating* A
+    cdef Py_ssize_t lda
+    cdef const floating* D
+    cdef const floating* d
+    cdef floating* dW
+    cdef floating* db
+    for l in range(net.n_layers):
+        n_in = net.units[l]
+        n_out = net.units[l + 1]
+        A = X0 if l == 0 else slot(net, acts, B, l)
+        lda = ld0 if l == 0 else n_in
+        D = delta_slot(net, acts, deltas, B, l + 1)
+        dW = grad + net.w_off[l]
+        # weights: a partial row, whole rows, a partial row
+        p = max(lo, net.w_off[l]) - net.w_off[l]
+        q = min(hi, net.w_off[l] + n_in * n_out) - net.w_off[l]
+        while p < q:
+            i = p // n_out
+            j = p - i * n_out
+            if j != 0 or q - p < n_out:
+                j1 = min(n_out, j + (q - p))
+                grad_block(A, lda, D, n_out, B, dW, i, i + 1, j, j1)
+                p = i * n_out + j1
+            else:
+                rows = (q - p) // n_out
+                grad_block(A, lda, D, n_out, B, dW, i, i + rows, 0, n_out)
+                p += rows * n_out
+        # biases: col_sums on the columns in range, in its order
+        a = max(lo, net.b_off[l]) - net.b_off[l]
+        e = min(hi, net.b_off[l] + n_out) - net.b_off[l]
+        if a < e:
+            db = grad + net.b_off[l]
+            for j in range(a, e):
+                db[j] = 0
+            for r in range(B):
+                d = D + r * n_out
+                for j in range(a, e):
+                    db[j] = db[j] + d[j]

@@ -205,10 +205,12 @@ cdef enum:
     # Multiply-adds above which BLAS is used: the crossover measured with
     # benchmarks/small_gemm.py (README, "Small products"). The NN and NT
     # kernels match or beat OpenBLAS 0.3.30 up to 256^3 and more; its TN
-    # small-matrix kernel is 5-25% faster than ours below ~1M multiply-adds
-    # and above ~8M, so TN uses the kernels only in between.
+    # kernel is 5-25% faster than ours above ~8M multiply-adds, so TN uses
+    # BLAS there. (Below ~1M OpenBLAS's small-matrix TN kernel is also a
+    # little faster, but the kernels here give the same bits for any split
+    # of the output's columns, which the two-core epoch relies on; OpenBLAS
+    # does not: src/_epoch.pyx.)
     SMALL_MAX_WORK = 16777216
-    TN_MIN_WORK = 1048576
     TN_MAX_WORK = 8388608
     # Multiply-adds above which the rows are split over threads.
     SMALL_PAR_MIN = 262144
@@ -268,8 +270,7 @@ cdef inline void prod_tn(const floating* A, int lda, const floating* B,
                          floating* C, int r, int k, int c, floating beta,
                          int n_threads) noexcept nogil:
     """C[k, c] = A[r, k].T @ B[r, c] + beta C."""
-    cdef Py_ssize_t work = <Py_ssize_t>r * k * c
-    if (work <= TN_MIN_WORK or work > TN_MAX_WORK
+    if (<Py_ssize_t>r * k * c > TN_MAX_WORK
             or not small_gemm(FM_TN, k, c, r, A, lda, B, c, C, c,
                               beta != 0, n_threads)):
         mm_tn(A, lda, B, C, r, k, c, beta)
@@ -283,3 +284,12 @@ cdef inline void prod_nt(const floating* A, const floating* B, floating* C,
             or not small_gemm(FM_NT, r, k, c, A, c, B, c, C, k,
                               beta != 0, n_threads)):
         mm_nt(A, B, C, r, c, k, beta)
+
+
+cdef inline bint kernels_take(Py_ssize_t r, Py_ssize_t k,
+                              Py_ssize_t c) noexcept nogil:
+    """True if prod_nn, prod_tn and prod_nt of a layer of k inputs and c
+    outputs on r rows all run in the kernels above (none goes to BLAS), for
+    r and any fewer rows."""
+    cdef Py_ssize_t work = r * k * c
+    return fm_isa() != 0 and work <= SMALL_MAX_WORK and work <= TN_MAX_WORK

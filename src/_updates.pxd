@@ -166,16 +166,34 @@ cdef inline bint apply_step(floating* th, floating* g, floating* s1,
     sum of squares and of magnitudes before the step.
     """
     cdef Py_ssize_t c
-    cdef double bad = 0
     if n_threads > 1 and pc.n_chunks > 1 and pc.n_chunks * CHUNK >= PAR_MIN_UPDATE:
         for c in prange(pc.n_chunks, schedule='static', num_threads=n_threads):
             step_chunk(th, g, s1, s2, pc, c, rule, l2, l1, part + 3 * c)
     else:
-        for c in range(pc.n_chunks):
-            step_chunk(th, g, s1, s2, pc, c, rule, l2, l1, part + 3 * c)
+        step_chunks(th, g, s1, s2, pc, 0, pc.n_chunks, rule, l2, l1, part)
+    return sum_parts(part, pc.n_chunks, sq, ab)
+
+
+cdef inline void step_chunks(floating* th, floating* g, floating* s1,
+                             floating* s2, const Pieces* pc, Py_ssize_t c0,
+                             Py_ssize_t c1, const Rule* rule, floating l2,
+                             floating l1, double* part) noexcept nogil:
+    """Chunks c0:c1 of apply_step, on the calling thread (the two-core epoch
+    gives each thread its own range); sums in part, see sum_parts."""
+    cdef Py_ssize_t c
+    for c in range(c0, c1):
+        step_chunk(th, g, s1, s2, pc, c, rule, l2, l1, part + 3 * c)
+
+
+cdef inline bint sum_parts(const double* part, Py_ssize_t n_chunks,
+                           double* sq, double* ab) noexcept nogil:
+    """Add the chunks' sums in chunk order (whichever threads ran them):
+    sq, ab as apply_step returns them; False if the step went non-finite."""
+    cdef Py_ssize_t c
+    cdef double bad = 0
     sq[0] = 0
     ab[0] = 0
-    for c in range(pc.n_chunks):
+    for c in range(n_chunks):
         sq[0] += part[3 * c]
         ab[0] += part[3 * c + 1]
         bad += part[3 * c + 2]

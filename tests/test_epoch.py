@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fastmlp._network import LOSS_LOG, Layout
+from fastmlp import _epoch, _kernels
+from fastmlp._network import LOSS_LOG, LOSS_SQUARED, Layout
 from fastmlp.solvers.first_order import EpochRunner, Optimizer
 from fastmlp.solvers.objective import Objective, kernel_input
 
@@ -204,19 +205,20 @@ def test_class_indices_out_of_range_are_refused():
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
-def test_a_non_finite_gradient_stops_before_the_step(solver):
+@pytest.mark.parametrize("n_threads,B", [(1, 8), (2, 8), (2, 32)])
+def test_a_non_finite_gradient_stops_before_the_step(solver, n_threads, B, every_batch_split):
     # The loss is finite on every batch but the third's gradient overflows
     # (inputs of 1e200 through output weights of 1e150, softmax logits of
     # ~1e150: a finite cross-entropy). The epoch must stop with the
     # parameters and optimiser state of the second step exactly, no
     # copy of them kept (a NaN or inf step would reach every parameter).
+    # With two threads, batches of 32 split their rows, 8 do not.
     rng = np.random.RandomState(0)
     layout = Layout([4, 5, 3], ["relu", "softmax"])
     theta = np.zeros(layout.n_params)
     (W0, W1), _ = layout.views(theta)
     W0[:] = rng.randn(4, 5) * 1e-200
     W1[:] = rng.randn(5, 3) * 1e150
-    B = 8
     X = rng.randn(3 * B, 4)
     X[2 * B:] *= 1e200
     classes = rng.randint(0, 3, 3 * B).astype(np.int32)
@@ -229,7 +231,7 @@ def test_a_non_finite_gradient_stops_before_the_step(solver):
     assert finite and not np.array_equal(ref, theta)
     opt = make()
     got = theta.copy()
-    _, finite, _ = run(layout, got, X, classes, None, rows, B, opt)
+    _, finite, _ = run(layout, got, X, classes, None, rows, B, opt, n_threads=n_threads)
     assert not finite
     assert np.array_equal(got, ref)
     assert np.array_equal(opt.state, ref_opt.state) and opt.step[0] == ref_opt.step[0] == 2
@@ -250,3 +252,97 @@ def test_int32_and_int64_row_indices_give_the_same_epoch(order):
     assert rb.dtype == np.int32 and np.array_equal(ra, rb)
     assert not np.array_equal(ra, rows)
     assert np.array_equal(a, b) and la == lb
+
+
+# The two-core epoch (src/_epoch.pyx, split_worker) against the one-thread
+# path: the same bits. Batches of 40 split their rows 24/16 (whole blocks of
+# 8), the last batch of 30 splits 16/14, batches below 16 rows run on one
+# thread inside the region; gradient columns and update chunks split too.
+SPLIT_LAYOUTS = [([6, 9, 5, 3], ["tanh", "relu", "softmax"]),
+                 ([40, 100, 100, 10], ["relu", "relu", "softmax"]),
+                 ([7, 33, 2], ["logistic", "softmax"]),
+                 ([5, 17, 3], ["leaky_relu", "identity"])]
+
+
+@pytest.fixture
+def every_batch_split():
+    """The split epoch's threads all start with the first batch (else the
+    few batches here may be over before the second thread wakes)."""
+    old = _epoch.join_at_start(True)
+    yield
+    _epoch.join_at_start(old)
+
+
+def split_problem(dtype, units, acts, n=150, seed=0):
+    rng = np.random.RandomState(seed)
+    layout = Layout(units, acts)
+    theta = (rng.randn(layout.n_params) * 0.3).astype(dtype)
+    X = rng.randn(n, units[0]).astype(dtype)
+    Y = np.eye(units[-1], dtype=dtype)[rng.randint(0, units[-1], n)]
+    sw = rng.uniform(0.5, 2, n).astype(dtype)
+    return layout, theta, X, Y, sw
+
+
+def epoch_twice(layout, theta, X, Y, sw, batch, make, n_threads, epochs=3, alpha=1e-3,
+                l1=0.0, loss=LOSS_LOG, idx_dtype=np.int64):
+    """theta, optimiser state, step count and losses after a few epochs."""
+    runner = EpochRunner(layout, theta.dtype, batch, True)
+    opt = make()
+    th = theta.copy()
+    rows = np.arange(X.shape[0], dtype=idx_dtype)
+    state = np.array([5], dtype=np.uint64)
+    losses = []
+    timing = np.zeros(3)
+    split = 0
+    for _ in range(epochs):
+        loss_value, finite = runner.run(th, kernel_input(X), Y, sw, rows, state, True, opt,
+                                        loss, alpha, l1, n_threads, timing=timing)
+        assert finite
+        losses.append(loss_value)
+        split += timing[2]
+    # (thread 0's count of batches run split)
+    if n_threads > 1 and _kernels.isa() > 0 and X.shape[0] > 2 * batch:
+        assert split > 0
+    return th, opt.state.copy(), int(opt.step[0]), losses
+
+
+@pytest.mark.parametrize("units,acts", SPLIT_LAYOUTS)
+@pytest.mark.parametrize("solver,nesterov", [("sgd", False), ("sgd", True), ("adam", False),
+                                             ("adagrad", False), ("adadelta", False),
+                                             ("rmsprop", False)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_two_core_epoch_gives_the_one_thread_bits(units, acts, solver, nesterov, weighted,
+                                                       dtype, every_batch_split):
+    layout, theta, X, Y, sw = split_problem(dtype, units, acts)
+    if _kernels.isa() > 0:
+        assert _epoch.split_applies(layout.net, 40)
+    sw = sw if weighted else None
+    lr = 1.0 if solver == "adadelta" else 0.01
+    make = lambda: Optimizer(solver, layout.n_params, dtype, learning_rate_init=lr,
+                             momentum=0.9, nesterovs_momentum=nesterov)
+    loss = LOSS_LOG if acts[-1] == "softmax" else LOSS_SQUARED
+    one = epoch_twice(layout, theta, X, Y, sw, 40, make, 1, l1=1e-4, loss=loss)
+    for n_threads in (2, 3):
+        got = epoch_twice(layout, theta, X, Y, sw, 40, make, n_threads, l1=1e-4, loss=loss)
+        assert not np.array_equal(got[0], theta)
+        assert np.array_equal(got[0], one[0]) and np.array_equal(got[1], one[1])
+        assert got[2] == one[2] == 3 * 4
+        assert got[3] == one[3]
+
+
+@pytest.mark.parametrize("batch", [1, 8, 16, 20, 150])
+def test_every_batch_size_splits_to_the_same_bits(batch, every_batch_split):
+    # From one row (thread 0 alone in every stage but the update) to the
+    # whole data in one batch, int32 row indices (widened per thread).
+    layout, theta, X, Y, sw = split_problem(np.float64, [12, 24, 10, 4],
+                                            ["relu", "tanh", "softmax"])
+    make = lambda: Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
+    one = epoch_twice(layout, theta, X, Y, sw, batch, make, 1, idx_dtype=np.int32)
+    two = epoch_twice(layout, theta, X, Y, sw, batch, make, 2, idx_dtype=np.int32)
+    assert np.array_equal(one[0], two[0]) and one[2:] == two[2:]
+
+
+def test_the_split_barrier_passes_with_the_threads_openmp_gives():
+    seconds, team = _epoch.barrier_seconds(2, 1000)
+    assert team in (1, 2) and seconds > 0
+    assert _epoch.barrier_seconds(1, 10)[1] == 1

@@ -162,23 +162,39 @@ class EpochRunner:
             self.dropout = (keep, unit_off, self.mask)
         # Pruned layers' workspace; zeros, as their dense copies need.
         self.sp_work = np.zeros(layout.work_len(B), dtype=dtype)
+        # Epochs the two-core epoch runs on one thread after thread 0 had
+        # to finish one alone (a busy machine), and the current back-off.
+        self.split_state = np.zeros(2, dtype=np.int64)
+        # The two-core epoch (src/_epoch.pyx) keeps the hidden layers'
+        # deltas, batch x (their units together), where the one-thread
+        # epoch uses tmp; it uses tmp for them, enlarged by the first epoch
+        # run split when it is too small (networks of several hidden layers).
+        self._hidden_len = B * int(units[1:-1].sum())
+        self._split = dense_input and _epoch.split_applies(layout.net, B)
 
     def run(self, theta, X, Y, sample_weight, idx, rng_state, shuffle,
-            optimizer, loss_code, alpha, l1, n_threads, drop_state=None):
+            optimizer, loss_code, alpha, l1, n_threads, drop_state=None, timing=None):
         """One epoch over rows idx; returns (mean batch loss, finite).
 
         drop_state: the dropout stream's state, a uint64 array of length 1
         updated in place; required when the runner has dropout.
+        timing: None, or 3 float64 the two-core epoch fills (see
+        _epoch.run_epoch; benchmarks/thread_split.py).
         """
         dropout = None
         if self.dropout is not None:
             if drop_state is None:
                 raise ValueError("a dropout runner needs drop_state")
             dropout = self.dropout + (drop_state,)
+        deltas = None
+        if n_threads > 1 and self._split and dropout is None:
+            if self.tmp.shape[0] < self._hidden_len:
+                self.tmp = np.empty(self._hidden_len, dtype=self.tmp.dtype)
+            deltas = self.tmp
         loss_sum, _, finite = _epoch.run_epoch(
             theta, self.grad, optimizer.state, X, Y, sample_weight, idx,
             rng_state, shuffle, self.batch_size, self.layout.net, loss_code,
             optimizer.rule(), self.pieces, self.acts, self.tmp, self.xbuf,
             self.row_loss, self.part, optimizer.step, alpha, l1, n_threads,
-            dropout, self.sp_work)
+            dropout, self.sp_work, deltas, timing, self.split_state)
         return loss_sum / len(idx), finite

@@ -1,0 +1,98 @@
+"""The two-core epoch (src/_epoch.pyx) against the one-thread epoch.
+
+For each workload and dtype: milliseconds per epoch of the compiled epoch
+alone (no Python around it) with n_threads=1 and 2, the minimum and the
+median over the rounds; for the two-thread epochs, thread 0's share of time
+working and waiting at the barriers (from run_epoch's ``timing``) and how
+many batches ran split (the rest thread 0 ran alone, when waiting cost more
+than working); and the cost of one pass through the barrier by two threads
+doing nothing else. Run on a quiet machine (the load average is printed):
+a process busy on the other core makes the split epoch fall back to one
+thread. Run on a build without the two-core epoch (main before it), it gives
+that build's 1-thread baseline.
+
+    python benchmarks/thread_split.py [--epochs 200] [--workloads W2,W3]
+"""
+
+import argparse
+import inspect
+import os
+import sys
+from statistics import median
+from time import perf_counter
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.dirname(HERE))
+
+from benchmarks.common import WORKLOADS, make_data  # noqa: E402
+from fastmlp import _epoch  # noqa: E402
+from fastmlp._network import LOSS_LOG, Layout  # noqa: E402
+from fastmlp.solvers.first_order import EpochRunner, Optimizer  # noqa: E402
+from fastmlp.solvers.objective import kernel_input  # noqa: E402
+
+
+def epochs(layout, X, Y, batch, dtype, n_threads, rounds):
+    """Seconds per epoch, and summed (work, wait, split batches, batches)."""
+    rng = np.random.RandomState(0)
+    theta = (rng.randn(layout.n_params) * 0.05).astype(dtype)
+    runner = EpochRunner(layout, dtype, batch, True)
+    opt = Optimizer("adam", layout.n_params, dtype, learning_rate_init=1e-3)
+    rows = np.arange(X.shape[0], dtype=np.int32)
+    state = np.array([1], dtype=np.uint64)
+    Xk = kernel_input(X)
+    timing = np.zeros(3)
+    totals = np.zeros(4)
+    seconds = []
+    # A build before the two-core epoch has no timing: its 1-thread column
+    # is the baseline to compare with.
+    kw = {"timing": timing} if "timing" in inspect.signature(runner.run).parameters else {}
+    for _ in range(rounds):
+        t0 = perf_counter()
+        runner.run(theta, Xk, Y, None, rows, state, True, opt, LOSS_LOG, 1e-4, 0.0,
+                   n_threads, **kw)
+        seconds.append(perf_counter() - t0)
+        totals[:3] += timing
+        totals[3] += -(-X.shape[0] // batch)
+        timing[:] = 0
+    return seconds, totals
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--workloads", default="W2,W3")
+    args = parser.parse_args(argv)
+    print(f"load average {os.getloadavg()[0]:.2f}; {len(os.sched_getaffinity(0))} cores")
+    if hasattr(_epoch, "barrier_seconds"):
+        passes = [_epoch.barrier_seconds(2, 100_000)[0] for _ in range(3)]
+        print(f"barrier, two threads: {min(passes) * 1e9:.0f} ns per pass (best of 3)")
+    print("| workload | dtype | split | 1 thread ms (min / median) | 2 threads ms (min / median) "
+          "| 1 / 2 (min) | thread 0 work / wait ms | batches split |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for w in args.workloads.split(","):
+        spec = WORKLOADS[w]
+        X, y = make_data(w)[:2]
+        units = [X.shape[1], *spec["hidden"], 10]
+        layout = Layout(units, ["relu"] * len(spec["hidden"]) + ["softmax"])
+        rounds = max(3, args.epochs // (4 if w == "W3" else 1) // (20 if w == "W1" else 1))
+        for dtype in (np.float32, np.float64):
+            Xd = X.astype(dtype)
+            Y = np.eye(10, dtype=dtype)[y]
+            one, _ = epochs(layout, Xd, Y, spec["batch_size"], dtype, 1, rounds)
+            two, tot = epochs(layout, Xd, Y, spec["batch_size"], dtype, 2, rounds)
+            split = (hasattr(_epoch, "split_applies")
+                     and _epoch.split_applies(layout.net, spec["batch_size"]))
+            print(f"| {w} | {np.dtype(dtype).name} | {'yes' if split else 'no'} "
+                  f"| {min(one) * 1e3:.3f} / {median(one) * 1e3:.3f} "
+                  f"| {min(two) * 1e3:.3f} / {median(two) * 1e3:.3f} "
+                  f"| {min(one) / min(two):.2f} "
+                  f"| {tot[0] / rounds * 1e3:.3f} / {tot[1] / rounds * 1e3:.3f} "
+                  f"| {tot[2] / max(1, tot[3]):.0%} |", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
