@@ -25,6 +25,7 @@ cdef inline Net unpack_net(tuple net) except *:
     nt.act = &act[0]
     nt.slope = net[3]
     nt.drop = NULL
+    nt.exact_tn = False
     nt.b_off = &b_off[0]
     nt.sp.mode = &sp_mode[0]
     nt.sp.off = &sp_off[0]

@@ -144,6 +144,25 @@ cdef double SOLO_SLACK = 200e-6
 cdef bint JOIN_AT_START = False
 
 
+# Forward multiply-adds per batch below which a batch is not split: W2
+# (digits 64-100-10, batch 32: 237k) ran 0.71-0.86x as fast on two threads
+# as on one, W3 (40-100-100-10, batch 100: 1.5M) 1.14-1.29x, on an idle
+# 2-core machine (benchmarks/thread_split.py); the exchange of activations,
+# gradients and parameters between the cores each batch outweighs the
+# halved arithmetic of small batches.
+cdef Py_ssize_t SPLIT_MIN_WORK = 524288
+
+
+def split_min_work(Py_ssize_t work):
+    """Set the forward multiply-adds per batch from which an epoch runs
+    split (for tests: 0 splits every network that can be); returns the
+    previous setting."""
+    global SPLIT_MIN_WORK
+    old = SPLIT_MIN_WORK
+    SPLIT_MIN_WORK = work
+    return old
+
+
 def join_at_start(bint wait):
     """Make the split epoch's thread 0 wait for the other threads before
     its first batch (for tests); returns the previous setting."""
@@ -401,6 +420,9 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         overflowing: parameters near the dtype's largest value).
     """
     cdef Net nt = unpack_net(net)
+    # The one-thread path computes A^T delta as the split path does wherever
+    # a batch could run split, so that any thread count gives the same bits.
+    nt.exact_tn = rows_split_exact(&nt, batch_size, SPLIT_MIN_WORK)
     if sp_work is None:
         sp_work = new_sparse_work(net, batch_size, np.float32 if floating is float
                                   else np.float64)
@@ -497,7 +519,7 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     cdef int team
     cdef long long[::1] split_rows
     if (n_threads >= 2 and FM_HAVE_SPIN_BARRIER and X_ptr != NULL
-            and rows_split_exact(&nt, batch_size)):
+            and rows_split_exact(&nt, batch_size, SPLIT_MIN_WORK)):
         if deltas is None:
             deltas = np.empty(max(1, batch_size * hidden_units(&nt)),
                               dtype=np.float32 if floating is float else np.float64)
@@ -650,4 +672,4 @@ def split_applies(tuple net, Py_ssize_t batch_size):
     split over the threads when given two or more (see the module's
     docstring); else it runs the one-thread path with its parallel loops."""
     cdef Net nt = unpack_net(net)
-    return bool(FM_HAVE_SPIN_BARRIER) and rows_split_exact(&nt, batch_size)
+    return bool(FM_HAVE_SPIN_BARRIER) and rows_split_exact(&nt, batch_size, SPLIT_MIN_WORK)

@@ -27,6 +27,8 @@ cdef struct Net:
     const Dropout* drop         # NULL: no dropout (all but the training epoch)
     const long long* b_off      # b_l at theta[b_off[l]]
     SpNet sp                    # pruned layers (_sparse_layers.pxd)
+    bint exact_tn               # A^T delta always in the small kernels (see
+                                # rows_split_exact): set by the epoch
 
 
 cdef struct Csr:                # sparse X in CSR form (NULL data when dense)
@@ -236,7 +238,7 @@ cdef inline void backward(const Net* net, const floating* theta,
             else:
                 prod_tn(A, lda, D, dW, <int>B, <int>n_in, <int>n_out,
                         1 if accumulate and net.sp.mode[l] != SP_GEMM else 0,
-                        n_threads)
+                        n_threads, net.exact_tn)
             if net.sp.mode[l] == SP_GEMM:
                 sp_gather_grad(&net.sp, l, n_in, n_out, dW,
                                grad + net.w_off[l], accumulate)
@@ -296,11 +298,15 @@ cdef inline bint rows_contiguous(const floating* X, Py_ssize_t s0,
 # the activations.
 
 
-cdef inline bint rows_split_exact(const Net* net, Py_ssize_t B) noexcept nogil:
+cdef inline bint rows_split_exact(const Net* net, Py_ssize_t B,
+                                  Py_ssize_t min_work) noexcept nogil:
     """True if batches of up to B rows can run the split passes below with
     the results of forward() and backward(): dense layers whose products
-    all run in the small kernels (none goes to BLAS), no dropout."""
+    all run in the small kernels (none goes to BLAS), no dropout; and a
+    batch's forward products are at least min_work multiply-adds (below
+    that, splitting a batch costs more than it saves)."""
     cdef int l
+    cdef Py_ssize_t work = 0
     if net.drop != NULL:
         return False
     for l in range(net.n_layers):
@@ -308,7 +314,8 @@ cdef inline bint rows_split_exact(const Net* net, Py_ssize_t B) noexcept nogil:
             return False
         if not kernels_take(B, net.units[l], net.units[l + 1]):
             return False
-    return True
+        work += B * net.units[l] * net.units[l + 1]
+    return work >= min_work
 
 
 cdef inline void forward_rows(const Net* net, const floating* theta,

@@ -206,11 +206,12 @@ cdef enum:
     # benchmarks/small_gemm.py (README, "Small products"). The NN and NT
     # kernels match or beat OpenBLAS 0.3.30 up to 256^3 and more; its TN
     # kernel is 5-25% faster than ours above ~8M multiply-adds, so TN uses
-    # BLAS there. (Below ~1M OpenBLAS's small-matrix TN kernel is also a
-    # little faster, but the kernels here give the same bits for any split
-    # of the output's columns, which the two-core epoch relies on; OpenBLAS
-    # does not: src/_epoch.pyx.)
+    # BLAS there. Below ~1M OpenBLAS's small-matrix TN kernel is also a
+    # little faster and is used, except where a network's epoch may run
+    # split (prod_tn's exact): the kernels here give the same bits for any
+    # split of the output's columns; OpenBLAS does not (src/_epoch.pyx).
     SMALL_MAX_WORK = 16777216
+    TN_MIN_WORK = 1048576
     TN_MAX_WORK = 8388608
     # Multiply-adds above which the rows are split over threads.
     SMALL_PAR_MIN = 262144
@@ -268,9 +269,12 @@ cdef inline void prod_nn(const floating* A, int lda, const floating* B,
 
 cdef inline void prod_tn(const floating* A, int lda, const floating* B,
                          floating* C, int r, int k, int c, floating beta,
-                         int n_threads) noexcept nogil:
-    """C[k, c] = A[r, k].T @ B[r, c] + beta C."""
-    if (<Py_ssize_t>r * k * c > TN_MAX_WORK
+                         int n_threads, bint exact) noexcept nogil:
+    """C[k, c] = A[r, k].T @ B[r, c] + beta C. exact: in the kernels here
+    below TN_MAX_WORK, which give the same bits for any split of C's columns
+    (the two-core epoch's), though OpenBLAS is faster below TN_MIN_WORK."""
+    cdef Py_ssize_t work = <Py_ssize_t>r * k * c
+    if (work > TN_MAX_WORK or (work <= TN_MIN_WORK and not exact)
             or not small_gemm(FM_TN, k, c, r, A, lda, B, c, C, c,
                               beta != 0, n_threads)):
         mm_tn(A, lda, B, C, r, k, c, beta)

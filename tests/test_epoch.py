@@ -269,8 +269,10 @@ def every_batch_split():
     """The split epoch's threads all start with the first batch (else the
     few batches here may be over before the second thread wakes)."""
     old = _epoch.join_at_start(True)
+    old_work = _epoch.split_min_work(0)  # the small nets here split too
     yield
     _epoch.join_at_start(old)
+    _epoch.split_min_work(old_work)
 
 
 def split_problem(dtype, units, acts, n=150, seed=0):
@@ -346,3 +348,17 @@ def test_the_split_barrier_passes_with_the_threads_openmp_gives():
     seconds, team = _epoch.barrier_seconds(2, 1000)
     assert team in (1, 2) and seconds > 0
     assert _epoch.barrier_seconds(1, 10)[1] == 1
+
+
+def test_small_batches_do_not_split_by_default():
+    # Below _epoch's SPLIT_MIN_WORK forward multiply-adds per batch the
+    # exchange between cores costs more than the halved arithmetic saves.
+    if _kernels.isa() == 0:
+        pytest.skip("no AVX2: no network splits")
+    assert not _epoch.split_applies(Layout([64, 100, 10], ["relu", "softmax"]).net, 32)
+    assert _epoch.split_applies(Layout([40, 100, 100, 10], ["relu", "relu", "softmax"]).net, 100)
+    old = _epoch.split_min_work(0)
+    try:
+        assert _epoch.split_applies(Layout([64, 100, 10], ["relu", "softmax"]).net, 32)
+    finally:
+        _epoch.split_min_work(old)

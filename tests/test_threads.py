@@ -248,8 +248,10 @@ def every_batch_split():
     from fastmlp import _epoch
 
     old = _epoch.join_at_start(True)
+    old_work = _epoch.split_min_work(0)  # the small nets here split too
     yield
     _epoch.join_at_start(old)
+    _epoch.split_min_work(old_work)
 
 
 def fitted_state(est):
