@@ -46,6 +46,10 @@ from _rng cimport shuffle as rng_shuffle, next_u64
 from _dropout cimport Dropout
 from _guard cimport all_finite, span_bad
 
+cdef extern from "fm_fpenv.h":
+    unsigned long fm_ftz_enter() noexcept nogil
+    void fm_ftz_leave(unsigned long old) noexcept nogil
+
 cdef extern from "fm_barrier.h":
     ctypedef struct fm_barrier:
         int n
@@ -240,6 +244,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
     # a batch, much longer on a busy machine), or not at all this epoch.
     cdef bint solo = True, gave_up = False
     cdef int j
+    cdef unsigned long fpenv = fm_ftz_enter()
     fm_barrier_set_n(&S.bar, nth)
     if tid == 0 and S.wait_team and nth > 1:
         fm_wait_value(&S.ready, nth - 1)
@@ -249,6 +254,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
         fm_count_up(&S.ready)
         j = fm_wait_join(&S.join_at, &S.closed)
         if j < 0:
+            fm_ftz_leave(fpenv)
             return
         solo = False
         n_done = j
@@ -357,6 +363,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
         S.total = total
         S.n_done = n_done
         S.finite = finite
+    fm_ftz_leave(fpenv)
 
 
 def run_epoch(floating[::1] theta, floating[::1] grad,
@@ -586,59 +593,63 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
             raise_pending()
         return S.total, S.n_done, S.finite
 
-    with nogil:
-        if shuffle and narrow:
-            rng_shuffle(&idx32[0], n, &rng_state[0])
-        elif shuffle:
-            rng_shuffle(&idx64[0], n, &rng_state[0])
-        t_last = now()
-        start = 0
-        while start < n:
-            b = min(batch_size, n - start)
-            if narrow:
-                for i in range(b):
-                    brows[i] = idx32[start + i]
-                rows = &brows[0]
-            else:
-                rows = &idx64[start]
-            contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, rows, b)
-            X0 = batch_input(X_ptr, s0, s1, n_feat, rows, b,
-                             contiguous, &xbuf[0], &ld0, n_threads)
-            if nt.drop != NULL:
-                dp.key = next_u64(&d_state[0])
-            forward(&nt, &theta[0], X0, ld0, &csr, rows, b, &acts[0],
-                    False, n_threads)
-            swsum = weight_sum(sw, rows, b)
-            out = slot(&nt, &acts[0], b, L)
-            output_loss_delta(
-                out, &theta[0] + nt.b_off[L - 1], Yp, cls, k, sw, rows, b,
-                1 / swsum, loss, nt.act[L - 1], &row_loss[0], n_threads)
-            data_loss = sum_in_order(&row_loss[0], b)
-            if not isfinite(data_loss):
-                finite = False
-                break
-            backward(&nt, &theta[0], X0, ld0, &csr, rows, b, &acts[0],
-                     &tmp[0], &grad[0], False, n_threads)
-            if not all_finite(&grad[0], grad.shape[0], n_threads):
-                finite = False  # theta and the optimiser state untouched
-                break
-            step_count[0] += 1
-            if r.kind == RULE_ADAM:
-                t = step_count[0]
-                r.lr = lr0 * sqrt(1 - pow(r.beta2, t)) / (1 - pow(r.beta1, t))
-            finite = apply_step(&theta[0], &grad[0], &opt_state[0, 0],
-                                &opt_state[1, 0], &pc, &r,
-                                <floating>(alpha / swsum),
-                                <floating>(l1 / swsum), &part[0], &sq, &ab,
-                                n_threads)
-            total += (data_loss + (0.5 * alpha * sq + l1 * ab) / swsum) * b
-            n_done += 1
-            if not finite:
-                break
-            if now() - t_last > SIGNAL_INTERVAL:
-                check_signals()
-                t_last = now()
-            start += b
+    cdef unsigned long fpenv = fm_ftz_enter()
+    try:
+        with nogil:
+            if shuffle and narrow:
+                rng_shuffle(&idx32[0], n, &rng_state[0])
+            elif shuffle:
+                rng_shuffle(&idx64[0], n, &rng_state[0])
+            t_last = now()
+            start = 0
+            while start < n:
+                b = min(batch_size, n - start)
+                if narrow:
+                    for i in range(b):
+                        brows[i] = idx32[start + i]
+                    rows = &brows[0]
+                else:
+                    rows = &idx64[start]
+                contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, rows, b)
+                X0 = batch_input(X_ptr, s0, s1, n_feat, rows, b,
+                                 contiguous, &xbuf[0], &ld0, n_threads)
+                if nt.drop != NULL:
+                    dp.key = next_u64(&d_state[0])
+                forward(&nt, &theta[0], X0, ld0, &csr, rows, b, &acts[0],
+                        False, n_threads)
+                swsum = weight_sum(sw, rows, b)
+                out = slot(&nt, &acts[0], b, L)
+                output_loss_delta(
+                    out, &theta[0] + nt.b_off[L - 1], Yp, cls, k, sw, rows, b,
+                    1 / swsum, loss, nt.act[L - 1], &row_loss[0], n_threads)
+                data_loss = sum_in_order(&row_loss[0], b)
+                if not isfinite(data_loss):
+                    finite = False
+                    break
+                backward(&nt, &theta[0], X0, ld0, &csr, rows, b, &acts[0],
+                         &tmp[0], &grad[0], False, n_threads)
+                if not all_finite(&grad[0], grad.shape[0], n_threads):
+                    finite = False  # theta and the optimiser state untouched
+                    break
+                step_count[0] += 1
+                if r.kind == RULE_ADAM:
+                    t = step_count[0]
+                    r.lr = lr0 * sqrt(1 - pow(r.beta2, t)) / (1 - pow(r.beta1, t))
+                finite = apply_step(&theta[0], &grad[0], &opt_state[0, 0],
+                                    &opt_state[1, 0], &pc, &r,
+                                    <floating>(alpha / swsum),
+                                    <floating>(l1 / swsum), &part[0], &sq, &ab,
+                                    n_threads)
+                total += (data_loss + (0.5 * alpha * sq + l1 * ab) / swsum) * b
+                n_done += 1
+                if not finite:
+                    break
+                if now() - t_last > SIGNAL_INTERVAL:
+                    check_signals()
+                    t_last = now()
+                start += b
+    finally:
+        fm_ftz_leave(fpenv)
     return total, n_done, finite
 
 

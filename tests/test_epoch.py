@@ -362,3 +362,18 @@ def test_small_batches_do_not_split_by_default():
         assert _epoch.split_applies(Layout([64, 100, 10], ["relu", "softmax"]).net, 32)
     finally:
         _epoch.split_min_work(old)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_a_fit_leaves_the_callers_subnormals_alone(n_threads):
+    # Epochs flush subnormals to zero (src/fm_fpenv.h) and must restore the
+    # calling thread's setting: numpy still sees a subnormal afterwards.
+    from sklearn.datasets import make_classification
+
+    from fastmlp import MLPClassifier
+
+    X, y = make_classification(200, 10, random_state=0)
+    MLPClassifier(hidden_layer_sizes=(50, 50), batch_size=100, max_iter=3, n_threads=n_threads,
+                  random_state=0).fit(X, y)
+    tiny = np.float64(1e-310)
+    assert tiny * np.float64(1.0) == tiny and tiny * 0.5 > 0
