@@ -335,3 +335,20 @@ def test_a_two_thread_fit_beside_a_busy_core_finishes_with_the_one_thread_result
             busy.kill()
             busy.wait()
     assert all(np.array_equal(a, b) for a, b in zip(one[0], two[0])) and one[1] == two[1]
+
+
+def test_two_threads_fit_the_one_thread_bits_below_the_split_size(dtype):
+    # 64-100-10 on batches of 32 is below _epoch.SPLIT_MIN_WORK: the one-thread
+    # path runs on both counts, and must still give the same bits.
+    from sklearn.datasets import load_digits
+
+    from fastmlp import _epoch
+    from fastmlp._network import Layout
+
+    X, y = load_digits(return_X_y=True)
+    assert not _epoch.split_applies(Layout([64, 100, 10], ["relu", "softmax"]).net, 32)
+    make = lambda n: MLPClassifier(hidden_layer_sizes=(100,), batch_size=32, max_iter=3,
+                                   random_state=0, n_threads=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert_same_fit(make, lambda est: est.fit((X / 16).astype(dtype), y))
