@@ -11,7 +11,12 @@ a process busy on the other core makes the split epoch fall back to one
 thread. Run on a build without the two-core epoch (main before it), it gives
 that build's 1-thread baseline.
 
+With ``--fits 10,50``: whole fits of that many epochs (MLPClassifier.fit,
+wall clock, median of 5) on one and two threads instead, which is what a
+user meets: the compiled epoch plus what runs between epochs.
+
     python benchmarks/thread_split.py [--epochs 200] [--workloads W2,W3]
+    python benchmarks/thread_split.py --fits 10,50 --workloads W3
 """
 
 import argparse
@@ -60,12 +65,44 @@ def epochs(layout, X, Y, batch, dtype, n_threads, rounds):
     return seconds, totals
 
 
+def fit_times(workloads, fits):
+    """Whole fits: ms per epoch, median of 5, n_threads 1 and 2."""
+    from benchmarks.common import estimator_params, fit_quietly
+    from fastmlp import MLPClassifier
+
+    print("| workload | dtype | epochs a fit | 1 thread ms/epoch | 2 threads ms/epoch | 1 / 2 |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for w in workloads:
+        X, y = make_data(w)[:2]
+        for dtype in (np.float32, np.float64):
+            Xd = X.astype(dtype)
+            for E in fits:
+                ms = {}
+                for nt in (1, 2):
+                    params = {**estimator_params(w, E), "n_threads": nt}
+                    fit_quietly(MLPClassifier(**params), Xd, y)
+                    runs = []
+                    for _ in range(5):
+                        t0 = perf_counter()
+                        fit_quietly(MLPClassifier(**params), Xd, y)
+                        runs.append((perf_counter() - t0) / E * 1e3)
+                    ms[nt] = median(runs)
+                print(f"| {w} | {np.dtype(dtype).name} | {E} | {ms[1]:.2f} | {ms[2]:.2f} "
+                      f"| {ms[1] / ms[2]:.2f} |", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--workloads", default="W2,W3")
+    parser.add_argument("--fits", default=None,
+                        help="comma-separated epochs a fit: time whole fits instead")
     args = parser.parse_args(argv)
     print(f"load average {os.getloadavg()[0]:.2f}; {len(os.sched_getaffinity(0))} cores")
+    if args.fits:
+        fit_times(args.workloads.split(","), [int(e) for e in args.fits.split(",")])
+        print(f"load average {os.getloadavg()[0]:.2f} at the end")
+        return
     if hasattr(_epoch, "barrier_seconds"):
         passes = [_epoch.barrier_seconds(2, 100_000)[0] for _ in range(3)]
         print(f"barrier, two threads: {min(passes) * 1e9:.0f} ns per pass (best of 3)")

@@ -232,3 +232,14 @@ def test_fit_memory_lists_allocation_sites(capsys):
     sites = dict((s, n) for s, n, _ in r["sites"])
     assert any("_opt_state" in s for s in sites)
     assert sum(sites.values()) <= r["before_epoch"]
+
+
+def test_thread_split_times_whole_fits(capsys):
+    import thread_split
+
+    thread_split.main(["--fits", "1", "--workloads", "W2"])
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| W2 ")]
+    assert [r.split("|")[2].strip() for r in rows] == ["float32", "float64"]
+    for r in rows:
+        one, two, ratio = (float(c) for c in r.split("|")[4:7])
+        assert one > 0 and two > 0 and ratio == pytest.approx(one / two, abs=0.01)
