@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import check_array, validate_data
 
+from ._scan import finite_within
 from .exceptions import InputScaleWarning
 
 FLOAT_DTYPES = (np.float64, np.float32)
@@ -115,20 +116,16 @@ LARGE_FEATURE = 1e10
 
 def _finite_and_scaled(data):
     """True if data (float, C- or F-contiguous) is finite and no magnitude in
-    it exceeds LARGE_FEATURE, shown by one pass over it: its sum of squares
-    (a BLAS dot product) is finite and under LARGE_FEATURE**2, which no
-    NaN, infinity or larger value allows (the float sum of non-negative
-    terms is at least its largest term). False says nothing: the caller
-    then looks (min and max: two passes)."""
+    it exceeds LARGE_FEATURE: one compiled pass, without BLAS (whose threads
+    would keep spinning on the core a two-thread fit needs next). False
+    for other layouts too: the caller then looks (min and max: two passes)."""
     if data.flags.c_contiguous:
         flat = data.reshape(-1)
     elif data.flags.f_contiguous:
         flat = data.T.reshape(-1)
     else:
         return False
-    with np.errstate(over="ignore", invalid="ignore"):
-        squares = float(np.dot(flat, flat))
-    return squares < 0.5 * LARGE_FEATURE**2  # False for NaN and inf
+    return finite_within(flat, LARGE_FEATURE)
 
 
 def warn_if_badly_scaled(peak):
