@@ -20,7 +20,7 @@ from sklearn.utils._param_validation import (Interval, InvalidParameterError, Op
                                             StrOptions, make_constraint)
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from . import _forward, _persist
+from . import _epoch, _forward, _persist
 from ._checkpoint import fingerprint, resume_rows
 from ._init import init_theta
 from ._memory import PREDICT_CHUNK, check_memory, fit_bytes
@@ -478,8 +478,15 @@ class BaseMLP(BaseEstimator, ABC):
         for cb in callbacks:
             if hasattr(cb, "on_train_begin"):
                 cb.on_train_begin(self)
+        n_blas = n_threads
+        if (n_threads > 1 and self.solver not in FULL_BATCH_SOLVERS and dropout is None
+                and not sp.issparse(X)
+                and _epoch.split_applies(self._layout.net, min(batch, X.shape[0]))):
+            # The two-core epoch's threads each call BLAS on their own block
+            # of a product; BLAS's own threads would compete with them.
+            n_blas = 1
         try:
-            with blas_threads(n_threads):
+            with blas_threads(n_blas):
                 if self.solver in FULL_BATCH_SOLVERS:
                     self.__dict__.pop("_resume", None)
                     fit_full_batch(self, X, Y, y, sample_weight, n_threads, callbacks,

@@ -4,11 +4,15 @@ Python calls run_epoch once per epoch (so progress, stopping rules and
 callbacks live between epochs); everything inside it, shuffling included,
 is compiled. Buffers are allocated by the caller once per fit.
 
-With two or more threads, an epoch whose products all run in the small
-kernels (src/_layers.pxd, rows_split_exact) runs as one parallel region in
-which every thread walks the same batches (split_worker): the per-operation
+With two or more threads, an epoch of dense layers with enough work per
+batch (src/_layers.pxd, rows_split) runs as one parallel region in which
+every thread walks the same batches (split_worker): the per-operation
 parallel loops of the one-thread path cost a futex wake-up per region under
-OMP_WAIT_POLICY=PASSIVE, more than a small batch's work. Per batch:
+OMP_WAIT_POLICY=PASSIVE, more than a small batch's work, and BLAS's own
+threads, taking turns with OpenMP's on the same cores, spin-wait for each
+other (on a busy machine for whole time slices). Products too large for the
+small kernels go to BLAS, which each thread calls on its own block with
+BLAS on one thread. Per batch:
 
 1. each thread gathers, forwards, takes the loss delta of and
    back-propagates the deltas of its own rows (rows are independent);
@@ -23,9 +27,11 @@ OMP_WAIT_POLICY=PASSIVE, more than a small batch's work. Per batch:
 A process busy on the other core stalls the barriers; thread 0 then
 finishes the epoch alone (SOLO_CHECK).
 
-The barriers are src/fm_barrier.h's spin barrier. Every value is computed
-by the same chain of operations as on one thread, so the results are the
-same bits whatever the number of threads.
+The barriers are src/fm_barrier.h's spin barrier. Where every product runs
+in the small kernels, every value is computed by the same chain of
+operations as on one thread, so the results are the same bits whatever the
+number of threads; BLAS may split a block's sums differently from the whole
+product's, so with it they agree to rounding.
 """
 import numpy as np
 from cython cimport floating
@@ -35,7 +41,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from cython.parallel cimport parallel
 from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
-                      rows_contiguous, gather_rows, rows_split_exact,
+                      rows_contiguous, gather_rows, rows_split,
                       forward_rows, delta_rows, grad_range)
 from _args cimport unpack_net, unpack_input, new_sparse_work
 from _losses cimport output_loss_delta, LOSS_LOG
@@ -429,7 +435,7 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     cdef Net nt = unpack_net(net)
     # The one-thread path computes A^T delta as the split path does wherever
     # a batch could run split, so that any thread count gives the same bits.
-    nt.exact_tn = rows_split_exact(&nt, batch_size, SPLIT_MIN_WORK)
+    nt.exact_tn = rows_split(&nt, batch_size, SPLIT_MIN_WORK)
     if sp_work is None:
         sp_work = new_sparse_work(net, batch_size, np.float32 if floating is float
                                   else np.float64)
@@ -526,7 +532,7 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     cdef int team
     cdef long long[::1] split_rows
     if (n_threads >= 2 and FM_HAVE_SPIN_BARRIER and X_ptr != NULL
-            and rows_split_exact(&nt, batch_size, SPLIT_MIN_WORK)):
+            and rows_split(&nt, batch_size, SPLIT_MIN_WORK)):
         if deltas is None:
             deltas = np.empty(max(1, batch_size * hidden_units(&nt)),
                               dtype=np.float32 if floating is float else np.float64)
@@ -683,4 +689,4 @@ def split_applies(tuple net, Py_ssize_t batch_size):
     split over the threads when given two or more (see the module's
     docstring); else it runs the one-thread path with its parallel loops."""
     cdef Net nt = unpack_net(net)
-    return bool(FM_HAVE_SPIN_BARRIER) and rows_split_exact(&nt, batch_size, SPLIT_MIN_WORK)
+    return bool(FM_HAVE_SPIN_BARRIER) and rows_split(&nt, batch_size, SPLIT_MIN_WORK)

@@ -8,11 +8,15 @@ calls these: forward, backward and the update call the same kernels from C.
 from cython cimport floating
 from _blas cimport mm_nn, mm_tn, mm_nt
 from _simd cimport fm_isa, fm_set_isa
-from _small_gemm cimport small_gemm, FM_NN, FM_TN, FM_NT
+from _small_gemm cimport (small_gemm, FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK,
+                          TN_MAX_WORK)
 from _adam_simd cimport adam_span
 from _guard cimport all_finite
 
 KINDS = {"nn": 0, "tn": 1, "nt": 2}
+# Multiply-adds beyond which a product goes to BLAS (TN: A^T delta).
+MAX_WORK = SMALL_MAX_WORK
+TN_MAX = TN_MAX_WORK
 
 
 def isa():

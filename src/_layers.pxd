@@ -10,7 +10,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 from _small_gemm cimport (prod_nn, prod_tn, prod_nt, small_gemm, kernels_take,
-                          FM_NN, FM_TN, FM_NT)
+                          FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK, TN_MAX_WORK)
+from _blas cimport gemm, mm_nn, mm_nt
 from _activations cimport bias_act, deriv_set, deriv_mul, PAR_MIN
 from _dropout cimport Dropout, dropout_forward, dropout_backward
 from _sparse_layers cimport (SpNet, SP_DENSE, SP_GEMM, sp_use_kernels, sp_forward,
@@ -288,31 +289,32 @@ cdef inline bint rows_contiguous(const floating* X, Py_ssize_t s0,
 
 # The same passes cut for the two-core epoch (src/_epoch.pyx): forward and
 # the delta recursion on a thread's own rows of the batch, the gradient of a
-# thread's own range of parameters over all rows. Each product is the kernel call
-# forward() and backward() make, on a block of rows or columns; the kernels
-# compute every output element as the same chain of multiply-adds whatever
-# the block of rows or columns (src/_small_gemm.pxd), so the results are
-# those of the whole batch on one thread, bit for bit. Unlike backward(), the deltas of hidden
-# layers go to their own slots in `deltas` (acts' layout), since the
-# gradient stage, which runs after every row's deltas exist, still needs
-# the activations.
+# thread's own range of parameters over all rows. Each product is the call
+# forward() and backward() make, on a block of rows or columns. The small
+# kernels compute every output element as the same chain of multiply-adds
+# whatever the block (src/_small_gemm.pxd), so a network whose products all
+# run in them gets the results of the whole batch on one thread, bit for
+# bit. Larger products go to BLAS, called by each thread on its own block
+# with BLAS itself on one thread (the fit caps it: fastmlp/_base.py); its
+# sums may be split differently for a block than for the whole product, so
+# those networks agree across thread counts to rounding. Unlike backward(),
+# the deltas of hidden layers go to their own slots in `deltas` (acts'
+# layout), since the gradient stage, which runs after every row's deltas
+# exist, still needs the activations.
 
 
-cdef inline bint rows_split_exact(const Net* net, Py_ssize_t B,
-                                  Py_ssize_t min_work) noexcept nogil:
-    """True if batches of up to B rows can run the split passes below with
-    the results of forward() and backward(): dense layers whose products
-    all run in the small kernels (none goes to BLAS), no dropout; and a
-    batch's forward products are at least min_work multiply-adds (below
-    that, splitting a batch costs more than it saves)."""
+cdef inline bint rows_split(const Net* net, Py_ssize_t B,
+                            Py_ssize_t min_work) noexcept nogil:
+    """True if batches of up to B rows can run the split passes below:
+    dense layers, no dropout, and a batch's forward products of at least
+    min_work multiply-adds (below that, splitting a batch costs more than it
+    saves)."""
     cdef int l
     cdef Py_ssize_t work = 0
     if net.drop != NULL:
         return False
     for l in range(net.n_layers):
         if net.sp.mode[l] != SP_DENSE:
-            return False
-        if not kernels_take(B, net.units[l], net.units[l + 1]):
             return False
         work += B * net.units[l] * net.units[l + 1]
     return work >= min_work
@@ -333,8 +335,12 @@ cdef inline void forward_rows(const Net* net, const floating* theta,
         n_in = net.units[l]
         n_out = net.units[l + 1]
         Z = slot(net, acts, B, l + 1) + r0 * n_out
-        small_gemm(FM_NN, nr, n_out, n_in, A, lda, theta + net.w_off[l],
-                   n_out, Z, n_out, 0, 1)
+        # prod_nn's choice, made for the whole batch
+        if (B * n_in * n_out > SMALL_MAX_WORK
+                or not small_gemm(FM_NN, nr, n_out, n_in, A, lda,
+                                  theta + net.w_off[l], n_out, Z, n_out, 0, 1)):
+            mm_nn(A, <int>lda, theta + net.w_off[l], Z, <int>nr, <int>n_in,
+                  <int>n_out, 0)
         if l < L - 1:
             bias_act(Z, theta + net.b_off[l], nr, n_out, net.act[l],
                      <floating>net.slope, 1)
@@ -362,25 +368,35 @@ cdef inline void delta_rows(const Net* net, const floating* theta,
     cdef int l, L = net.n_layers
     cdef Py_ssize_t n_in, n_out, nr = r1 - r0
     cdef floating* out
+    cdef const floating* d
     for l in range(L - 1, 0, -1):
         n_in = net.units[l]
         n_out = net.units[l + 1]
         out = slot(net, deltas, B, l) + r0 * n_in
-        small_gemm(FM_NT, nr, n_in, n_out,
-                   delta_slot(net, acts, deltas, B, l + 1) + r0 * n_out, n_out,
-                   theta + net.w_off[l], n_out, out, n_in, 0, 1)
+        d = delta_slot(net, acts, deltas, B, l + 1) + r0 * n_out
+        # prod_nt's choice, made for the whole batch
+        if (B * n_in * n_out > SMALL_MAX_WORK
+                or not small_gemm(FM_NT, nr, n_in, n_out, d, n_out,
+                                  theta + net.w_off[l], n_out, out, n_in, 0, 1)):
+            mm_nt(d, theta + net.w_off[l], out, <int>nr, <int>n_out, <int>n_in, 0)
         deriv_mul(slot(net, acts, B, l) + r0 * n_in, out, out, nr * n_in,
                   net.act[l - 1], <floating>net.slope, 1)
 
 
 cdef inline void grad_block(const floating* A, Py_ssize_t lda,
-                            const floating* D, Py_ssize_t n_out, Py_ssize_t B,
+                            Py_ssize_t n_in, const floating* D,
+                            Py_ssize_t n_out, Py_ssize_t B,
                             floating* dW, Py_ssize_t i0, Py_ssize_t i1,
                             Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
     """Rows i0:i1, columns j0:j1 of dW = A.T D (B rows; dW has n_out
-    columns)."""
-    small_gemm(FM_TN, i1 - i0, j1 - j0, B, A + i0, lda, D + j0, n_out,
-               dW + i0 * n_out + j0, n_out, 0, 1)
+    columns, A n_in)."""
+    # prod_tn's choice with exact set, made for the whole product
+    if (B * n_in * n_out > TN_MAX_WORK
+            or not small_gemm(FM_TN, i1 - i0, j1 - j0, B, A + i0, lda, D + j0,
+                              n_out, dW + i0 * n_out + j0, n_out, 0, 1)):
+        # column-major: dW block^T (j x i) = D block^T (j x B) A block (B x i)
+        gemm(c'N', c'T', <int>(j1 - j0), <int>(i1 - i0), <int>B, 1, D + j0,
+             <int>n_out, A + i0, <int>lda, 0, dW + i0 * n_out + j0, <int>n_out)
 
 
 cdef inline void grad_range(const Net* net, const floating* X0, int ld0,
@@ -413,11 +429,11 @@ cdef inline void grad_range(const Net* net, const floating* X0, int ld0,
             j = p - i * n_out
             if j != 0 or q - p < n_out:
                 j1 = min(n_out, j + (q - p))
-                grad_block(A, lda, D, n_out, B, dW, i, i + 1, j, j1)
+                grad_block(A, lda, n_in, D, n_out, B, dW, i, i + 1, j, j1)
                 p = i * n_out + j1
             else:
                 rows = (q - p) // n_out
-                grad_block(A, lda, D, n_out, B, dW, i, i + rows, 0, n_out)
+                grad_block(A, lda, n_in, D, n_out, B, dW, i, i + rows, 0, n_out)
                 p += rows * n_out
         # biases: col_sums on the columns in range, in its order
         a = max(lo, net.b_off[l]) - net.b_off[l]

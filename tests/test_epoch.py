@@ -303,7 +303,7 @@ def epoch_twice(layout, theta, X, Y, sw, batch, make, n_threads, epochs=3, alpha
         losses.append(loss_value)
         split += timing[2]
     # (thread 0's count of batches run split)
-    if n_threads > 1 and _kernels.isa() > 0 and X.shape[0] > 2 * batch:
+    if n_threads > 1 and _epoch.split_applies(layout.net, batch) and X.shape[0] > 2 * batch:
         assert split > 0
     return th, opt.state.copy(), int(opt.step[0]), losses
 
@@ -316,8 +316,7 @@ def epoch_twice(layout, theta, X, Y, sw, batch, make, n_threads, epochs=3, alpha
 def test_the_two_core_epoch_gives_the_one_thread_bits(units, acts, solver, nesterov, weighted,
                                                        dtype, every_batch_split):
     layout, theta, X, Y, sw = split_problem(dtype, units, acts)
-    if _kernels.isa() > 0:
-        assert _epoch.split_applies(layout.net, 40)
+    assert _epoch.split_applies(layout.net, 40)
     sw = sw if weighted else None
     lr = 1.0 if solver == "adadelta" else 0.01
     make = lambda: Optimizer(solver, layout.n_params, dtype, learning_rate_init=lr,
@@ -344,6 +343,24 @@ def test_every_batch_size_splits_to_the_same_bits(batch, every_batch_split):
     assert np.array_equal(one[0], two[0]) and one[2:] == two[2:]
 
 
+def test_products_beyond_the_small_kernels_split_over_blas(dtype, every_batch_split):
+    # 200 x 300 x 300 multiply-adds exceed the kernels' range (W1's first
+    # layer does too): each thread calls BLAS on its own rows and gradient
+    # columns. Results agree with one thread's to rounding (BLAS may sum a
+    # block's products in another order than the whole product's).
+    layout, theta, X, Y, sw = split_problem(dtype, [300, 300, 3], ["relu", "softmax"], n=600)
+    assert 200 * 300 * 300 > _kernels.MAX_WORK
+    assert _epoch.split_applies(layout.net, 200)
+    make = lambda: Optimizer("adam", layout.n_params, dtype, learning_rate_init=0.01)
+    one = epoch_twice(layout, theta, X, Y, sw, 200, make, 1, epochs=2)
+    two = epoch_twice(layout, theta, X, Y, sw, 200, make, 2, epochs=2)
+    assert not np.array_equal(two[0], theta)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(two[0], one[0], rtol=tol, atol=tol)
+    np.testing.assert_allclose(two[3], one[3], rtol=tol)
+    assert one[2] == two[2] == 6
+
+
 def test_the_split_barrier_passes_with_the_threads_openmp_gives():
     seconds, team = _epoch.barrier_seconds(2, 1000)
     assert team in (1, 2) and seconds > 0
@@ -353,8 +370,6 @@ def test_the_split_barrier_passes_with_the_threads_openmp_gives():
 def test_small_batches_do_not_split_by_default():
     # Below _epoch's SPLIT_MIN_WORK forward multiply-adds per batch the
     # exchange between cores costs more than the halved arithmetic saves.
-    if _kernels.isa() == 0:
-        pytest.skip("no AVX2: no network splits")
     assert not _epoch.split_applies(Layout([64, 100, 10], ["relu", "softmax"]).net, 32)
     assert _epoch.split_applies(Layout([40, 100, 100, 10], ["relu", "relu", "softmax"]).net, 100)
     old = _epoch.split_min_work(0)

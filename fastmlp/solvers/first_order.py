@@ -7,10 +7,12 @@ the buffers the compiled epoch needs, allocated once per fit.
 """
 
 import math
+from contextlib import nullcontext
 
 import numpy as np
 
 from .. import _epoch
+from .._threads import blas_threads
 
 RULES = {"sgd": 0, "adam": 1, "adagrad": 2, "adadelta": 3, "rmsprop": 4}
 FIRST_ORDER_SOLVERS = tuple(RULES)
@@ -187,14 +189,20 @@ class EpochRunner:
                 raise ValueError("a dropout runner needs drop_state")
             dropout = self.dropout + (drop_state,)
         deltas = None
+        blas = nullcontext()
         if n_threads > 1 and self._split and dropout is None:
             if self.tmp.shape[0] < self._hidden_len:
                 self.tmp = np.empty(self._hidden_len, dtype=self.tmp.dtype)
             deltas = self.tmp
-        loss_sum, _, finite = _epoch.run_epoch(
-            theta, self.grad, optimizer.state, X, Y, sample_weight, idx,
-            rng_state, shuffle, self.batch_size, self.layout.net, loss_code,
-            optimizer.rule(), self.pieces, self.acts, self.tmp, self.xbuf,
-            self.row_loss, self.part, optimizer.step, alpha, l1, n_threads,
-            dropout, self.sp_work, deltas, timing, self.split_state)
+            # Each thread calls BLAS on its own block. A fit has capped BLAS
+            # at one thread already (this then changes nothing); a direct
+            # call may not have.
+            blas = blas_threads(1, wait=False)
+        with blas:
+            loss_sum, _, finite = _epoch.run_epoch(
+                theta, self.grad, optimizer.state, X, Y, sample_weight, idx,
+                rng_state, shuffle, self.batch_size, self.layout.net, loss_code,
+                optimizer.rule(), self.pieces, self.acts, self.tmp, self.xbuf,
+                self.row_loss, self.part, optimizer.step, alpha, l1, n_threads,
+                dropout, self.sp_work, deltas, timing, self.split_state)
         return loss_sum / len(idx), finite
