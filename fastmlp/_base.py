@@ -44,6 +44,13 @@ _IMMUTABLE = frozenset({int, float, str, bool, type(None)})
 _UNSET = object()
 
 
+def row_index_dtype(n):
+    """The dtype of the row order the epochs shuffle for n rows: a sample's
+    share of a fit's memory, so the narrowest that holds range(n)."""
+    if n <= 65536:
+        return np.uint16
+    return np.int32 if n < 2**31 else np.int64
+
 
 class BaseMLP(BaseEstimator, ABC):
     """Base class for fastmlp's estimators; use the derived classes."""
@@ -542,7 +549,8 @@ class BaseMLP(BaseEstimator, ABC):
 
     def _stochastic_rows(self, X, Y, y, sample_weight, random_state, resume):
         """(train_rows, val_rows) of a first-order fit: the rows the epochs
-        shuffle (int32 below 2**31 rows) and the held-out ones (or None)."""
+        shuffle (uint16 up to 65536 rows, int32 below 2**31) and the
+        held-out ones (or None)."""
         n = X.shape[0]
         val_rows = None
         if resume is not None:
@@ -558,11 +566,10 @@ class BaseMLP(BaseEstimator, ABC):
                     "or the size of your dataset."
                 )
         else:
-            train_rows = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
-        # The epoch shuffles 4-byte indices where the row count allows.
-        if n < 2**31 and train_rows.dtype != np.int32:
-            train_rows = train_rows.astype(np.int32)
-        return train_rows, val_rows
+            train_rows = np.arange(n, dtype=row_index_dtype(n))
+        # The epoch shuffles the narrowest indices the row count allows (a
+        # checkpoint may hold wider ones: same permutation, same epochs).
+        return train_rows.astype(row_index_dtype(n), copy=False), val_rows
 
     def _stochastic_streams(self, incremental, dropout, random_state, resume):
         """The shuffling and dropout streams (splitmix64 states, advanced in

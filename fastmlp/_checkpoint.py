@@ -17,12 +17,23 @@ import numpy as np
 # Rows of X that enter the fingerprint (evenly spaced): enough to tell data
 # sets apart, cheap for any size.
 FINGERPRINT_ROWS = 256
+# Class indices converted for the checksum per chunk of this many.
+FINGERPRINT_CHUNK = 8192
 
 
 def fingerprint(X, Y, sample_weight):
     """A summary of the training data that a resumed fit must match."""
     n = Y.shape[0]
-    crc = zlib.crc32(np.ascontiguousarray(Y).view(np.uint8))
+    if Y.ndim == 1:
+        # Class indices, of whichever width the fit keeps them in: checksummed
+        # as int32, the one width they had when checkpoints began, so that
+        # those checkpoints still resume. A chunk at a time, not a copy of Y.
+        crc = 0
+        for start in range(0, n, FINGERPRINT_CHUNK):
+            crc = zlib.crc32(Y[start:start + FINGERPRINT_CHUNK].astype(np.int32).view(np.uint8),
+                             crc)
+    else:
+        crc = zlib.crc32(np.ascontiguousarray(Y).view(np.uint8))
     if sample_weight is not None:
         crc = zlib.crc32(np.ascontiguousarray(sample_weight).view(np.uint8), crc)
     rows = np.unique(np.linspace(0, n - 1, min(n, FINGERPRINT_ROWS)).astype(np.int64))

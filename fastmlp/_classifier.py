@@ -248,11 +248,11 @@ default='adam'
             y = self._validate_labels(y, X, incremental, first_pass)
         if y.ndim == 1 and self._y_type != "multilabel-indicator" and index is None:
             # Every label is in classes_ (checked above).
-            index = np.searchsorted(self.classes_, y)
+            index = np.searchsorted(self.classes_, y).astype(_index_dtype(len(self.classes_)))
         if class_indices and self._takes_class_indices():
             # Column j of the indicator matrix is classes_[j] (binary: the one
             # column is classes_[1]), so the index is the position in classes_.
-            return _as_int32(index, y), y
+            return _class_indices(index, len(self.classes_)), y
         return self._one_hot(y, X.dtype, index), y
 
     def _validate_labels(self, y, X, incremental, first_pass):
@@ -524,8 +524,9 @@ def _integer_labels(y, n_samples):
     calls, two full np.unique) find nothing to object to and give classes_
     = np.unique(y) ('binary' for 2 classes, 'multiclass' for more), so
     they are skipped; anything else (and the errors and warnings) goes
-    through them. index holds each label's position in classes (int32,
-    or intp for labels spread wider than the sample count).
+    through them. index holds each label's position in classes: y itself
+    when its labels are 0..k-1, all present (so no copy is made), else the
+    narrowest of uint8, uint16 and int32 for the class count.
     """
     if (type(y) is not np.ndarray or y.ndim != 1 or y.dtype.kind not in "iu"
             or y.shape[0] != n_samples or n_samples == 0):
@@ -533,25 +534,28 @@ def _integer_labels(y, n_samples):
     lo, hi = int(y.min()), int(y.max())
     if lo < _INT64.min or hi > _INT64.max or hi - lo >= max(n_samples, 1024):
         classes, index = np.unique(y, return_inverse=True)
+        index = index.astype(_index_dtype(classes.size))
     else:
         # Labels in a narrow range (the usual 0..k-1): a lookup table, in
         # linear time where np.unique sorts, and a chunk at a time, so that
-        # nothing of n_samples x 8 bytes is made next to the int32 result.
+        # nothing of n_samples x 8 bytes is made.
         span = hi - lo + 1
-        index = np.empty(n_samples, dtype=np.int32)
+        part = np.empty(min(n_samples, _LABEL_CHUNK), dtype=np.intp)
         counts = np.zeros(span, dtype=np.intp)
-        for start in range(0, n_samples, _LABEL_CHUNK):
-            part = index[start:start + _LABEL_CHUNK]
-            np.subtract(y[start:start + _LABEL_CHUNK], lo, out=part, dtype=np.int64,
-                        casting="unsafe")
-            counts += np.bincount(part, minlength=span)
+        for start, chunk in _label_chunks(y, lo, part):
+            counts += np.bincount(chunk, minlength=span)
         present = np.flatnonzero(counts)
-        table = np.empty(span, dtype=np.int32)
-        table[present] = np.arange(present.size, dtype=np.int32)
-        for start in range(0, n_samples, _LABEL_CHUNK):
-            part = index[start:start + _LABEL_CHUNK]
-            part[...] = table[part]
         classes = (present + lo).astype(y.dtype)
+        if lo == 0 and present.size == span:
+            index = y  # every label of 0..k-1 present: y is its own index
+        else:
+            table = np.empty(span, dtype=_index_dtype(present.size))
+            table[present] = np.arange(present.size)
+            index = np.empty(n_samples, dtype=table.dtype)
+            for start, chunk in _label_chunks(y, lo, part):
+                # (mode="clip": every chunk entry is in the table, and "raise"
+                # would buffer out.)
+                np.take(table, chunk, out=index[start:start + chunk.shape[0]], mode="clip")
     if classes.size < 2 or (n_samples > 20 and classes.size > round(0.5 * n_samples)):
         return None  # scikit-learn's checks say what is wrong or suspicious
     return classes, index
@@ -562,13 +566,35 @@ _INT64 = np.iinfo(np.int64)
 _LABEL_CHUNK = 8192
 
 
-def _as_int32(index, y):
-    """Class indices as the compiled epoch reads them (int32): y itself when
-    it already is its own index (int32 labels 0..k-1), so no copy is made."""
-    if (y.dtype == np.int32 and y.flags.c_contiguous and index.dtype == np.int32
-            and np.array_equal(index, y)):
-        return y
-    return index.astype(np.int32, copy=False)
+def _label_chunks(y, lo, part):
+    """(start, y[start:start + len(part)] - lo) over y, in part (intp)."""
+    for start in range(0, y.shape[0], part.shape[0]):
+        chunk = part[:min(part.shape[0], y.shape[0] - start)]
+        np.subtract(y[start:start + chunk.shape[0]], lo, out=chunk, dtype=np.int64,
+                    casting="unsafe")
+        yield start, chunk
+
+
+def _index_dtype(n_classes):
+    """The narrowest class-index dtype the compiled epoch reads for
+    n_classes: the index is the one array of a fit with a byte or more a
+    sample besides X and the row order."""
+    if n_classes <= 256:
+        return np.uint8
+    return np.uint16 if n_classes <= 65536 else np.int32
+
+
+# The class-index dtypes src/_epoch.pyx reads (any of them, in place).
+_KERNEL_INDEX_DTYPES = (np.uint8, np.uint16, np.int32, np.int64)
+
+
+def _class_indices(index, n_classes):
+    """Class indices as the compiled epoch reads them: index itself (y's own
+    labels included) when the kernel reads its dtype in place, else a copy
+    in the narrowest dtype for n_classes."""
+    if index.dtype in _KERNEL_INDEX_DTYPES and index.flags.c_contiguous:
+        return index
+    return index.astype(_index_dtype(n_classes))
 
 
 def _refuse_mixed_label_types(y):

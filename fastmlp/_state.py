@@ -199,9 +199,10 @@ def _check_resume_record(record):
         rows = record[key]
         if rows is None and key == "val_rows":
             continue
-        # int32: the epoch's 4-byte row indices (fewer than 2**31 rows).
+        # uint16 and int32: the epoch's narrow row indices (up to 65536
+        # rows, fewer than 2**31).
         if (not isinstance(rows, np.ndarray) or rows.ndim != 1
-                or rows.dtype not in (np.int32, np.int64)):
-            _fail(f"_resume[{key!r}]", "must be a 1-D int32 or int64 array")
+                or rows.dtype not in (np.uint16, np.int32, np.int64)):
+            _fail(f"_resume[{key!r}]", "must be a 1-D uint16, int32 or int64 array")
     if not isinstance(record["fingerprint"], dict):
         _fail("_resume['fingerprint']", "must be a dict")

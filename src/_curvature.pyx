@@ -18,7 +18,7 @@ from libc.string cimport memcpy
 from _blas cimport mm_tn, mm_nt
 from _activations cimport deriv_set
 from _layers cimport Net, Csr, forward, backward, slot, csr_grad, col_sums
-from _losses cimport output_loss_delta
+from _losses cimport no_classes, output_loss_delta
 from _args cimport unpack_input
 from _passes cimport Pass, open_pass, pass_input, work_buffer, forward_loss
 from _sparse_layers cimport SP_KERNEL, SP_GEMM, sp_backward
@@ -112,7 +112,7 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
                          &acts[0], &tmp[0], &out[0], accumulate or start > 0,
                          n_threads)
             else:
-                output_loss_delta(Z, bias, &Y[0, 0], NULL, k, sw, &rows[start],
+                output_loss_delta(Z, bias, &Y[0, 0], no_classes(), k, sw, &rows[start],
                                   b, scale, loss, p.nt.act[L - 1], &row_loss[0],
                                   n_threads)
                 r_backward(&p.nt, &theta[0], &v[0], X0, ld0, &p.csr,

@@ -44,7 +44,7 @@ from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
                       rows_contiguous, gather_rows, rows_split,
                       forward_rows, delta_rows, grad_range)
 from _args cimport unpack_net, unpack_input, new_sparse_work
-from _losses cimport output_loss_delta, LOSS_LOG
+from _losses cimport Classes, class_at, output_loss_delta, LOSS_LOG
 from _activations cimport ACT_SOFTMAX, ACT_LOGISTIC
 from _updates cimport (Rule, Pieces, apply_step, step_chunks, sum_parts,
                       RULE_ADAM)
@@ -112,6 +112,47 @@ cdef inline double weight_sum(const floating* sw, const long long* rows,
     for i in range(b):
         s += sw[rows[i]]
     return s
+
+
+cdef inline const long long* batch_rows(
+        const unsigned short* i16, const int* i32, const long long* i64,
+        Py_ssize_t start, Py_ssize_t b, long long* buf) noexcept nogil:
+    """Rows start..start+b of the epoch's order as int64: in place for an
+    int64 index, else widened into buf (b entries)."""
+    cdef Py_ssize_t i
+    if i64 != NULL:
+        return i64 + start
+    if i32 != NULL:
+        for i in range(b):
+            buf[i] = i32[start + i]
+    else:
+        for i in range(b):
+            buf[i] = i16[start + i]
+    return buf
+
+
+cdef inline void shuffle_rows(unsigned short* i16, int* i32, long long* i64,
+                              Py_ssize_t n, unsigned long long* s) noexcept nogil:
+    """Shuffle whichever of the three index widths is given."""
+    if i16 != NULL:
+        rng_shuffle(i16, n, s)
+    elif i32 != NULL:
+        rng_shuffle(i32, n, s)
+    elif i64 != NULL:
+        rng_shuffle(i64, n, s)
+
+
+cdef bint classes_in_range(Classes c, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Whether every class index is in range(k): the kernel indexes the
+    output row with them. A width that cannot reach k needs no look."""
+    cdef Py_ssize_t i, v
+    if (c.size == 1 and k >= 256) or (c.size == 2 and k >= 65536):
+        return True
+    for i in range(n):
+        v = class_at(c, i)
+        if v < 0 or v >= k:
+            return False
+    return True
 
 
 cdef inline double sum_in_order(const double* x, Py_ssize_t n) noexcept nogil:
@@ -214,10 +255,11 @@ cdef struct Split:
     const Pieces* pc
     Rule rule              # rule.lr: the base rate
     Py_ssize_t s0, s1, n_feat, n, B
-    const int* idx32       # the epoch's rows (one of the two is NULL)
+    const unsigned short* idx16  # the epoch's rows (one of the three is set)
+    const int* idx32
     const long long* idx64
     long long* brows       # n_threads x B: each thread's widened batch rows
-    const int* cls
+    Classes cls
     int loss
     double* row_loss
     double* part
@@ -311,12 +353,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
             t_batch = now()
             wb = 0
         b = min(S.B, S.n - start)
-        if S.idx32 != NULL:
-            for i in range(b):
-                mine[i] = S.idx32[start + i]
-            rows = mine
-        else:
-            rows = S.idx64 + start
+        rows = batch_rows(S.idx16, S.idx32, S.idx64, start, b, mine)
         if solo:
             r0 = 0
             r1 = b
@@ -424,9 +461,11 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
               long long[::1] step_count, double alpha, double l1,
               int n_threads, tuple dropout=None,
               floating[::1] sp_work=None, floating[::1] deltas=None,
-              double[::1] timing=None, long long[::1] split_state=None):
-    """Run one epoch over the samples idx (shuffled in place first; int32,
-    or int64 for 2**31 rows or more).
+              double[::1] timing=None, long long[::1] split_state=None,
+              long long[::1] rows_buf=None):
+    """Run one epoch over the samples idx (shuffled in place first; uint16,
+    int32, or int64: any, though fits take the narrowest the row count
+    allows).
 
     Parameters
     ----------
@@ -435,7 +474,7 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     X : C/F/strided ndarray or (data, indices, indptr) of a CSR matrix.
     Y : targets (n_samples, n_outputs) of theta's dtype or, for the log
         loss of a softmax or one-logistic output, the class indices
-        (n_samples,) as int32.
+        (n_samples,) as uint8, uint16, int32 or int64.
     sample_weight : weights or None.
     net : (units, w_off, act, slope), see _layers.Net.
     rule : dict with the Rule fields; rule['lr'] is the base learning rate.
@@ -462,6 +501,9 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         ones run the split epoch on one thread (the same results, no
         barrier), 1, 2, 4 ... up to 16 epochs while that repeats, before
         trying two threads again.
+    rows_buf : None, or int64 workspace of n_threads x batch_size entries
+        (batch_size with one thread) for the batches' rows widened from a
+        narrow idx (allocated here when None).
 
     Returns
     -------
@@ -524,20 +566,41 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
 
     cdef const floating* sw = NULL
     cdef const floating[:, ::1] Y_mat
-    cdef const int[::1] Y_cls
+    cdef const unsigned char[::1] c8
+    cdef const unsigned short[::1] c16
+    cdef const int[::1] c32
+    cdef const long long[::1] c64
     cdef const floating* Yp = NULL
-    cdef const int* cls = NULL
+    cdef Classes cls
+    cls.p = NULL
+    cls.size = 0
     if Y.ndim == 1:
-        Y_cls = Y
-        cls = &Y_cls[0]
-        # The kernel indexes the output row with these: refuse what would
-        # read outside it.
         if loss != LOSS_LOG or nt.act[nt.n_layers - 1] not in (ACT_SOFTMAX,
                                                                 ACT_LOGISTIC):
             raise ValueError("class-index targets need the log loss of a "
                              "softmax or logistic output")
-        if Y_cls.shape[0] and (np.min(Y) < 0 or np.max(Y) >= max(
-                2, nt.units[nt.n_layers])):
+        if Y.dtype == np.uint8:
+            c8 = Y
+            cls.p = &c8[0] if c8.shape[0] else NULL
+        elif Y.dtype == np.uint16:
+            c16 = Y
+            cls.p = &c16[0] if c16.shape[0] else NULL
+        elif Y.dtype == np.int32:
+            c32 = Y
+            cls.p = &c32[0] if c32.shape[0] else NULL
+        elif Y.dtype == np.int64:
+            c64 = Y
+            cls.p = &c64[0] if c64.shape[0] else NULL
+        else:
+            raise ValueError("class indices must be uint8, uint16, int32 or "
+                             f"int64, not {Y.dtype}")
+        cls.size = Y.dtype.itemsize
+        if cls.p == NULL and idx.shape[0]:
+            raise ValueError("no class indices for the rows")
+        # The kernel indexes the output row with these: refuse what would
+        # read outside it (a compiled pass, no temporaries).
+        if cls.p != NULL and not classes_in_range(
+                cls, Y.shape[0], max(2, nt.units[nt.n_layers])):
             raise ValueError("class indices out of range for the output layer")
     else:
         Y_mat = Y
@@ -545,20 +608,30 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     if sample_weight is not None:
         sw = &sample_weight[0]
 
-    # An int32 idx is half the memory of int64; the kernels read each
-    # batch's rows widened into brows (batch_size entries).
+    # A uint16 or int32 idx is a quarter or half the memory of int64; the
+    # kernels read each batch's rows widened into rows_buf.
+    cdef unsigned short[::1] idx16
     cdef int[::1] idx32
     cdef long long[::1] idx64
-    cdef long long[::1] brows
-    cdef long long* rows
-    cdef bint narrow = idx.dtype == np.int32
-    if narrow:
+    cdef unsigned short* p16 = NULL
+    cdef int* p32 = NULL
+    cdef long long* p64 = NULL
+    cdef const long long* rows
+    cdef Py_ssize_t n = idx.shape[0], start, b, i
+    if idx.dtype == np.uint16:
+        idx16 = idx
+        p16 = &idx16[0] if n else NULL
+    elif idx.dtype == np.int32:
         idx32 = idx
-        brows = np.empty(batch_size, dtype=np.int64)
+        p32 = &idx32[0] if n else NULL
     else:
         idx64 = idx
+        p64 = &idx64[0] if n else NULL
+    if rows_buf is None:
+        rows_buf = np.empty(max(1, batch_size), dtype=np.int64)
+    if rows_buf.shape[0] < batch_size:
+        raise ValueError("rows_buf is too small for the batch size")
 
-    cdef Py_ssize_t n = idx.shape[0], start, b, i
     cdef Py_ssize_t k = nt.units[nt.n_layers]
     cdef int L = nt.n_layers
     cdef bint contiguous
@@ -572,7 +645,6 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
 
     cdef Split S
     cdef int team
-    cdef long long[::1] split_rows
     if (n_threads >= 2 and FM_HAVE_SPIN_BARRIER and X_ptr != NULL
             and rows_split(&nt, batch_size, SPLIT_MIN_WORK)):
         if deltas is None:
@@ -580,7 +652,8 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
                               dtype=np.float32 if floating is float else np.float64)
         if deltas.shape[0] < batch_size * hidden_units(&nt):
             raise ValueError("deltas is too small for the batch size")
-        split_rows = np.empty(n_threads * batch_size, dtype=np.int64)
+        if rows_buf.shape[0] < n_threads * batch_size:
+            rows_buf = np.empty(n_threads * batch_size, dtype=np.int64)
         team = n_threads
         if split_state is not None and split_state[0] > 0:
             split_state[0] -= 1
@@ -601,9 +674,10 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         S.n_feat = n_feat
         S.n = idx.shape[0]
         S.B = batch_size
-        S.idx32 = &idx32[0] if narrow and S.n else NULL
-        S.idx64 = &idx64[0] if not narrow and S.n else NULL
-        S.brows = &split_rows[0]
+        S.idx16 = p16
+        S.idx32 = p32
+        S.idx64 = p64
+        S.brows = &rows_buf[0]
         S.cls = cls
         S.loss = loss
         S.row_loss = &row_loss[0]
@@ -618,10 +692,8 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         S.n_done = 0
         S.finite = True
         with nogil:
-            if shuffle and narrow:
-                rng_shuffle(&idx32[0], n, &rng_state[0])
-            elif shuffle:
-                rng_shuffle(&idx64[0], n, &rng_state[0])
+            if shuffle:
+                shuffle_rows(p16, p32, p64, n, &rng_state[0])
             with parallel(num_threads=team):
                 split_worker(&S, &theta[0], &grad[0], &opt_state[0, 0],
                              &opt_state[1, 0], X_ptr, Yp, sw, &xbuf[0],
@@ -644,20 +716,13 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     cdef unsigned long fpenv = fm_ftz_enter()
     try:
         with nogil:
-            if shuffle and narrow:
-                rng_shuffle(&idx32[0], n, &rng_state[0])
-            elif shuffle:
-                rng_shuffle(&idx64[0], n, &rng_state[0])
+            if shuffle:
+                shuffle_rows(p16, p32, p64, n, &rng_state[0])
             t_last = now()
             start = 0
             while start < n:
                 b = min(batch_size, n - start)
-                if narrow:
-                    for i in range(b):
-                        brows[i] = idx32[start + i]
-                    rows = &brows[0]
-                else:
-                    rows = &idx64[start]
+                rows = batch_rows(p16, p32, p64, start, b, &rows_buf[0])
                 contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, rows, b)
                 X0 = batch_input(X_ptr, s0, s1, n_feat, rows, b,
                                  contiguous, &xbuf[0], &ld0, n_threads)

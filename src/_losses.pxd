@@ -12,6 +12,33 @@ from _activations cimport (ACT_IDENTITY, ACT_LOGISTIC, ACT_SOFTMAX, ACT_EXP, PAR
 from _mathf cimport fexp, flog, logistic, softplus
 from _cache cimport prefetch
 
+# Class-index targets as the epoch reads them: 1, 2, 4 or 8 bytes an index
+# (uint8 up to 256 classes, uint16 up to 65536, int32, or a user's int64
+# labels read in place), so that the per-sample array is as small as the
+# class count allows. p is NULL when the targets are a matrix Y instead.
+cdef struct Classes:
+    const void* p
+    int size
+
+
+cdef inline Classes no_classes() noexcept nogil:
+    """Targets given as a matrix."""
+    cdef Classes c
+    c.p = NULL
+    c.size = 0
+    return c
+
+
+cdef inline Py_ssize_t class_at(Classes c, Py_ssize_t i) noexcept nogil:
+    if c.size == 1:
+        return (<const unsigned char*>c.p)[i]
+    if c.size == 2:
+        return (<const unsigned short*>c.p)[i]
+    if c.size == 4:
+        return (<const int*>c.p)[i]
+    return <Py_ssize_t>(<const long long*>c.p)[i]
+
+
 cdef enum:
     LOSS_SQUARED = 0
     LOSS_LOG = 1           # cross-entropy (softmax) or binary log-loss (logistic)
@@ -142,23 +169,23 @@ cdef inline double class_loss_delta_row(floating* z, const floating* b,
 
 
 cdef inline double row_loss_delta(floating* z, const floating* b,
-                                  const floating* Y, const int* cls,
+                                  const floating* Y, Classes cls,
                                   Py_ssize_t i, Py_ssize_t k, int loss,
                                   int out_act, floating w) noexcept nogil:
-    """The row of sample i against Y[i] or, when cls is not NULL, class
-    cls[i]."""
-    if cls != NULL:
-        return class_loss_delta_row(z, b, cls[i], k, out_act, w)
+    """The row of sample i against Y[i] or, when cls.p is not NULL, class
+    index i of cls."""
+    if cls.p != NULL:
+        return class_loss_delta_row(z, b, <int>class_at(cls, i), k, out_act, w)
     return loss_delta_row(z, b, Y + i * k, k, loss, out_act, w)
 
 
 cdef inline double output_loss_delta(
-        floating* Z, const floating* b, const floating* Y, const int* cls,
+        floating* Z, const floating* b, const floating* Y, Classes cls,
         Py_ssize_t k, const floating* sw, const long long* rows,
         Py_ssize_t n_rows, double inv_norm, int loss, int out_act,
         double* row_loss, int n_threads) noexcept nogil:
     """Rows r of Z hold outputs of samples rows[r] (targets Y[rows[r]], or
-    with cls not NULL the class indices cls[rows[r]]: LOSS_LOG only, Y
+    with cls.p not NULL the class indices cls[rows[r]]: LOSS_LOG only, Y
     unused).
 
     Z becomes the output delta scaled by sw[rows[r]] * inv_norm; returns the
@@ -171,7 +198,10 @@ cdef inline double output_loss_delta(
     # input rows have just pushed out of cache: ask for them all at once
     # instead of waiting on one miss per row.
     for r in range(n_rows):
-        prefetch(cls + rows[r] if cls != NULL else Y + rows[r] * k)
+        if cls.p != NULL:
+            prefetch(<const char*>cls.p + rows[r] * cls.size)
+        else:
+            prefetch(Y + rows[r] * k)
         if sw != NULL:
             prefetch(sw + rows[r])
     if n_threads > 1 and n_rows > 1 and n_rows * k >= PAR_MIN // 4:

@@ -10,7 +10,7 @@
 from cython cimport floating
 from _layers cimport Net, Csr, forward, slot, batch_input, rows_contiguous
 from _args cimport unpack_net, unpack_input, sparse_work_len
-from _losses cimport output_loss_delta
+from _losses cimport no_classes, output_loss_delta
 
 
 cdef inline object work_buffer(dict work, str name, Py_ssize_t size,
@@ -95,5 +95,5 @@ cdef inline double forward_loss(
     cdef int L = nt.n_layers
     forward(nt, theta, X0, ld0, csr, rows, b, acts, False, n_threads)
     return output_loss_delta(slot(nt, acts, b, L), theta + nt.b_off[L - 1],
-                             Y, NULL, nt.units[L], sw, rows, b, scale, loss,
+                             Y, no_classes(), nt.units[L], sw, rows, b, scale, loss,
                              nt.act[L - 1], row_loss, n_threads)

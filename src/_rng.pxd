@@ -11,9 +11,10 @@ cdef inline unsigned long long next_u64(unsigned long long* s) noexcept nogil:
     return z ^ (z >> 31)
 
 
-# Row indices: 4 bytes where the row count allows, 8 otherwise. The draws
-# do not depend on the width: both shuffle alike.
+# Row indices: 2 bytes up to 65536 rows, 4 below 2**31, 8 otherwise. The
+# draws do not depend on the width: all shuffle alike.
 ctypedef fused index_t:
+    unsigned short
     int
     long long
 

@@ -111,6 +111,49 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path, monkeypatch, case):
     assert os.listdir(tmp_path) == ["ckpt.fmlp"]
 
 
+def test_a_checkpoint_of_int32_indices_resumes_bit_identically(tmp_path, monkeypatch):
+    # Checkpoints written before fits kept narrow indices hold int32 training
+    # rows and a checksum of int32 class indices: they resume, to the bits
+    # of an uninterrupted fit.
+    kw = dict(hidden_layer_sizes=(16, 8), max_iter=9, random_state=3, n_threads=1,
+              batch_size=64)
+    yc = Y + 1  # not their own indices: the fit encodes them (uint8)
+    reference = quiet(MLPClassifier(**kw).fit, X, yc)
+    path = tmp_path / "ckpt.fmlp"
+    real = BaseMLP._save_checkpoint
+
+    def save_as_before(self, record):
+        if record is not None:
+            assert record["train_rows"].dtype == np.uint16
+            record = dict(record, train_rows=record["train_rows"].astype(np.int32))
+        real(self, record)
+
+    with monkeypatch.context() as m:
+        m.setattr(BaseMLP, "_save_checkpoint", save_as_before)
+        crash_after(m, 4)
+        with pytest.raises(Crash):
+            quiet(MLPClassifier(checkpoint=str(path), **kw).fit, X, yc)
+    resumed = fastmlp.load(path)
+    assert resumed.__dict__["_resume"]["train_rows"].dtype == np.int32
+    quiet(resumed.fit, X, yc)
+    assert_same_training(reference, resumed)
+
+
+def test_the_fingerprint_checksums_class_indices_as_int32():
+    import zlib
+
+    from fastmlp._checkpoint import FINGERPRINT_CHUNK, FINGERPRINT_ROWS, fingerprint
+
+    n = 2 * FINGERPRINT_CHUNK + 5  # several chunks, the last one short
+    idx = (np.arange(n) % 7).astype(np.uint8)
+    Xf = np.random.RandomState(0).rand(n, 2)
+    # The checksum as checkpoints had it: int32 indices, then the sampled rows.
+    rows = np.unique(np.linspace(0, n - 1, FINGERPRINT_ROWS).astype(np.int64))
+    old = zlib.crc32(Xf[rows].view(np.uint8), zlib.crc32(idx.astype(np.int32).view(np.uint8)))
+    for dtype in (np.uint8, np.uint16, np.int32, np.int64):
+        assert fingerprint(Xf, idx.astype(dtype), None)["crc32"] == old
+
+
 def test_a_checkpoint_is_saved_after_every_epoch(tmp_path, monkeypatch):
     epochs = []
     real = fastmlp._persist._save_state

@@ -309,14 +309,28 @@ def test_integer_labels_keep_the_checks_messages_and_warnings():
             MLPClassifier(max_iter=1).fit(X, np.arange(40) % 30)
 
 
-def test_int32_class_indices_are_not_copied():
-    # Labels 0..k-1 in int32 are their own class indices: the epoch reads y.
-    from fastmlp._classifier import _as_int32, _integer_labels
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.uint16])
+def test_class_indices_are_not_copied(dtype):
+    # Labels 0..k-1 (every one present) in a dtype the epoch reads are their
+    # own class indices: the epoch reads y.
+    from fastmlp._classifier import _class_indices, _integer_labels
 
-    y = (np.arange(100) % 5).astype(np.int32)
+    y = (np.arange(100) % 5).astype(dtype)
     classes, index = _integer_labels(y, 100)
-    assert _as_int32(index, y) is y
-    shifted = y + 1
-    classes, index = _integer_labels(shifted, 100)
-    assert _as_int32(index, shifted) is not shifted
-    np.testing.assert_array_equal(classes[_as_int32(index, shifted)], shifted)
+    assert _class_indices(index, classes.size) is y
+
+
+@pytest.mark.parametrize("k,dtype", [(5, np.uint8), (256, np.uint8), (257, np.uint16),
+                                     (65536, np.uint16), (65537, np.int32)])
+def test_other_labels_are_encoded_in_the_narrowest_index(k, dtype):
+    # Labels that are not their own index (shifted, gapped, of a dtype the
+    # epoch does not read) take the narrowest index dtype for k classes.
+    from fastmlp._classifier import _class_indices, _integer_labels
+
+    n = 3 * k
+    for y in ((np.arange(n) % k + 1), (np.arange(n) % k).astype(np.int16 if k < 2**15 else
+                                                               np.uint32)):
+        classes, index = _integer_labels(y, n)
+        got = _class_indices(index, classes.size)
+        assert got.dtype == dtype and got is not y
+        np.testing.assert_array_equal(classes[got], y)

@@ -202,6 +202,31 @@ def test_class_indices_out_of_range_are_refused():
     with pytest.raises(ValueError, match="class-index targets"):
         run(regression, np.zeros(regression.n_params), X, np.zeros(50, np.int32),
             None, rows, 10, opt)
+    # Every width the epoch reads is checked; the one-byte index against
+    # 3 classes too (it could hold up to 255).
+    for dtype in (np.uint8, np.uint16, np.int64):
+        classes = np.zeros(50, dtype=dtype)
+        classes[-1] = 3
+        with pytest.raises(ValueError, match="out of range"):
+            run(layout, theta.copy(), X, classes, None, rows, 10, opt)
+    with pytest.raises(ValueError, match="must be uint8, uint16, int32 or int64"):
+        run(layout, theta.copy(), X, np.zeros(50, np.int8), None, rows, 10, opt)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_every_class_index_width_gives_the_same_epoch(n_threads, every_batch_split):
+    # Fits keep class indices in the narrowest width the class count allows
+    # (or read the user's int64 labels in place): the same bits from each.
+    layout, theta, X, _, sw = split_problem(np.float64, [12, 24, 10, 4],
+                                            ["relu", "tanh", "softmax"])
+    classes = np.random.RandomState(2).randint(0, 4, X.shape[0])
+    make = lambda: Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
+    got = [epoch_twice(layout, theta, X, classes.astype(dtype), sw, 16, make, n_threads)
+           for dtype in (np.int32, np.uint8, np.uint16, np.int64)]
+    assert not np.array_equal(got[0][0], theta)
+    for g in got[1:]:
+        assert np.array_equal(g[0], got[0][0]) and np.array_equal(g[1], got[0][1])
+        assert g[2:] == got[0][2:]
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
@@ -238,18 +263,20 @@ def test_a_non_finite_gradient_stops_before_the_step(solver, n_threads, B, every
 
 
 @pytest.mark.parametrize("order", ["C", "csr"])
-def test_int32_and_int64_row_indices_give_the_same_epoch(order):
-    # Fits shuffle 4-byte row indices (fewer than 2**31 rows); the epoch
-    # must be the one 8-byte indices give: same permutation, same steps.
+@pytest.mark.parametrize("narrow", [np.int32, np.uint16])
+def test_narrow_and_int64_row_indices_give_the_same_epoch(order, narrow):
+    # Fits shuffle 2-byte row indices (up to 65536 rows) or 4-byte ones
+    # (fewer than 2**31); the epoch must be the one 8-byte indices give:
+    # same permutation, same steps.
     layout, theta, X, Y, sw = problem(np.float64)
     X = sp.csr_matrix(X) if order == "csr" else X
     opt = lambda: Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
     a, b = theta.copy(), theta.copy()
     rows = np.arange(50, dtype=np.int64)
     la, _, ra = run(layout, a, X, Y, sw, rows, 8, opt(), alpha=0.1, shuffle=True, seed=3)
-    lb, _, rb = run(layout, b, X, Y, sw, rows.astype(np.int32), 8, opt(), alpha=0.1,
+    lb, _, rb = run(layout, b, X, Y, sw, rows.astype(narrow), 8, opt(), alpha=0.1,
                     shuffle=True, seed=3)
-    assert rb.dtype == np.int32 and np.array_equal(ra, rb)
+    assert rb.dtype == narrow and np.array_equal(ra, rb)
     assert not np.array_equal(ra, rows)
     assert np.array_equal(a, b) and la == lb
 
@@ -334,13 +361,14 @@ def test_the_two_core_epoch_gives_the_one_thread_bits(units, acts, solver, neste
 @pytest.mark.parametrize("batch", [1, 8, 16, 20, 150])
 def test_every_batch_size_splits_to_the_same_bits(batch, every_batch_split):
     # From one row (thread 0 alone in every stage but the update) to the
-    # whole data in one batch, int32 row indices (widened per thread).
+    # whole data in one batch, narrow row indices (widened per thread).
     layout, theta, X, Y, sw = split_problem(np.float64, [12, 24, 10, 4],
                                             ["relu", "tanh", "softmax"])
     make = lambda: Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
-    one = epoch_twice(layout, theta, X, Y, sw, batch, make, 1, idx_dtype=np.int32)
-    two = epoch_twice(layout, theta, X, Y, sw, batch, make, 2, idx_dtype=np.int32)
-    assert np.array_equal(one[0], two[0]) and one[2:] == two[2:]
+    for idx_dtype in (np.int32, np.uint16):
+        one = epoch_twice(layout, theta, X, Y, sw, batch, make, 1, idx_dtype=idx_dtype)
+        two = epoch_twice(layout, theta, X, Y, sw, batch, make, 2, idx_dtype=idx_dtype)
+        assert np.array_equal(one[0], two[0]) and one[2:] == two[2:]
 
 
 def test_products_beyond_the_small_kernels_split_over_blas(dtype, every_batch_split):

@@ -173,6 +173,9 @@ class EpochRunner:
         # run split when it is too small (networks of several hidden layers).
         self._hidden_len = B * int(units[1:-1].sum())
         self._split = dense_input and _epoch.split_applies(layout.net, B)
+        # Each batch's rows widened to int64 from the narrow row order (one
+        # batch per thread in the two-core epoch): sized by the first run.
+        self.rows_buf = None
 
     def run(self, theta, X, Y, sample_weight, idx, rng_state, shuffle,
             optimizer, loss_code, alpha, l1, n_threads, drop_state=None, timing=None):
@@ -190,19 +193,26 @@ class EpochRunner:
             dropout = self.dropout + (drop_state,)
         deltas = None
         blas = nullcontext()
-        if n_threads > 1 and self._split and dropout is None:
+        split = n_threads > 1 and self._split and dropout is None
+        if split:
             if self.tmp.shape[0] < self._hidden_len:
-                self.tmp = np.empty(self._hidden_len, dtype=self.tmp.dtype)
+                dtype = self.tmp.dtype
+                self.tmp = None  # not both alive at once: that was a fit's peak
+                self.tmp = np.empty(self._hidden_len, dtype=dtype)
             deltas = self.tmp
             # Each thread calls BLAS on its own block. A fit has capped BLAS
             # at one thread already (this then changes nothing); a direct
             # call may not have.
             blas = blas_threads(1, wait=False)
+        n_rows = self.batch_size * (n_threads if split else 1)
+        if self.rows_buf is None or self.rows_buf.shape[0] < n_rows:
+            self.rows_buf = None
+            self.rows_buf = np.empty(n_rows, dtype=np.int64)
         with blas:
             loss_sum, _, finite = _epoch.run_epoch(
                 theta, self.grad, optimizer.state, X, Y, sample_weight, idx,
                 rng_state, shuffle, self.batch_size, self.layout.net, loss_code,
                 optimizer.rule(), self.pieces, self.acts, self.tmp, self.xbuf,
                 self.row_loss, self.part, optimizer.step, alpha, l1, n_threads,
-                dropout, self.sp_work, deltas, timing, self.split_state)
+                dropout, self.sp_work, deltas, timing, self.split_state, self.rows_buf)
         return loss_sum / len(idx), finite
