@@ -31,7 +31,7 @@ HIDDEN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu")
 LOSS_SQUARED, LOSS_LOG, LOSS_HINGE, LOSS_HINGE_BINARY, LOSS_POISSON = range(5)
 
 # Chunk length of the fused update loop (src/_updates.pxd CHUNK).
-UPDATE_CHUNK = 1024
+UPDATE_CHUNK = 4096
 
 # How a layer's product is computed (src/_sparse_layers.pxd SP_*): dense W
 # and gemm; sparse W and the sparse kernels; sparse W scattered into a dense

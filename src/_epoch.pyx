@@ -179,6 +179,7 @@ cdef enum:
     # alone (the others wait at the barrier): one row block of the product
     # kernels (8 rows) per thread at least.
     SPLIT_MIN_ROWS = 8
+    SPLIT_ALIGN = 8   # row and column shares are whole blocks of 8
     # Thread 0 compares, after every batch, the time it waited at the
     # barriers with the time it worked, over windows of SOLO_CHECK batches:
     # split, a batch takes its work plus its wait, alone about twice its
@@ -188,24 +189,6 @@ cdef enum:
     SOLO_CHECK = 16
 
 cdef double SOLO_SLACK = 200e-6
-# Rows of a thread's share of a batch are a multiple of this (the kernels'
-# sums do not depend on it: src/_small_gemm.pxd).
-cdef Py_ssize_t SPLIT_ALIGN = 8
-# Update chunks are shared by their parameter count, not their number.
-cdef bint SHARE_BY_SIZE = True
-
-
-def split_tuning(Py_ssize_t align=-1, int by_size=-1):
-    """Set the row alignment of the split epoch's row shares and whether
-    chunks are shared by size (benchmarks); -1 keeps a setting. Returns the
-    previous (align, by_size)."""
-    global SPLIT_ALIGN, SHARE_BY_SIZE
-    old = (SPLIT_ALIGN, int(SHARE_BY_SIZE))
-    if align > 0:
-        SPLIT_ALIGN = align
-    if by_size >= 0:
-        SHARE_BY_SIZE = by_size != 0
-    return old
 # Tests: thread 0 waits for the other threads before the first batch, so
 # that every batch runs split (a test's few small batches would otherwise
 # often be over before the others have woken up). Never in fits.
@@ -281,30 +264,6 @@ cdef inline void share(Py_ssize_t n, int tid, int nth, Py_ssize_t align,
     per = (per + align - 1) // align * align
     lo[0] = min(n, tid * per)
     hi[0] = min(n, lo[0] + per)
-
-
-cdef inline Py_ssize_t chunk_start(const Pieces* pc, Py_ssize_t c) noexcept nogil:
-    """First parameter of chunk c (the end of theta for c == n_chunks)."""
-    if c >= pc.n_chunks:
-        return pc.hi[pc.chunk_ptr[pc.n_chunks] - 1]
-    return pc.lo[pc.chunk_ptr[c]]
-
-
-cdef inline Py_ssize_t chunk_cut(const Pieces* pc, int t, int nth) noexcept nogil:
-    """The chunk boundary nearest to a share of t / nth of the parameters:
-    the gradient and the update cost about the same per parameter, so equal
-    numbers of parameters balance the threads better than equal numbers of
-    chunks (W3: 4 chunks of 4096, 4096, 4096 and 2922)."""
-    cdef Py_ssize_t total = chunk_start(pc, pc.n_chunks)
-    cdef Py_ssize_t target = total * t // nth, c = 0
-    if not SHARE_BY_SIZE:
-        return (pc.n_chunks * t + nth - 1) // nth
-    while c < pc.n_chunks and chunk_start(pc, c + 1) <= target:
-        c += 1
-    # chunk_start(c) <= target < chunk_start(c + 1): the nearer of the two
-    if c < pc.n_chunks and chunk_start(pc, c + 1) - target < target - chunk_start(pc, c):
-        c += 1
-    return c
 
 
 cdef void split_worker(Split* S, floating* theta, floating* grad,
@@ -388,8 +347,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
             c0 = 0
             c1 = S.pc.n_chunks
         else:
-            c0 = chunk_cut(S.pc, tid, nth)
-            c1 = chunk_cut(S.pc, tid + 1, nth)
+            share(S.pc.n_chunks, tid, nth, 1, &c0, &c1)
         if c1 > c0:
             lo = S.pc.lo[S.pc.chunk_ptr[c0]]
             hi = S.pc.hi[S.pc.chunk_ptr[c1] - 1]

@@ -22,7 +22,7 @@ cdef enum:
     RULE_RMSPROP = 4
 
 cdef enum:
-    CHUNK = 1024
+    CHUNK = 4096
     PAR_MIN_UPDATE = 32768
 
 
