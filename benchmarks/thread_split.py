@@ -35,6 +35,7 @@ sys.path.insert(1, os.path.dirname(HERE))
 from benchmarks.common import WORKLOADS, make_data  # noqa: E402
 from fastmlp import _epoch  # noqa: E402
 from fastmlp._network import LOSS_LOG, Layout  # noqa: E402
+from fastmlp._threads import blas_threads  # noqa: E402
 from fastmlp.solvers.first_order import EpochRunner, Optimizer  # noqa: E402
 from fastmlp.solvers.objective import kernel_input  # noqa: E402
 
@@ -54,14 +55,19 @@ def epochs(layout, X, Y, batch, dtype, n_threads, rounds):
     # A build before the two-core epoch has no timing: its 1-thread column
     # is the baseline to compare with.
     kw = {"timing": timing} if "timing" in inspect.signature(runner.run).parameters else {}
-    for _ in range(rounds):
-        t0 = perf_counter()
-        runner.run(theta, Xk, Y, None, rows, state, True, opt, LOSS_LOG, 1e-4, 0.0,
-                   n_threads, **kw)
-        seconds.append(perf_counter() - t0)
-        totals[:3] += timing
-        totals[3] += -(-X.shape[0] // batch)
-        timing[:] = 0
+    # BLAS capped as a fit caps it (fastmlp/_base.py): one thread when the
+    # epoch runs split (each thread calls it on its own block), else the
+    # epoch's count. Left at its default, BLAS's threads fight the epoch's.
+    split = n_threads > 1 and getattr(runner, "_split", False)
+    with blas_threads(1 if split else n_threads):
+        for _ in range(rounds):
+            t0 = perf_counter()
+            runner.run(theta, Xk, Y, None, rows, state, True, opt, LOSS_LOG, 1e-4, 0.0,
+                       n_threads, **kw)
+            seconds.append(perf_counter() - t0)
+            totals[:3] += timing
+            totals[3] += -(-X.shape[0] // batch)
+            timing[:] = 0
     return seconds, totals
 
 
