@@ -11,6 +11,7 @@ from _activations cimport (ACT_IDENTITY, ACT_LOGISTIC, ACT_SOFTMAX, ACT_EXP, PAR
                            bias_row_max)
 from _mathf cimport fexp, flog, logistic, softplus
 from _cache cimport prefetch
+from _vexp cimport fm_exp_shift
 
 cdef enum:
     LOSS_SQUARED = 0
@@ -128,9 +129,13 @@ cdef inline double class_loss_delta_row(floating* z, const floating* b,
         m = bias_row_max(z, b, k)
         zt = z[t]
         s = 0
-        for j in range(k):
-            z[j] = fexp(z[j] - m)
-            s = s + z[j]
+        if floating is double and fm_exp_shift(z, k, m):
+            for j in range(k):
+                s = s + z[j]
+        else:
+            for j in range(k):
+                z[j] = fexp(z[j] - m)
+                s = s + z[j]
         inv = w / s
         for j in range(k):
             z[j] = z[j] * inv
