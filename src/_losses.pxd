@@ -11,7 +11,7 @@ from _activations cimport (ACT_IDENTITY, ACT_LOGISTIC, ACT_SOFTMAX, ACT_EXP, PAR
                            bias_row_max)
 from _mathf cimport fexp, flog, logistic, softplus
 from _cache cimport prefetch
-from _vexp cimport fm_exp_shift
+from _vexp cimport fm_softmax_row
 
 cdef enum:
     LOSS_SQUARED = 0
@@ -125,17 +125,17 @@ cdef inline double class_loss_delta_row(floating* z, const floating* b,
     exponentials instead of 2 k."""
     cdef Py_ssize_t j
     cdef floating m, s, zt, inv
+    cdef double ell
     if out_act == ACT_SOFTMAX:
+        if floating is double:
+            if fm_softmax_row(z, b, t, k, w, &ell):  # AVX-512 (_vexp.pxd)
+                return ell
         m = bias_row_max(z, b, k)
         zt = z[t]
         s = 0
-        if floating is double and fm_exp_shift(z, k, m):
-            for j in range(k):
-                s = s + z[j]
-        else:
-            for j in range(k):
-                z[j] = fexp(z[j] - m)
-                s = s + z[j]
+        for j in range(k):
+            z[j] = fexp(z[j] - m)
+            s = s + z[j]
         inv = w / s
         for j in range(k):
             z[j] = z[j] * inv
