@@ -26,9 +26,6 @@ from _simd cimport fm_isa
 cdef extern from *:
     """
     #include <float.h>
-    #ifndef FM_ADAM_PF
-    #define FM_ADAM_PF 128
-    #endif
     #ifdef FM_HAVE_X86_KERNELS
     #define FM_ADAM_LD_ZD(p) _mm512_loadu_pd(p)
     #define FM_ADAM_ST_ZD(p, x) _mm512_storeu_pd(p, x)
@@ -158,12 +155,6 @@ cdef extern from *:
         int ok = 1; \
         Py_ssize_t i = 0; \
         for (; i + L <= n; i += L) { \
-            if (FM_ADAM_PF) { \
-                _mm_prefetch((const char*)(th + i + FM_ADAM_PF), _MM_HINT_T0); \
-                _mm_prefetch((const char*)(g + i + FM_ADAM_PF), _MM_HINT_T0); \
-                _mm_prefetch((const char*)(s1 + i + FM_ADAM_PF), _MM_HINT_T0); \
-                _mm_prefetch((const char*)(s2 + i + FM_ADAM_PF), _MM_HINT_T0); \
-            } \
             t = FM_ADAM_LD_##S(th + i); \
             gi = FM_ADAM_LD_##S(g + i); \
             if (PEN) { \

@@ -54,10 +54,12 @@ cdef extern from *:
         __m512d z0 = _mm512_add_pd(_mm512_maskz_loadu_pd(k0, z), _mm512_maskz_loadu_pd(k0, b));
         __m512d z1 = _mm512_add_pd(_mm512_maskz_loadu_pd(k1, z + 8),
                                    _mm512_maskz_loadu_pd(k1, b + 8));
+        /* lane t of the row, and below its delta, taken in registers: a
+           scalar load of a masked store's data waits for the store */
+        const __m512i ti = _mm512_set1_epi64(t & 7);
+        const __mmask8 t0 = t < 8 ? (__mmask8)(1u << t) : 0, t1 = t < 8 ? 0 : (__mmask8)(1u << (t - 8));
         double m, s, zt, inv;
-        _mm512_mask_storeu_pd(z, k0, z0);
-        _mm512_mask_storeu_pd(z + 8, k1, z1);
-        zt = z[t];
+        zt = _mm512_cvtsd_f64(_mm512_permutexvar_pd(ti, t < 8 ? z0 : z1));
         /* the row's largest value (a NaN is passed over, as the scalar
            loop's comparison does; it reaches the loss through exp) */
         m = _mm512_reduce_max_pd(_mm512_max_pd(_mm512_mask_mov_pd(ninf, k0, z0),
@@ -66,9 +68,12 @@ cdef extern from *:
         z1 = _mm512_maskz_mov_pd(k1, fm_exp_zd(_mm512_sub_pd(z1, _mm512_set1_pd(m))));
         s = _mm512_reduce_add_pd(_mm512_add_pd(z0, z1));
         inv = w / s;
-        _mm512_mask_storeu_pd(z, k0, _mm512_mul_pd(z0, _mm512_set1_pd(inv)));
-        _mm512_mask_storeu_pd(z + 8, k1, _mm512_mul_pd(z1, _mm512_set1_pd(inv)));
-        z[t] = z[t] - w;
+        z0 = _mm512_mul_pd(z0, _mm512_set1_pd(inv));
+        z1 = _mm512_mul_pd(z1, _mm512_set1_pd(inv));
+        z0 = _mm512_mask_sub_pd(z0, t0, z0, _mm512_set1_pd(w));
+        z1 = _mm512_mask_sub_pd(z1, t1, z1, _mm512_set1_pd(w));
+        _mm512_mask_storeu_pd(z, k0, z0);
+        _mm512_mask_storeu_pd(z + 8, k1, z1);
         return w * ((m + log(s)) - zt);
     }
     #endif
