@@ -10,6 +10,11 @@ Run it under a sampling profiler for the epoch's breakdown, e.g.::
 (``-D`` skips most of the start-up and data generation.) One thread for OpenMP
 and BLAS, so that every sample is the fit's own work.
 
+``--epoch-only`` runs the compiled epoch alone, ``--epochs`` times on the
+arguments of one fit's last epoch (no Python between epochs, no fit around
+them), and prints its CPU time per epoch: the figure to profile an epoch's
+kernels with (``perf record ... --epoch-only --epochs 8000``).
+
 ``--overhead`` instead times fits of 1 and of ``--epochs`` epochs (median of
 ``--fits``) for fastmlp and scikit-learn and solves for each one's fixed
 cost per fit and marginal cost per epoch, ``fixed = t(1) - (t(E) - t(1)) /
@@ -23,6 +28,7 @@ Usage::
     python benchmarks/profile_fit.py W1 float64 --epochs 5 --fits 3
     python benchmarks/profile_fit.py W3 float64 --overhead --epochs 5 --fits 21
     python benchmarks/profile_fit.py W2 float32 --cprofile --fits 100
+    python benchmarks/profile_fit.py W2 float64 --epoch-only --epochs 2000
 """
 
 import argparse
@@ -62,6 +68,32 @@ def epoch_times(workload, X, y, params):
     finally:
         first_order.EpochRunner.run = run
     return epochs, total
+
+
+def epoch_only(X, y, params, epochs):
+    """CPU seconds per call of _epoch.run_epoch on the arguments a 3-epoch
+    fit passed it last (the weights keep training; the batches are reshuffled
+    each call, as in a fit)."""
+    from benchmarks.common import fit_quietly
+    from fastmlp import MLPClassifier, _epoch
+
+    run = _epoch.run_epoch
+    last = []
+
+    def keep(*a, **kw):
+        last[:] = [a, kw]
+        return run(*a, **kw)
+
+    _epoch.run_epoch = keep
+    try:
+        fit_quietly(MLPClassifier(**{**params, "max_iter": 3}), X, y)
+    finally:
+        _epoch.run_epoch = run
+    a, kw = last
+    t0 = time.process_time()
+    for _ in range(epochs):
+        run(*a, **kw)
+    return (time.process_time() - t0) / epochs
 
 
 def fit_seconds(est_class, params, X, y, repeats):
@@ -129,6 +161,8 @@ def main(argv=None):
                       help="fixed cost per fit and cost per epoch, fastmlp and scikit-learn")
     what.add_argument("--cprofile", action="store_true",
                       help="cProfile's top functions of --fits one-epoch fits")
+    what.add_argument("--epoch-only", action="store_true",
+                      help="CPU time per compiled epoch alone, over --epochs calls")
     args = parser.parse_args(argv)
 
     X, y, _, _ = make_data(args.workload)
@@ -140,6 +174,12 @@ def main(argv=None):
         cprofile(args.workload, X, y, args.fits)
         return 0
     params = {**estimator_params(args.workload, args.epochs), "n_threads": 1}
+    if args.epoch_only:
+        for _ in range(args.fits):
+            t = epoch_only(X, y, params, args.epochs)
+            print(f"{args.workload} {args.dtype}: {t * 1e3:.4f} ms per compiled epoch",
+                  flush=True)
+        return 0
     for _ in range(args.fits):
         epochs, total = epoch_times(args.workload, X, y, params)
         print(f"{args.workload} {args.dtype}: epochs "

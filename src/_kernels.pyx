@@ -11,6 +11,7 @@ from _simd cimport fm_isa, fm_set_isa
 from _small_gemm cimport (small_gemm, FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK,
                           TN_MAX_WORK)
 from _adam_simd cimport adam_span
+from _vexp cimport fm_exp_shift
 from _guard cimport all_finite
 
 KINDS = {"nn": 0, "tn": 1, "nt": 2}
@@ -86,7 +87,8 @@ def adam(floating[::1] theta, floating[::1] grad, floating[::1] m,
     """One Adam step in place (lr bias-corrected), as training takes it.
 
     Returns (sum theta^2, sum |theta|, n_bad) of the weights before the
-    step, or None if this CPU has no kernel.
+    step (sum |theta| is 0 when l1 is: the loss uses it only with l1), or
+    None if this CPU has no kernel.
     """
     cdef double out[3]
     out[0] = out[1] = out[2] = 0
@@ -107,3 +109,11 @@ def finite(const floating[::1] g, int n_threads=1):
     if g.shape[0] == 0:
         return True
     return bool(all_finite(&g[0], g.shape[0], n_threads))
+
+
+def exp_shift(double[::1] z, double m):
+    """z[j] = exp(z[j] - m) in place, as the softmax log loss takes it
+    (src/_vexp.pxd). False, doing nothing, without AVX-512."""
+    if z.shape[0] == 0:
+        return True
+    return bool(fm_exp_shift(&z[0], z.shape[0], m))

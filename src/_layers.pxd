@@ -10,9 +10,10 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 from _small_gemm cimport (prod_nn, prod_tn, prod_nt, small_gemm, kernels_take,
+                          prod_nn_bias_relu, prod_nt_relu_grad,
                           FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK, TN_MAX_WORK)
 from _blas cimport gemm, mm_nn, mm_nt
-from _activations cimport bias_act, deriv_set, deriv_mul, PAR_MIN
+from _activations cimport bias_act, deriv_set, deriv_mul, PAR_MIN, ACT_RELU
 from _dropout cimport Dropout, dropout_forward, dropout_backward
 from _sparse_layers cimport (SpNet, SP_DENSE, SP_GEMM, sp_use_kernels, sp_forward,
                              sp_backward, sp_densify, sp_dense_w,
@@ -167,11 +168,13 @@ cdef inline void forward(const Net* net, const floating* theta,
     cdef const floating* A = X0
     cdef int lda = ld0
     cdef floating* Z
+    cdef bint act_done
     for l in range(L):
         n_in = net.units[l]
         n_out = net.units[l + 1]
         W = theta + net.w_off[l]
         Z = slot(net, acts, B, l + 1)
+        act_done = False
         if sp_use_kernels(&net.sp, l, B, A):  # pruned (_sparse_layers.pxd)
             sp_forward(&net.sp, l, n_in, n_out, W, A, lda,
                        Xs.data if l == 0 else NULL, Xs.indices, Xs.indptr,
@@ -181,10 +184,15 @@ cdef inline void forward(const Net* net, const floating* theta,
                 W = sp_densify(&net.sp, l, n_in, n_out, W)
             if l == 0 and Xs.data != NULL:
                 csr_matmul(Xs, rows, B, W, n_out, Z, n_threads)
+            elif ((l < L - 1 or output_act) and net.act[l] == ACT_RELU
+                    and prod_nn_bias_relu(A, lda, W, Z, <int>B, <int>n_in,
+                                          <int>n_out, theta + net.b_off[l],
+                                          n_threads)):
+                act_done = True
             else:
                 prod_nn(A, lda, W, Z, <int>B, <int>n_in, <int>n_out, 0,
                         n_threads)
-        if l < L - 1 or output_act:
+        if (l < L - 1 or output_act) and not act_done:
             bias_act(Z, theta + net.b_off[l], B, n_out, net.act[l],
                      <floating>net.slope, n_threads)
         if net.drop != NULL and l < L - 1:
@@ -211,6 +219,7 @@ cdef inline void backward(const Net* net, const floating* theta,
     cdef floating* dW
     cdef int lda
     cdef bint sparse
+    cdef bint bias_done = False  # the product of layer l + 1 summed D
     for l in range(L - 1, -1, -1):
         n_in = net.units[l]
         n_out = net.units[l + 1]
@@ -243,8 +252,20 @@ cdef inline void backward(const Net* net, const floating* theta,
             if net.sp.mode[l] == SP_GEMM:
                 sp_gather_grad(&net.sp, l, n_in, n_out, dW,
                                grad + net.w_off[l], accumulate)
-        col_sums(D, B, n_out, grad + net.b_off[l], accumulate)
+        if not bias_done:
+            col_sums(D, B, n_out, grad + net.b_off[l], accumulate)
+        bias_done = False
         if l > 0:
+            # Through a relu, the product writes the next delta straight
+            # over the activations it is read off, and sums its columns
+            # (the next layer's bias gradient) while they are in registers.
+            if (not sparse and net.drop == NULL and net.act[l - 1] == ACT_RELU
+                    and prod_nt_relu_grad(D, W, slot(net, acts, B, l),
+                                          <int>B, <int>n_out, <int>n_in,
+                                          grad + net.b_off[l - 1], accumulate,
+                                          n_threads)):
+                bias_done = True
+                continue
             if not sparse:
                 prod_nt(D, W, tmp, <int>B, <int>n_out, <int>n_in, 0,
                         n_threads)

@@ -11,6 +11,7 @@ from _activations cimport (ACT_IDENTITY, ACT_LOGISTIC, ACT_SOFTMAX, ACT_EXP, PAR
                            bias_row_max)
 from _mathf cimport fexp, flog, logistic, softplus
 from _cache cimport prefetch
+from _vexp cimport fm_softmax_row
 
 # Class-index targets as the epoch reads them: 1, 2, 4 or 8 bytes an index
 # (uint8 up to 256 classes, uint16 up to 65536, int32, or a user's int64
@@ -151,7 +152,11 @@ cdef inline double class_loss_delta_row(floating* z, const floating* b,
     exponentials instead of 2 k."""
     cdef Py_ssize_t j
     cdef floating m, s, zt, inv
+    cdef double ell
     if out_act == ACT_SOFTMAX:
+        if floating is double:
+            if fm_softmax_row(z, b, t, k, w, &ell):  # AVX-512 (_vexp.pxd)
+                return ell
         m = bias_row_max(z, b, k)
         zt = z[t]
         s = 0

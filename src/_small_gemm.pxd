@@ -21,6 +21,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from _blas cimport mm_nn, mm_tn, mm_nt
 from _simd cimport fm_isa
+from libc.string cimport memset
 
 cdef extern from *:
     """
@@ -28,6 +29,14 @@ cdef extern from *:
     #define FM_TN 1   /* C = A^T B:   a(i, p) = A[p * lda + i], b(p, j) = B[p * ldb + j] */
     #define FM_NT 2   /* C = A B^T:   a(i, p) = A[i * lda + p], b(p, j) = B[j * ldb + p] */
     #define FM_KC 128 /* depth of one packed panel of B^T (NT) */
+    /* Epilogues, on the finished sums (accumulate off):
+       FM_EPI_BIAS_RELU: C = max(sum + bias[j], 0), a relu layer's forward;
+       FM_EPI_RELU_GRAD: C = C_old > 0 ? sum : 0 (the delta through a relu,
+       read off its output, which it overwrites; one panel of depth only),
+       and when cs is not NULL cs[j] += each row's value, rows in order. */
+    #define FM_EPI_NONE 0
+    #define FM_EPI_BIAS_RELU 1
+    #define FM_EPI_RELU_GRAD 2
 
     #ifdef FM_HAVE_X86_KERNELS
     /* Vector operations, by suffix: Z = AVX-512, Y = AVX2; D/F = double/float.
@@ -41,6 +50,8 @@ cdef extern from *:
     #define FM_ZERO_ZD() _mm512_setzero_pd()
     #define FM_ADD_ZD(a, b) _mm512_add_pd(a, b)
     #define FM_MK_ZD(r) ((__mmask8)((1u << (r)) - 1u))
+    #define FM_RELU_ZD(x) _mm512_max_pd(x, _mm512_setzero_pd())
+    #define FM_POS_ZD(o, x) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(o, _mm512_setzero_pd(), _CMP_GT_OQ), x)
 
     #define FM_LD_ZF(p) _mm512_loadu_ps(p)
     #define FM_LDM_ZF(m, p) _mm512_maskz_loadu_ps(m, p)
@@ -51,6 +62,8 @@ cdef extern from *:
     #define FM_ZERO_ZF() _mm512_setzero_ps()
     #define FM_ADD_ZF(a, b) _mm512_add_ps(a, b)
     #define FM_MK_ZF(r) ((__mmask16)((1u << (r)) - 1u))
+    #define FM_RELU_ZF(x) _mm512_max_ps(x, _mm512_setzero_ps())
+    #define FM_POS_ZF(o, x) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(o, _mm512_setzero_ps(), _CMP_GT_OQ), x)
 
     #define FM_LD_YD(p) _mm256_loadu_pd(p)
     #define FM_LDM_YD(m, p) _mm256_maskload_pd(p, m)
@@ -61,6 +74,8 @@ cdef extern from *:
     #define FM_ZERO_YD() _mm256_setzero_pd()
     #define FM_ADD_YD(a, b) _mm256_add_pd(a, b)
     #define FM_MK_YD(r) _mm256_cmpgt_epi64(_mm256_set1_epi64x(r), _mm256_setr_epi64x(0, 1, 2, 3))
+    #define FM_RELU_YD(x) _mm256_max_pd(x, _mm256_setzero_pd())
+    #define FM_POS_YD(o, x) _mm256_and_pd(_mm256_cmp_pd(o, _mm256_setzero_pd(), _CMP_GT_OQ), x)
 
     #define FM_LD_YF(p) _mm256_loadu_ps(p)
     #define FM_LDM_YF(m, p) _mm256_maskload_ps(p, m)
@@ -71,14 +86,18 @@ cdef extern from *:
     #define FM_ZERO_YF() _mm256_setzero_ps()
     #define FM_ADD_YF(a, b) _mm256_add_ps(a, b)
     #define FM_MK_YF(r) _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    #define FM_RELU_YF(x) _mm256_max_ps(x, _mm256_setzero_ps())
+    #define FM_POS_YF(o, x) _mm256_and_ps(_mm256_cmp_ps(o, _mm256_setzero_ps(), _CMP_GT_OQ), x)
 
     /* One MR x NV-vector block of C (MR, NV constants after inlining: the
-       accumulators live in registers). The last vector is masked by `last`. */
+       accumulators live in registers). The last vector is masked by `last`.
+       The epilogue (FM_EPI_*, no accumulate) works on the finished sums in
+       registers: `bias`, `cs` are offset to the block's first column. */
     #define FM_DEFINE_UKR(NAME, T, S, L, MT, ATTR) \
     static inline __attribute__((always_inline)) ATTR void NAME##_ukr( \
             const int MR, const int NV, Py_ssize_t k, const T* a, Py_ssize_t asi, \
             Py_ssize_t asp, const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, \
-            MT last, int accumulate) { \
+            MT last, int accumulate, int epi, const T* bias, T* cs) { \
         __typeof__(FM_ZERO_##S()) acc[8][4], bv[4], x; \
         _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] = FM_ZERO_##S(); \
@@ -91,6 +110,33 @@ cdef extern from *:
                 x = FM_BC_##S(ap[i * asi]); \
                 _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) \
                     acc[i][v] = FM_FMA_##S(x, bv[v], acc[i][v]); \
+            } \
+        } \
+        if (epi == FM_EPI_BIAS_RELU) { \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) { \
+                bv[v] = v < NV - 1 ? FM_LD_##S(bias + v * L) \
+                                   : FM_LDM_##S(last, bias + v * L); \
+                _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) \
+                    acc[i][v] = FM_RELU_##S(FM_ADD_##S(acc[i][v], bv[v])); \
+            } \
+        } else if (epi == FM_EPI_RELU_GRAD) { \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) { \
+                _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) \
+                    acc[i][v] = FM_POS_##S(v < NV - 1 \
+                        ? FM_LD_##S(c + i * ldc + v * L) \
+                        : FM_LDM_##S(last, c + i * ldc + v * L), acc[i][v]); \
+                if (cs) { \
+                    bv[v] = v < NV - 1 ? FM_LD_##S(cs + v * L) \
+                                       : FM_LDM_##S(last, cs + v * L); \
+                    /* the empty asm keeps each add in row order: the \
+                       build's -fassociative-math would make a tree of them */ \
+                    _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) { \
+                        bv[v] = FM_ADD_##S(bv[v], acc[i][v]); \
+                        __asm__("" : "+v"(bv[v])); \
+                    } \
+                    if (v < NV - 1) FM_ST_##S(cs + v * L, bv[v]); \
+                    else FM_STM_##S(cs + v * L, last, bv[v]); \
+                } \
             } \
         } \
         _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) { \
@@ -106,18 +152,23 @@ cdef extern from *:
         } \
     }
 
-    /* All m rows of one column block: blocks of MRF rows, then 4, 2, 1. */
+    /* All m rows of one column block: blocks of MRF rows, then 4, 2, 1, in
+       order (the column sums of FM_EPI_RELU_GRAD add the rows in order). */
     #define FM_ROWS(NAME, MRF, NV) do { \
         for (; i + MRF <= m; i += MRF) \
-            NAME##_ukr(MRF, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc); \
+            NAME##_ukr(MRF, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc, \
+                       epi, bias, cs); \
         if (MRF > 4 && i + 4 <= m) { \
-            NAME##_ukr(4, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc); \
+            NAME##_ukr(4, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc, \
+                       epi, bias, cs); \
             i += 4; } \
         if (MRF > 2 && i + 2 <= m) { \
-            NAME##_ukr(2, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc); \
+            NAME##_ukr(2, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc, \
+                       epi, bias, cs); \
             i += 2; } \
         if (i < m) \
-            NAME##_ukr(1, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc); \
+            NAME##_ukr(1, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc, \
+                       epi, bias, cs); \
     } while (0)
 
     /* MR1..MR4: rows per block for blocks of 1..4 vectors (as many
@@ -126,7 +177,7 @@ cdef extern from *:
     FM_DEFINE_UKR(NAME, T, S, L, MT, ATTR) \
     ATTR static void NAME##_block(int nv, Py_ssize_t m, Py_ssize_t k, const T* a, \
             Py_ssize_t asi, Py_ssize_t asp, const T* b, Py_ssize_t ldb, T* c, \
-            Py_ssize_t ldc, MT last, int acc) { \
+            Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs) { \
         Py_ssize_t i = 0; \
         switch (nv) { \
             case 1: FM_ROWS(NAME, MR1, 1); break; \
@@ -137,7 +188,7 @@ cdef extern from *:
     } \
     ATTR static void NAME(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
             const T* A, Py_ssize_t lda, const T* B, Py_ssize_t ldb, T* C, \
-            Py_ssize_t ldc, int accumulate) { \
+            Py_ssize_t ldc, int accumulate, int epi, const T* bias, T* cs) { \
         const Py_ssize_t NB = 4 * L; \
         Py_ssize_t asi = kind == FM_TN ? 1 : lda, asp = kind == FM_TN ? lda : 1; \
         T panel[FM_KC * 4 * L] __attribute__((aligned(64))); \
@@ -147,7 +198,7 @@ cdef extern from *:
             MT last = FM_MK_##S((int)(nc - (nv - 1) * L)); \
             if (kind != FM_NT) { \
                 NAME##_block(nv, m, k, A, asi, asp, B + j0, ldb, C + j0, ldc, last, \
-                             accumulate); \
+                             accumulate, epi, bias ? bias + j0 : bias, cs ? cs + j0 : cs); \
                 continue; \
             } \
             /* B^T's columns j0.. are B's rows: copy them, FM_KC deep at a \
@@ -159,7 +210,8 @@ cdef extern from *:
                     for (Py_ssize_t p = 0; p < kc; p++) panel[p * NB + jj] = src[p]; \
                 } \
                 NAME##_block(nv, m, kc, A + p0 * asp, asi, asp, panel, NB, C + j0, ldc, \
-                             last, accumulate || p0 > 0); \
+                             last, accumulate || p0 > 0, p0 + kc >= k ? epi : FM_EPI_NONE, \
+                             bias ? bias + j0 : bias, cs ? cs + j0 : cs); \
             } \
         } \
     }
@@ -180,11 +232,17 @@ cdef extern from *:
     #define FM_SG_PICK(NAME, ...)
     #endif
     #define FM_DEFINE_SG_ENTRY(NAME, T) \
+    static int fm_small_gemm_epi_##T(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
+            const T* A, Py_ssize_t lda, const T* B, Py_ssize_t ldb, T* C, \
+            Py_ssize_t ldc, int accumulate, int epi, const T* bias, T* cs) { \
+        FM_SG_PICK(NAME, kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate, epi, bias, cs) \
+        return 0; \
+    } \
     static int fm_small_gemm_##T(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
             const T* A, Py_ssize_t lda, const T* B, Py_ssize_t ldb, T* C, \
             Py_ssize_t ldc, int accumulate) { \
-        FM_SG_PICK(NAME, kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate) \
-        return 0; \
+        return fm_small_gemm_epi_##T(kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate, \
+                                     FM_EPI_NONE, NULL, NULL); \
     }
     FM_DEFINE_SG_ENTRY(fm_sg_d, double)
     FM_DEFINE_SG_ENTRY(fm_sg_f, float)
@@ -192,6 +250,20 @@ cdef extern from *:
     int FM_NN
     int FM_TN
     int FM_NT
+    int FM_KC
+    int FM_EPI_NONE
+    int FM_EPI_BIAS_RELU
+    int FM_EPI_RELU_GRAD
+    int fm_small_gemm_epi_d "fm_small_gemm_epi_double"(
+        int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A,
+        Py_ssize_t lda, const double* B, Py_ssize_t ldb, double* C,
+        Py_ssize_t ldc, int accumulate, int epi, const double* bias,
+        double* cs) noexcept nogil
+    int fm_small_gemm_epi_f "fm_small_gemm_epi_float"(
+        int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A,
+        Py_ssize_t lda, const float* B, Py_ssize_t ldb, float* C,
+        Py_ssize_t ldc, int accumulate, int epi, const float* bias,
+        float* cs) noexcept nogil
     int fm_small_gemm_d "fm_small_gemm_double"(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                         const double* A, Py_ssize_t lda, const double* B,
                         Py_ssize_t ldb, double* C, Py_ssize_t ldc,
@@ -228,10 +300,23 @@ cdef inline int small_gemm(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     A thread's rows are a whole number of row blocks, so the split changes
     no sum: results do not depend on n_threads.
     """
+    return small_gemm_epi(kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate,
+                          FM_EPI_NONE, NULL, NULL, n_threads)
+
+
+cdef inline int small_gemm_epi(int kind, Py_ssize_t m, Py_ssize_t n,
+                               Py_ssize_t k, const floating* A, Py_ssize_t lda,
+                               const floating* B, Py_ssize_t ldb, floating* C,
+                               Py_ssize_t ldc, int accumulate, int epi,
+                               const floating* bias, floating* cs,
+                               int n_threads) noexcept nogil:
+    """small_gemm with an epilogue (FM_EPI_*); column sums (cs) keep the
+    rows on one thread, whose order they add them in."""
     cdef Py_ssize_t chunk, c, n_chunks, i0, rows
     if fm_isa() == 0:
         return 0
-    if n_threads > 1 and m * n * k >= SMALL_PAR_MIN and m >= 2 * SMALL_ROW_ALIGN:
+    if (n_threads > 1 and m * n * k >= SMALL_PAR_MIN and m >= 2 * SMALL_ROW_ALIGN
+            and cs == NULL):
         chunk = (m + n_threads - 1) // n_threads
         chunk = (chunk + SMALL_ROW_ALIGN - 1) // SMALL_ROW_ALIGN * SMALL_ROW_ALIGN
         n_chunks = (m + chunk - 1) // chunk
@@ -239,18 +324,22 @@ cdef inline int small_gemm(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
             i0 = c * chunk
             rows = min(chunk, m - i0)
             if floating is float:
-                fm_small_gemm_f(kind, rows, n, k,
-                                A + (i0 if kind == FM_TN else i0 * lda), lda,
-                                B, ldb, C + i0 * ldc, ldc, accumulate)
+                fm_small_gemm_epi_f(kind, rows, n, k,
+                                    A + (i0 if kind == FM_TN else i0 * lda), lda,
+                                    B, ldb, C + i0 * ldc, ldc, accumulate, epi,
+                                    bias, cs)
             else:
-                fm_small_gemm_d(kind, rows, n, k,
-                                A + (i0 if kind == FM_TN else i0 * lda), lda,
-                                B, ldb, C + i0 * ldc, ldc, accumulate)
+                fm_small_gemm_epi_d(kind, rows, n, k,
+                                    A + (i0 if kind == FM_TN else i0 * lda), lda,
+                                    B, ldb, C + i0 * ldc, ldc, accumulate, epi,
+                                    bias, cs)
         return 1
     if floating is float:
-        return fm_small_gemm_f(kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate)
+        return fm_small_gemm_epi_f(kind, m, n, k, A, lda, B, ldb, C, ldc,
+                                   accumulate, epi, bias, cs)
     else:
-        return fm_small_gemm_d(kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate)
+        return fm_small_gemm_epi_d(kind, m, n, k, A, lda, B, ldb, C, ldc,
+                                   accumulate, epi, bias, cs)
 
 
 # The products of forward and backward (src/_layers.pxd), row-major, with the
@@ -288,6 +377,38 @@ cdef inline void prod_nt(const floating* A, const floating* B, floating* C,
             or not small_gemm(FM_NT, r, k, c, A, c, B, c, C, k,
                               beta != 0, n_threads)):
         mm_nt(A, B, C, r, c, k, beta)
+
+
+cdef inline bint prod_nn_bias_relu(const floating* A, int lda,
+                                   const floating* B, floating* C, int r,
+                                   int k, int c, const floating* bias,
+                                   int n_threads) noexcept nogil:
+    """C[r, c] = max(A[r, k] @ B[k, c] + bias, 0) in the kernels, the bias
+    and relu applied to the sums in registers (bias_act's arithmetic, one
+    pass over C fewer). False, doing nothing, where prod_nn would use BLAS."""
+    return (<Py_ssize_t>r * k * c <= SMALL_MAX_WORK
+            and small_gemm_epi(FM_NN, r, c, k, A, lda, B, c, C, c, 0,
+                               FM_EPI_BIAS_RELU, bias, <floating*>NULL,
+                               n_threads) != 0)
+
+
+cdef inline bint prod_nt_relu_grad(const floating* A, const floating* B,
+                                   floating* C, int r, int c, int k,
+                                   floating* cs, bint cs_add,
+                                   int n_threads) noexcept nogil:
+    """C[r, k] = (A[r, c] @ B[k, c].T) * [C > 0]: the delta through a relu
+    layer overwriting that layer's output C, as prod_nt then deriv_set do
+    it; and cs[k] (+)= its column sums, as col_sums adds them (rows in
+    order). False, doing nothing, where prod_nt would use BLAS or the shared
+    dimension c spans more than one packed panel (C would be overwritten by
+    partial sums before the last one reads it)."""
+    if <Py_ssize_t>r * k * c > SMALL_MAX_WORK or c > FM_KC or fm_isa() == 0:
+        return False
+    if not cs_add:
+        memset(cs, 0, k * sizeof(floating))
+    return small_gemm_epi(FM_NT, r, k, c, A, c, B, c, C, k, 0,
+                          FM_EPI_RELU_GRAD, <const floating*>NULL, cs,
+                          n_threads) != 0
 
 
 cdef inline bint kernels_take(Py_ssize_t r, Py_ssize_t k,

@@ -49,7 +49,9 @@ cdef inline void step_span(floating* th, floating* g, floating* s1,
                            floating* s2, Py_ssize_t n, const Rule* rule,
                            floating l2, floating l1,
                            double* out) noexcept nogil:
-    """Apply the rule to n parameters; out += [sum th^2, sum |th|, n bad].
+    """Apply the rule to n parameters; out += [sum th^2, sum |th|, n bad]
+    (Adam's kernels leave sum |th| at 0 without an L1 term, which is all the
+    loss uses it for).
 
     g is consumed: the penalty gradient may be added to it in place. One loop
     per rule keeps each loop free of branches, so it vectorises.

@@ -224,6 +224,19 @@ def test_profile_fit_overhead_and_cprofile(capsys):
         profile_fit.main(["W2", "float32", "--overhead", "--epochs", "1"])
 
 
+def test_profile_fit_runs_the_compiled_epoch_alone(capsys):
+    import profile_fit
+
+    from fastmlp import _epoch
+
+    run = _epoch.run_epoch
+    assert profile_fit.main(["W2", "float64", "--epoch-only", "--epochs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("W2 float64: ") and out.rstrip().endswith("ms per compiled epoch")
+    assert float(out.split()[2]) > 0
+    assert _epoch.run_epoch is run  # the fit's hook is taken out again
+
+
 def test_fit_memory_lists_allocation_sites(capsys):
     import fit_memory
 
