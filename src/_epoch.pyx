@@ -179,7 +179,11 @@ cdef enum:
     # alone (the others wait at the barrier): one row block of the product
     # kernels (8 rows) per thread at least.
     SPLIT_MIN_ROWS = 8
-    SPLIT_ALIGN = 8   # row and column shares are whole blocks of 8
+    # Rows of a thread's share are a multiple of this. The kernels' sums do
+    # not depend on the split (src/_small_gemm.pxd); shares of whole 8-row
+    # blocks cut W3's 100-row batches 56/44, and its epochs ran 2-3% slower
+    # on two threads than with shares of 50 (benchmarks/thread_split.py).
+    SPLIT_ALIGN = 2
     # Thread 0 compares, after every batch, the time it waited at the
     # barriers with the time it worked, over windows of SOLO_CHECK batches:
     # split, a batch takes its work plus its wait, alone about twice its
