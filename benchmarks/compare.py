@@ -58,7 +58,16 @@ from statistics import median
 # its wait policy applies to every library alike. Passive, unless set
 # outside: on a shared machine a thread spinning at a barrier takes the core
 # its partner needs (fastmlp measured 7x slower under PyTorch's default).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# --omp-default instead runs every library under the runtime's default
+# policy (PyTorch's choice): PyTorch, imported first, loads the runtime
+# before fastmlp sets its own default.
+if "--omp-default" in sys.argv[1:]:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+else:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
@@ -424,7 +433,7 @@ def header(n_threads, repeats, torch, clock):
         f"fastmlp {fastmlp.__version__}, scikit-learn {sklearn.__version__}, "
         f"numpy {np.__version__}, scipy {scipy.__version__}, "
         f"PyTorch {torch.__version__ if torch else 'not installed'}; BLAS: {', '.join(blas)}; "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}.",
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY') or 'default (unset)'}.",
     ]
     return lines
 
@@ -445,6 +454,9 @@ def main(argv=None):
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
     parser.add_argument("--memory-only", action="store_true",
                         help="only the memory table (and its targets): no timings")
+    parser.add_argument("--omp-default", action="store_true",
+                        help="every library under OpenMP's default wait policy "
+                             "(PyTorch's) instead of OMP_WAIT_POLICY=PASSIVE")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 

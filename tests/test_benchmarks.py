@@ -104,6 +104,17 @@ def test_compare_quick_prints_every_table():
     assert all(r[3] in ("yes", "no", "—") for r in targets)
 
 
+def test_compare_under_the_default_wait_policy_says_so():
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = run_compare("--workloads", "W3", "--dtypes", "float32", "--no-memory",
+                      "--omp-default", env=env)
+    assert "OMP_WAIT_POLICY=default (unset)" in out
+    (train,) = parse_table(out, "#### Training")
+    assert train[:2] == ["W3", "float32"] and float(train[2].split()[0]) > 0
+    assert "OMP_WAIT_POLICY=PASSIVE" in run_compare("--workloads", "W3", "--dtypes", "float32",
+                                                    "--no-memory", "--no-torch", env=env)
+
+
 def test_compare_without_pytorch_says_so(tmp_path):
     # A torch package that fails to import stands for a missing one.
     (tmp_path / "torch").mkdir()
