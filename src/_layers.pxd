@@ -356,7 +356,16 @@ cdef inline void forward_rows(const Net* net, const floating* theta,
         n_in = net.units[l]
         n_out = net.units[l + 1]
         Z = slot(net, acts, B, l + 1) + r0 * n_out
-        # prod_nn's choice, made for the whole batch
+        # prod_nn's and prod_nn_bias_relu's choices, made for the whole batch
+        # (the epilogue's bias and relu are bias_act's arithmetic)
+        if (l < L - 1 and net.act[l] == ACT_RELU
+                and B * n_in * n_out <= SMALL_MAX_WORK
+                and prod_nn_bias_relu(A, <int>lda, theta + net.w_off[l], Z,
+                                      <int>nr, <int>n_in, <int>n_out,
+                                      theta + net.b_off[l], 1)):
+            A = Z
+            lda = n_out
+            continue
         if (B * n_in * n_out > SMALL_MAX_WORK
                 or not small_gemm(FM_NN, nr, n_out, n_in, A, lda,
                                   theta + net.w_off[l], n_out, Z, n_out, 0, 1)):
