@@ -14,7 +14,7 @@
 from cython cimport floating
 from cython.parallel cimport prange
 from _rng cimport next_u64
-from _activations cimport PAR_MIN
+from _activations cimport PAR_MIN, deriv_mul_span
 
 
 cdef struct Dropout:
@@ -104,3 +104,51 @@ cdef inline void dropout_backward(const Dropout* dp, int layer, floating* T,
                         back)
     else:
         unmask_span(T, A, m, total, scale, back)
+
+
+# The same for rows r0:r1 of a batch of B rows, on the calling thread (the
+# two-core epoch, src/_epoch.pyx): every row draws from its own stream, so a
+# thread's rows get the masks they get on one thread.
+
+
+cdef inline void dropout_rows(const Dropout* dp, int layer, floating* Z,
+                              Py_ssize_t B, Py_ssize_t r0, Py_ssize_t r1,
+                              Py_ssize_t n) noexcept nogil:
+    """dropout_forward on rows r0:r1 of Z (B x n, Z at row 0)."""
+    cdef double keep = dp.keep[layer]
+    if keep >= 1:
+        return
+    cdef unsigned char* mask = dp.mask + B * dp.unit_off[layer]
+    cdef unsigned long long threshold = <unsigned long long>(keep * 4294967296.0)
+    cdef floating scale = <floating>(1.0 / keep)
+    cdef Py_ssize_t r
+    for r in range(r0, r1):
+        dropout_row(Z + r * n, mask + r * n, n, row_seed(dp.key, layer, r),
+                    threshold, scale)
+
+
+cdef inline void dropout_deriv_rows(const Dropout* dp, int layer, floating* T,
+                                    const floating* A, floating* back_row,
+                                    Py_ssize_t B, Py_ssize_t r0, Py_ssize_t r1,
+                                    Py_ssize_t n, int act,
+                                    floating slope) noexcept nogil:
+    """dropout_backward then the activation derivative (deriv_set), on rows
+    r0:r1 of T and A (B x n, at row 0), leaving A masked: the two-core
+    epoch's gradient stage still reads it. A's rescaled row goes to
+    back_row (n values) instead, with the same arithmetic."""
+    cdef double keep = dp.keep[layer]
+    cdef const unsigned char* m = dp.mask + B * dp.unit_off[layer]
+    cdef floating scale = <floating>(1.0 / keep)
+    cdef floating back = <floating>keep
+    cdef Py_ssize_t r, i
+    cdef floating* t
+    cdef const floating* a
+    cdef const unsigned char* mr
+    for r in range(r0, r1):
+        t = T + r * n
+        a = A + r * n
+        mr = m + r * n
+        for i in range(n):
+            t[i] = t[i] * scale if mr[i] else 0
+            back_row[i] = a[i] * back
+        deriv_mul_span(back_row, t, t, n, act, slope)

@@ -250,6 +250,10 @@ cdef struct Split:
     int loss
     double* row_loss
     double* part
+    void* scratch          # n_threads x widest hidden layer (dropout)
+    Py_ssize_t widest
+    unsigned long long d_stream   # the dropout stream at the epoch's start
+    unsigned long long d_end      # and after it (from thread 0)
     long long step0
     double alpha, l1
     # results, from thread 0
@@ -276,7 +280,13 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
                        floating* acts, floating* deltas) noexcept nogil:
     """One thread's walk through the epoch (see the module's docstring)."""
     cdef int tid = fm_team_id(), nth = fm_team_size(), sense = 0, l
-    cdef Net* nt = S.nt
+    # The thread's own copy of the network and dropout: each thread draws the
+    # batch's dropout key from its own copy of the stream (the same keys).
+    cdef Net net_own = S.nt[0]
+    cdef Dropout drop_own
+    cdef Net* nt = &net_own
+    cdef unsigned long long d_stream = S.d_stream
+    cdef floating* scratch = NULL
     cdef int L = nt.n_layers
     cdef Py_ssize_t k = nt.units[L], n_feat = S.n_feat
     cdef Py_ssize_t start = 0, b, i, r0, r1, c0, c1, lo, hi
@@ -311,11 +321,19 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
         solo = False
         n_done = j
         start = j * S.B
+    if S.nt.drop != NULL:
+        drop_own = S.nt.drop[0]
+        net_own.drop = &drop_own
+        for j in range(<int>n_done):
+            next_u64(&d_stream)
+        scratch = <floating*>S.scratch + tid * S.widest
     while start < S.n:
         if tid == 0:
             t_batch = now()
             wb = 0
         b = min(S.B, S.n - start)
+        if nt.drop != NULL:
+            drop_own.key = next_u64(&d_stream)
         rows = batch_rows(S.idx16, S.idx32, S.idx64, start, b, mine)
         if solo:
             r0 = 0
@@ -340,7 +358,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
                               theta + nt.b_off[L - 1], Y, S.cls, k, sw,
                               rows + r0, r1 - r0, 1 / swsum, S.loss,
                               nt.act[L - 1], S.row_loss + r0, 1)
-            delta_rows(nt, theta, b, r0, r1, acts, deltas)
+            delta_rows(nt, theta, b, r0, r1, acts, deltas, scratch)
         if not solo:
             wb += fm_barrier_wait_timed(&S.bar, &sense)
         data_loss = sum_in_order(S.row_loss, b)
@@ -407,6 +425,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
             solo = False
     if tid == 0:
         fm_publish(&S.closed, 1)
+        S.d_end = d_stream
         S.total = total
         S.n_done = n_done
         S.finite = finite
@@ -607,6 +626,7 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
 
     cdef Split S
     cdef int team
+    cdef floating[::1] split_scratch
     if (n_threads >= 2 and FM_HAVE_SPIN_BARRIER and X_ptr != NULL
             and rows_split(&nt, batch_size, SPLIT_MIN_WORK)):
         if deltas is None:
@@ -653,6 +673,17 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         S.n_split = 0
         S.n_done = 0
         S.finite = True
+        S.scratch = NULL
+        S.widest = 0
+        S.d_stream = S.d_end = 0
+        if nt.drop != NULL:
+            S.widest = 1
+            for i in range(1, nt.n_layers):
+                S.widest = max(S.widest, <Py_ssize_t>nt.units[i])
+            split_scratch = np.empty(team * S.widest, dtype=np.float32
+                                     if floating is float else np.float64)
+            S.scratch = <void*>&split_scratch[0]
+            S.d_stream = d_state[0]
         with nogil:
             if shuffle:
                 shuffle_rows(p16, p32, p64, n, &rng_state[0])
@@ -661,6 +692,8 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
                              &opt_state[1, 0], X_ptr, Yp, sw, &xbuf[0],
                              &acts[0], &deltas[0])
         step_count[0] += S.n_done
+        if nt.drop != NULL:
+            d_state[0] = S.d_end
         if split_state is not None and team > 1:
             if S.solo:
                 split_state[1] = min(16, max(1, 2 * split_state[1]))
@@ -754,7 +787,7 @@ def barrier_seconds(int n_threads, Py_ssize_t rounds):
 
 
 def split_applies(tuple net, Py_ssize_t batch_size):
-    """True if an epoch of this network on dense X, without dropout, runs
+    """True if an epoch of this network on dense X runs
     split over the threads when given two or more (see the module's
     docstring); else it runs the one-thread path with its parallel loops."""
     cdef Net nt = unpack_net(net)

@@ -14,7 +14,8 @@ from _small_gemm cimport (prod_nn, prod_tn, prod_nt, small_gemm, kernels_take,
                           FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK, TN_MAX_WORK)
 from _blas cimport gemm, mm_nn, mm_nt
 from _activations cimport bias_act, deriv_set, deriv_mul, PAR_MIN, ACT_RELU
-from _dropout cimport Dropout, dropout_forward, dropout_backward
+from _dropout cimport (Dropout, dropout_forward, dropout_backward, dropout_rows,
+                       dropout_deriv_rows)
 from _sparse_layers cimport (SpNet, SP_DENSE, SP_GEMM, sp_use_kernels, sp_forward,
                              sp_backward, sp_densify, sp_dense_w,
                              sp_gather_grad)
@@ -327,13 +328,11 @@ cdef inline bint rows_contiguous(const floating* X, Py_ssize_t s0,
 cdef inline bint rows_split(const Net* net, Py_ssize_t B,
                             Py_ssize_t min_work) noexcept nogil:
     """True if batches of up to B rows can run the split passes below:
-    dense layers, no dropout, and a batch's forward products of at least
-    min_work multiply-adds (below that, splitting a batch costs more than it
+    dense layers, and a batch's forward products of at least min_work
+    multiply-adds (below that, splitting a batch costs more than it
     saves)."""
     cdef int l
     cdef Py_ssize_t work = 0
-    if net.drop != NULL:
-        return False
     for l in range(net.n_layers):
         if net.sp.mode[l] != SP_DENSE:
             return False
@@ -358,22 +357,23 @@ cdef inline void forward_rows(const Net* net, const floating* theta,
         Z = slot(net, acts, B, l + 1) + r0 * n_out
         # prod_nn's and prod_nn_bias_relu's choices, made for the whole batch
         # (the epilogue's bias and relu are bias_act's arithmetic)
-        if (l < L - 1 and net.act[l] == ACT_RELU
+        if not (l < L - 1 and net.act[l] == ACT_RELU
                 and B * n_in * n_out <= SMALL_MAX_WORK
                 and prod_nn_bias_relu(A, <int>lda, theta + net.w_off[l], Z,
                                       <int>nr, <int>n_in, <int>n_out,
                                       theta + net.b_off[l], 1)):
-            A = Z
-            lda = n_out
-            continue
-        if (B * n_in * n_out > SMALL_MAX_WORK
-                or not small_gemm(FM_NN, nr, n_out, n_in, A, lda,
-                                  theta + net.w_off[l], n_out, Z, n_out, 0, 1)):
-            mm_nn(A, <int>lda, theta + net.w_off[l], Z, <int>nr, <int>n_in,
-                  <int>n_out, 0)
-        if l < L - 1:
-            bias_act(Z, theta + net.b_off[l], nr, n_out, net.act[l],
-                     <floating>net.slope, 1)
+            if (B * n_in * n_out > SMALL_MAX_WORK
+                    or not small_gemm(FM_NN, nr, n_out, n_in, A, lda,
+                                      theta + net.w_off[l], n_out, Z, n_out,
+                                      0, 1)):
+                mm_nn(A, <int>lda, theta + net.w_off[l], Z, <int>nr,
+                      <int>n_in, <int>n_out, 0)
+            if l < L - 1:
+                bias_act(Z, theta + net.b_off[l], nr, n_out, net.act[l],
+                         <floating>net.slope, 1)
+        if net.drop != NULL and l < L - 1:
+            dropout_rows(net.drop, l, slot(net, acts, B, l + 1), B, r0, r1,
+                         n_out)
         A = Z
         lda = n_out
 
@@ -391,10 +391,12 @@ cdef inline floating* delta_slot(const Net* net, floating* acts,
 
 cdef inline void delta_rows(const Net* net, const floating* theta,
                             Py_ssize_t B, Py_ssize_t r0, Py_ssize_t r1,
-                            floating* acts, floating* deltas) noexcept nogil:
+                            floating* acts, floating* deltas,
+                            floating* scratch) noexcept nogil:
     """backward()'s delta recursion for rows r0:r1, given their output delta
     in the last slot of acts: each hidden layer's delta into its slot of
-    deltas (acts untouched)."""
+    deltas (acts untouched). With dropout, scratch holds a row of the widest
+    hidden layer."""
     cdef int l, L = net.n_layers
     cdef Py_ssize_t n_in, n_out, nr = r1 - r0
     cdef floating* out
@@ -409,8 +411,13 @@ cdef inline void delta_rows(const Net* net, const floating* theta,
                 or not small_gemm(FM_NT, nr, n_in, n_out, d, n_out,
                                   theta + net.w_off[l], n_out, out, n_in, 0, 1)):
             mm_nt(d, theta + net.w_off[l], out, <int>nr, <int>n_out, <int>n_in, 0)
-        deriv_mul(slot(net, acts, B, l) + r0 * n_in, out, out, nr * n_in,
-                  net.act[l - 1], <floating>net.slope, 1)
+        if net.drop != NULL and net.drop.keep[l - 1] < 1:
+            dropout_deriv_rows(net.drop, l - 1, slot(net, deltas, B, l),
+                               slot(net, acts, B, l), scratch, B, r0, r1, n_in,
+                               net.act[l - 1], <floating>net.slope)
+        else:
+            deriv_mul(slot(net, acts, B, l) + r0 * n_in, out, out, nr * n_in,
+                      net.act[l - 1], <floating>net.slope, 1)
 
 
 cdef inline void grad_block(const floating* A, Py_ssize_t lda,

@@ -193,7 +193,7 @@ class EpochRunner:
             dropout = self.dropout + (drop_state,)
         deltas = None
         blas = nullcontext()
-        split = n_threads > 1 and self._split and dropout is None
+        split = n_threads > 1 and self._split
         if split:
             if self.tmp.shape[0] < self._hidden_len:
                 dtype = self.tmp.dtype
