@@ -51,10 +51,12 @@ cdef inline void dropout_row(floating* z, unsigned char* m, Py_ssize_t n,
         z[j] = z[j] * scale if m[j] else 0
 
 
-cdef inline void dropout_forward(const Dropout* dp, int layer, floating* Z,
-                                 Py_ssize_t B, Py_ssize_t n,
-                                 int n_threads) noexcept nogil:
-    """Mask and rescale hidden layer `layer`'s activations Z (B x n)."""
+cdef inline void dropout_rows(const Dropout* dp, int layer, floating* Z,
+                              Py_ssize_t B, Py_ssize_t r0, Py_ssize_t r1,
+                              Py_ssize_t n) noexcept nogil:
+    """dropout_forward on rows r0:r1 of Z (B x n, Z at row 0), on the
+    calling thread: every row draws from its own stream, so the two-core
+    epoch's threads give their rows the masks one thread gives them."""
     cdef double keep = dp.keep[layer]
     if keep >= 1:
         return
@@ -62,14 +64,23 @@ cdef inline void dropout_forward(const Dropout* dp, int layer, floating* Z,
     cdef unsigned long long threshold = <unsigned long long>(keep * 4294967296.0)
     cdef floating scale = <floating>(1.0 / keep)
     cdef Py_ssize_t r
+    for r in range(r0, r1):
+        dropout_row(Z + r * n, mask + r * n, n, row_seed(dp.key, layer, r),
+                    threshold, scale)
+
+
+cdef inline void dropout_forward(const Dropout* dp, int layer, floating* Z,
+                                 Py_ssize_t B, Py_ssize_t n,
+                                 int n_threads) noexcept nogil:
+    """Mask and rescale hidden layer `layer`'s activations Z (B x n)."""
+    cdef Py_ssize_t r
+    if dp.keep[layer] >= 1:
+        return
     if n_threads > 1 and B > 1 and B * n >= PAR_MIN:
         for r in prange(B, schedule='static', num_threads=n_threads):
-            dropout_row(Z + r * n, mask + r * n, n, row_seed(dp.key, layer, r),
-                        threshold, scale)
+            dropout_rows(dp, layer, Z, B, r, r + 1, n)
     else:
-        for r in range(B):
-            dropout_row(Z + r * n, mask + r * n, n, row_seed(dp.key, layer, r),
-                        threshold, scale)
+        dropout_rows(dp, layer, Z, B, 0, B, n)
 
 
 cdef inline void unmask_span(floating* T, floating* A,
@@ -106,25 +117,8 @@ cdef inline void dropout_backward(const Dropout* dp, int layer, floating* T,
         unmask_span(T, A, m, total, scale, back)
 
 
-# The same for rows r0:r1 of a batch of B rows, on the calling thread (the
-# two-core epoch, src/_epoch.pyx): every row draws from its own stream, so a
-# thread's rows get the masks they get on one thread.
-
-
-cdef inline void dropout_rows(const Dropout* dp, int layer, floating* Z,
-                              Py_ssize_t B, Py_ssize_t r0, Py_ssize_t r1,
-                              Py_ssize_t n) noexcept nogil:
-    """dropout_forward on rows r0:r1 of Z (B x n, Z at row 0)."""
-    cdef double keep = dp.keep[layer]
-    if keep >= 1:
-        return
-    cdef unsigned char* mask = dp.mask + B * dp.unit_off[layer]
-    cdef unsigned long long threshold = <unsigned long long>(keep * 4294967296.0)
-    cdef floating scale = <floating>(1.0 / keep)
-    cdef Py_ssize_t r
-    for r in range(r0, r1):
-        dropout_row(Z + r * n, mask + r * n, n, row_seed(dp.key, layer, r),
-                    threshold, scale)
+# backward()'s dropout step and activation derivative for rows r0:r1 of a
+# batch, on the calling thread (the two-core epoch, src/_epoch.pyx).
 
 
 cdef inline void dropout_deriv_rows(const Dropout* dp, int layer, floating* T,
