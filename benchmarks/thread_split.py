@@ -17,6 +17,7 @@ user meets: the compiled epoch plus what runs between epochs.
 
     python benchmarks/thread_split.py [--epochs 200] [--workloads W2,W3]
     python benchmarks/thread_split.py --fits 10,50 --workloads W3
+    python benchmarks/thread_split.py --fits 2 --workloads W1 [--dropout 0.2] [--busy]
 """
 
 import argparse
@@ -71,10 +72,27 @@ def epochs(layout, X, Y, batch, dtype, n_threads, rounds):
     return seconds, totals
 
 
-def fit_times(workloads, fits):
-    """Whole fits: ms per epoch, median of 5, n_threads 1 and 2."""
+BUSY_LOOP = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
+
+
+def fit_times(workloads, fits, dropout=None, busy=False):
+    """Whole fits: ms per epoch, median of 5, n_threads 1 and 2; with busy,
+    while another process spins on a core (a shared machine)."""
+    import subprocess
+
     from benchmarks.common import estimator_params, fit_quietly
     from fastmlp import MLPClassifier
+
+    spinner = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if busy else None
+    try:
+        _fit_times(workloads, fits, dropout, estimator_params, fit_quietly, MLPClassifier)
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+
+
+def _fit_times(workloads, fits, dropout, estimator_params, fit_quietly, MLPClassifier):
 
     print("| workload | dtype | epochs a fit | 1 thread ms/epoch | 2 threads ms/epoch | 1 / 2 |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
@@ -86,6 +104,8 @@ def fit_times(workloads, fits):
                 ms = {}
                 for nt in (1, 2):
                     params = {**estimator_params(w, E), "n_threads": nt}
+                    if dropout:
+                        params["dropout"] = dropout
                     fit_quietly(MLPClassifier(**params), Xd, y)
                     runs = []
                     for _ in range(5):
@@ -103,10 +123,17 @@ def main(argv=None):
     parser.add_argument("--workloads", default="W2,W3")
     parser.add_argument("--fits", default=None,
                         help="comma-separated epochs a fit: time whole fits instead")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="with --fits: the fits' dropout rate")
+    parser.add_argument("--busy", action="store_true",
+                        help="with --fits: another process spins on a core meanwhile")
     args = parser.parse_args(argv)
+    if (args.dropout or args.busy) and not args.fits:
+        parser.error("--dropout and --busy go with --fits")
     print(f"load average {os.getloadavg()[0]:.2f}; {len(os.sched_getaffinity(0))} cores")
     if args.fits:
-        fit_times(args.workloads.split(","), [int(e) for e in args.fits.split(",")])
+        fit_times(args.workloads.split(","), [int(e) for e in args.fits.split(",")],
+                  args.dropout, args.busy)
         print(f"load average {os.getloadavg()[0]:.2f} at the end")
         return
     if hasattr(_epoch, "barrier_seconds"):

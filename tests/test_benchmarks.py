@@ -267,3 +267,13 @@ def test_thread_split_times_whole_fits(capsys):
     for r in rows:
         one, two, ratio = (float(c) for c in r.split("|")[4:7])
         assert one > 0 and two > 0 and ratio == pytest.approx(one / two, abs=0.01)
+
+
+def test_thread_split_fits_with_dropout_beside_a_busy_core(capsys):
+    import thread_split
+
+    thread_split.main(["--fits", "1", "--workloads", "W2", "--dropout", "0.2", "--busy"])
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| W2 ")]
+    assert len(rows) == 2 and all(float(r.split("|")[4]) > 0 for r in rows)
+    with pytest.raises(SystemExit):
+        thread_split.main(["--busy"])
