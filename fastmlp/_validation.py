@@ -7,6 +7,7 @@ import scipy.sparse as sp
 from sklearn.utils.validation import check_array, validate_data
 
 from ._scan import finite_within
+from ._threads import effective_n_threads
 from .exceptions import InputScaleWarning
 
 FLOAT_DTYPES = (np.float64, np.float32)
@@ -57,7 +58,8 @@ def as_float_input(estimator, X, reset, dtype=None, scale_check=False):
     if sp.issparse(X):
         X = _csr_int32(X)
     data = X.data if sp.issparse(X) else X
-    if scale_check and data.size and not _finite_and_scaled(data):
+    if scale_check and data.size and not _finite_and_scaled(
+            data, effective_n_threads(getattr(estimator, "n_threads", 1))):
         # numpy's min and max propagate NaN and show infinities: with them
         # the finiteness check costs no pass over X of its own (scikit-learn
         # sums X for it).
@@ -114,7 +116,7 @@ def check_X_predict(estimator, X, dtype):
 LARGE_FEATURE = 1e10
 
 
-def _finite_and_scaled(data):
+def _finite_and_scaled(data, n_threads=1):
     """True if data (float, C- or F-contiguous) is finite and no magnitude in
     it exceeds LARGE_FEATURE: one compiled pass, without BLAS (whose threads
     would keep spinning on the core a two-thread fit needs next). False
@@ -125,7 +127,7 @@ def _finite_and_scaled(data):
         flat = data.T.reshape(-1)
     else:
         return False
-    return finite_within(flat, LARGE_FEATURE)
+    return finite_within(flat, LARGE_FEATURE, n_threads)
 
 
 def warn_if_badly_scaled(peak):

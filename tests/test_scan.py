@@ -48,3 +48,17 @@ def test_fit_input_check_calls_no_blas(monkeypatch):
     X = np.random.RandomState(0).randn(50, 3)
     for data in (X, np.asfortranarray(X), X.astype(np.float32)):
         MLPRegressor(hidden_layer_sizes=(4,), max_iter=2).fit(data, data[:, 0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finite_within_on_threads_finds_every_block(dtype):
+    # Above 2**20 values the pass is split over threads in blocks of 2**16:
+    # a bad value at either end of any block is found.
+    n = (1 << 20) + 12345
+    x = np.random.RandomState(0).randn(n).astype(dtype)
+    assert finite_within(x, 1e10, 2) and finite_within(x, 1e10, 3)
+    for pos in (0, (1 << 16) - 1, 1 << 16, 5 * (1 << 16) + 7, n - 1):
+        for v in (np.nan, np.inf, 2e10):
+            y = x.copy()
+            y[pos] = v
+            assert not finite_within(y, 1e10, 2), (pos, v)
