@@ -13,13 +13,17 @@ ACCURACY_EPOCHS = {"W1": 5, "W2": 50, "W3": 30}
 
 
 class FitEpoch(Suite):
-    def setup(self, paths, workload, dtype):
+    # One and two threads: the two-core epoch (src/_epoch.pyx) for W1 and W3.
+    params = Suite.params + ([1, 2],)
+    param_names = Suite.param_names + ["threads"]
+
+    def setup(self, paths, workload, dtype, threads):
         self.X, self.y, _, _ = self.load(paths, workload, dtype)
         # One epoch per partial_fit; the first call (initialisation) is here.
-        self.est = MLPClassifier(**estimator_params(workload, 1))
+        self.est = MLPClassifier(**estimator_params(workload, 1), n_threads=threads)
         self.est.partial_fit(self.X, self.y, classes=np.unique(self.y))
 
-    def time_fit_epoch(self, paths, workload, dtype):
+    def time_fit_epoch(self, paths, workload, dtype, threads):
         """One epoch (partial_fit): shuffle, batches, forward, backward, Adam."""
         self.est.partial_fit(self.X, self.y)
 
