@@ -486,7 +486,7 @@ class BaseMLP(BaseEstimator, ABC):
             if hasattr(cb, "on_train_begin"):
                 cb.on_train_begin(self)
         n_blas = n_threads
-        if (n_threads > 1 and self.solver not in FULL_BATCH_SOLVERS and not sp.issparse(X)
+        if (n_threads > 1 and self.solver not in FULL_BATCH_SOLVERS
                 and _epoch.split_applies(self._layout.net, min(batch, X.shape[0]))):
             # The two-core epoch's threads each call BLAS on their own block
             # of a product; BLAS's own threads would compete with them.

@@ -239,6 +239,7 @@ cdef struct Split:
     bint wait_team         # thread 0 waits for the others before batch 0
     # the problem
     Net* nt
+    const Csr* csr         # CSR X (data NULL when X is dense)
     const Pieces* pc
     Rule rule              # rule.lr: the base rate
     Py_ssize_t s0, s1, n_feat, n, B
@@ -343,7 +344,10 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
         else:
             r0 = 0
             r1 = b if tid == 0 else 0
-        if rows_contiguous(X, S.s0, S.s1, n_feat, rows, b):
+        if X == NULL:  # CSR: the first layer reads the matrix's rows
+            X0 = NULL
+            ld0 = 0
+        elif rows_contiguous(X, S.s0, S.s1, n_feat, rows, b):
             X0 = X + rows[0] * S.s0
             ld0 = <int>S.s0
         else:
@@ -353,7 +357,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
             ld0 = <int>n_feat
         swsum = weight_sum(sw, rows, b)
         if r1 > r0:
-            forward_rows(nt, theta, X0, ld0, b, r0, r1, acts)
+            forward_rows(nt, theta, X0, ld0, S.csr, rows, b, r0, r1, acts)
             output_loss_delta(slot(nt, acts, b, L) + r0 * k,
                               theta + nt.b_off[L - 1], Y, S.cls, k, sw,
                               rows + r0, r1 - r0, 1 / swsum, S.loss,
@@ -373,7 +377,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
         if c1 > c0:
             lo = S.pc.lo[S.pc.chunk_ptr[c0]]
             hi = S.pc.hi[S.pc.chunk_ptr[c1] - 1]
-            grad_range(nt, X0, ld0, b, acts, deltas, grad, lo, hi)
+            grad_range(nt, X0, ld0, S.csr, rows, b, acts, deltas, grad, lo, hi)
             if span_bad(grad + lo, hi - lo):
                 fm_publish(&S.bad, 1)
         if not solo:
@@ -627,7 +631,7 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     cdef Split S
     cdef int team
     cdef floating[::1] split_scratch
-    if (n_threads >= 2 and FM_HAVE_SPIN_BARRIER and X_ptr != NULL
+    if (n_threads >= 2 and FM_HAVE_SPIN_BARRIER
             and rows_split(&nt, batch_size, SPLIT_MIN_WORK)):
         if deltas is None:
             deltas = np.empty(max(1, batch_size * hidden_units(&nt)),
@@ -649,6 +653,7 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         S.closed = 0
         S.wait_team = JOIN_AT_START
         S.nt = &nt
+        S.csr = &csr
         S.pc = &pc
         S.rule = r
         S.s0 = s0
@@ -787,7 +792,7 @@ def barrier_seconds(int n_threads, Py_ssize_t rounds):
 
 
 def split_applies(tuple net, Py_ssize_t batch_size):
-    """True if an epoch of this network on dense X runs
+    """True if an epoch of this network runs
     split over the threads when given two or more (see the module's
     docstring); else it runs the one-thread path with its parallel loops."""
     cdef Net nt = unpack_net(net)

@@ -141,6 +141,33 @@ cdef inline void csr_grad(const Csr* X, const long long* rows, Py_ssize_t B,
         csr_grad_cols(data, X, rows, B, D, n_out, dW, 0, n_out)
 
 
+cdef inline void csr_grad_block(const Csr* X, const long long* rows,
+                                Py_ssize_t B, const floating* D,
+                                Py_ssize_t n_out, floating* dW, Py_ssize_t i0,
+                                Py_ssize_t i1, Py_ssize_t j0,
+                                Py_ssize_t j1) noexcept nogil:
+    """Rows i0:i1, columns j0:j1 of csr_grad's dW = X[rows].T @ D (not
+    accumulating), each entry's sum in csr_grad's order (the two-core
+    epoch's gradient stage)."""
+    cdef const floating* data = <const floating*>X.data
+    cdef Py_ssize_t r, p, i, j
+    cdef floating v
+    cdef floating* g
+    cdef const floating* d
+    for i in range(i0, i1):
+        memset(dW + i * n_out + j0, 0, (j1 - j0) * sizeof(floating))
+    for r in range(B):
+        d = D + r * n_out
+        for p in range(X.indptr[rows[r]], X.indptr[rows[r] + 1]):
+            i = X.indices[p]
+            if i < i0 or i >= i1:
+                continue
+            v = data[p]
+            g = dW + i * n_out
+            for j in range(j0, j1):
+                g[j] = g[j] + v * d[j]
+
+
 cdef inline void col_sums(const floating* D, Py_ssize_t B, Py_ssize_t n,
                           floating* out, bint accumulate) noexcept nogil:
     cdef Py_ssize_t r, j
@@ -341,11 +368,13 @@ cdef inline bint rows_split(const Net* net, Py_ssize_t B,
 
 
 cdef inline void forward_rows(const Net* net, const floating* theta,
-                              const floating* X0, int ld0, Py_ssize_t B,
+                              const floating* X0, int ld0, const Csr* Xs,
+                              const long long* rows, Py_ssize_t B,
                               Py_ssize_t r0, Py_ssize_t r1,
                               floating* acts) noexcept nogil:
     """forward(..., output_act=False) for rows r0:r1 of a batch of B rows
-    (dense input X0, row stride ld0), on the calling thread."""
+    (dense input X0, row stride ld0, or rows `rows` of the CSR matrix Xs
+    when its data is not NULL), on the calling thread."""
     cdef int l, L = net.n_layers
     cdef Py_ssize_t n_in, n_out, nr = r1 - r0
     cdef const floating* A = X0 + r0 * ld0
@@ -357,7 +386,12 @@ cdef inline void forward_rows(const Net* net, const floating* theta,
         Z = slot(net, acts, B, l + 1) + r0 * n_out
         # prod_nn's and prod_nn_bias_relu's choices, made for the whole batch
         # (the epilogue's bias and relu are bias_act's arithmetic)
-        if not (l < L - 1 and net.act[l] == ACT_RELU
+        if l == 0 and Xs.data != NULL:
+            csr_matmul(Xs, rows + r0, nr, theta + net.w_off[l], n_out, Z, 1)
+            if l < L - 1:
+                bias_act(Z, theta + net.b_off[l], nr, n_out, net.act[l],
+                         <floating>net.slope, 1)
+        elif not (l < L - 1 and net.act[l] == ACT_RELU
                 and B * n_in * n_out <= SMALL_MAX_WORK
                 and prod_nn_bias_relu(A, <int>lda, theta + net.w_off[l], Z,
                                       <int>nr, <int>n_in, <int>n_out,
@@ -437,12 +471,14 @@ cdef inline void grad_block(const floating* A, Py_ssize_t lda,
 
 
 cdef inline void grad_range(const Net* net, const floating* X0, int ld0,
+                            const Csr* Xs, const long long* brows,
                             Py_ssize_t B, floating* acts, floating* deltas,
                             floating* grad, Py_ssize_t lo,
                             Py_ssize_t hi) noexcept nogil:
     """backward()'s gradient over all B rows, for the entries grad[lo:hi]
     only (theta's layout): the range of parameters a thread also updates,
-    so that the gradient stays in that thread's cache."""
+    so that the gradient stays in that thread's cache. The input is X0 or,
+    when Xs.data is not NULL, rows brows of the CSR matrix Xs."""
     cdef int l
     cdef Py_ssize_t n_in, n_out, a, e, p, q, i, j, j1, rows, r
     cdef const floating* A
@@ -466,12 +502,15 @@ cdef inline void grad_range(const Net* net, const floating* X0, int ld0,
             j = p - i * n_out
             if j != 0 or q - p < n_out:
                 j1 = min(n_out, j + (q - p))
-                grad_block(A, lda, n_in, D, n_out, B, dW, i, i + 1, j, j1)
-                p = i * n_out + j1
+                rows = 1
             else:
+                j1 = n_out
                 rows = (q - p) // n_out
-                grad_block(A, lda, n_in, D, n_out, B, dW, i, i + rows, 0, n_out)
-                p += rows * n_out
+            if l == 0 and Xs.data != NULL:
+                csr_grad_block(Xs, brows, B, D, n_out, dW, i, i + rows, j, j1)
+            else:
+                grad_block(A, lda, n_in, D, n_out, B, dW, i, i + rows, j, j1)
+            p = (i + rows - 1) * n_out + j1
         # biases: col_sums on the columns in range, in its order
         a = max(lo, net.b_off[l]) - net.b_off[l]
         e = min(hi, net.b_off[l] + n_out) - net.b_off[l]

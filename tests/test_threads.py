@@ -355,7 +355,7 @@ def test_two_threads_fit_the_one_thread_bits_below_the_split_size(dtype):
 
 
 @pytest.mark.parametrize("n_threads,kind,expected", [
-    (2, "dense", 1), (1, "dense", 1), (2, "sparse", 2), (2, "dropout", 1), (2, "lbfgs", 2),
+    (2, "dense", 1), (1, "dense", 1), (2, "sparse", 1), (2, "dropout", 1), (2, "lbfgs", 2),
 ])
 def test_split_fits_cap_blas_at_one_thread(n_threads, kind, expected, monkeypatch,
                                            every_batch_split):
@@ -411,3 +411,26 @@ def test_two_threads_fit_the_one_thread_bits_with_dropout(activation, dtype, eve
             warm.append(fitted_state(est.fit(X, Y_SPLIT)))
     assert all(np.array_equal(a, b) for a, b in zip(warm[0][0], warm[1][0]))
     assert warm[0][1] == warm[1][1]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+def test_two_threads_fit_the_one_thread_bits_on_sparse_input(dropout, dtype, every_batch_split):
+    # CSR X: each thread multiplies its own rows of the matrix, and the
+    # gradient stage sums the first layer's entries of its range in
+    # csr_grad's order.
+    import scipy.sparse as sp
+
+    rng = np.random.RandomState(7)
+    X = sp.random(600, 50, density=0.2, format="csr", random_state=rng, dtype=dtype)
+    X.data = (X.data * 4 - 2).astype(dtype)
+    y = (np.asarray(X.sum(axis=1)).ravel() > 0).astype(int) + (np.asarray(X[:, :5].sum(axis=1)).ravel() > 0)
+    make = lambda n: MLPClassifier(hidden_layer_sizes=(40, 20), batch_size=40, max_iter=3,
+                                   dropout=dropout, random_state=2, n_threads=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert_same_fit(make, lambda est: est.fit(X, y))
+        dense = fitted_state(make(2).fit(X.toarray(), y))
+        sparse = fitted_state(make(2).fit(X, y))
+    # the sparse epoch is the dense one's arithmetic too, to rounding
+    for a, b in zip(sparse[0], dense[0]):
+        np.testing.assert_allclose(a, b, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-6)

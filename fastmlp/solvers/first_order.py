@@ -172,7 +172,7 @@ class EpochRunner:
         # epoch uses tmp; it uses tmp for them, enlarged by the first epoch
         # run split when it is too small (networks of several hidden layers).
         self._hidden_len = B * int(units[1:-1].sum())
-        self._split = dense_input and _epoch.split_applies(layout.net, B)
+        self._split = _epoch.split_applies(layout.net, B)
         # Each batch's rows widened to int64 from the narrow row order (one
         # batch per thread in the two-core epoch): sized by the first run.
         self.rows_buf = None
