@@ -30,8 +30,8 @@ cdef struct Net:
     const Dropout* drop         # NULL: no dropout (all but the training epoch)
     const long long* b_off      # b_l at theta[b_off[l]]
     SpNet sp                    # pruned layers (_sparse_layers.pxd)
-    bint exact_tn               # A^T delta always in the small kernels (see
-                                # rows_split_exact): set by the epoch
+    bint exact_tn               # A^T delta in the small kernels up to TN_MAX_WORK
+                                # where a batch may split (rows_split): set by the epoch
 
 
 cdef struct Csr:                # sparse X in CSR form (NULL data when dense)
