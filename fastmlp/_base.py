@@ -20,7 +20,7 @@ from sklearn.utils._param_validation import (Interval, InvalidParameterError, Op
                                             StrOptions, make_constraint)
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from . import _epoch, _forward, _persist
+from . import _aligned, _epoch, _forward, _persist
 from ._checkpoint import fingerprint, resume_rows
 from ._init import init_theta
 from ._memory import PREDICT_CHUNK, check_memory, fit_bytes
@@ -589,7 +589,7 @@ class BaseMLP(BaseEstimator, ABC):
                         dropout, callbacks, rows, streams, resume):
         theta = self._theta
         if resume is None and (not incremental or "_opt_state" not in self.__dict__):
-            self._opt_state = np.zeros((2, theta.size), dtype=theta.dtype)
+            self._opt_state = _aligned.zeros((2, theta.size), theta.dtype)
             self._opt_step = np.zeros(1, dtype=np.int64)
             self._opt_lr = float(self.learning_rate_init)
             self._opt_epochs = 0

@@ -3,6 +3,8 @@ sparse initialisation."""
 
 import numpy as np
 
+from . import _aligned
+
 # Nonzero incoming weights per unit of the 'sparse' scheme (Martens, 2010).
 SPARSE_CONNECTIONS = 15
 
@@ -42,7 +44,7 @@ def init_theta(layout, scheme, activations, random_state, dtype):
         The activation whose gain sets the Glorot factor, per layer.
     random_state : numpy.random.RandomState
     """
-    theta = np.empty(layout.n_params, dtype=dtype)
+    theta = _aligned.empty(layout.n_params, dtype)
     coefs, intercepts = layout.views(theta)
     for l, (W, b) in enumerate(zip(coefs, intercepts)):
         fan_in, fan_out = W.shape

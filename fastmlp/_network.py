@@ -15,6 +15,8 @@ penalties and optimiser state cover the surviving weights only.
 import numpy as np
 import scipy.sparse as sp
 
+from . import _aligned
+
 # Codes shared with src/_activations.pxd.
 ACTIVATIONS = {
     "identity": 0,
@@ -216,7 +218,7 @@ class Layout:
 
     def pack(self, coefs, intercepts, dtype):
         """A new theta holding the given per-layer arrays."""
-        theta = np.empty(self.n_params, dtype=dtype)
+        theta = _aligned.empty(self.n_params, dtype)
         for l, (W, b) in enumerate(zip(coefs, intercepts)):
             shape = self.shape(l)
             b = np.asarray(b)
