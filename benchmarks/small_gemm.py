@@ -5,11 +5,14 @@ A^T D: "tn", input gradient D W^T: "nt") of the workloads' shapes, and a
 ladder of square-ish sizes around the crossover, prints microseconds per
 product with the kernels and with scipy's BLAS (the fallback), one thread,
 and their ratio. The crossover SMALL_MAX_WORK in src/_small_gemm.pxd is
-where the ratio falls below 1.
+where the ratio falls below 1. --nn-grid prints BLAS / kernels for A W over
+a grid of batch x n_in x n_out (float32 and float64): where the wider
+range NN_WIDE_MAX_WORK / NN_NARROW_ROW comes from.
 
 Usage::
 
     python benchmarks/small_gemm.py            # about half a minute
+    python benchmarks/small_gemm.py --nn-grid  # about five minutes
     python benchmarks/small_gemm.py --quick    # a few shapes (CI)
 """
 
@@ -33,6 +36,9 @@ LAYERS = {
 }
 LADDER = [(64, 64, 64), (128, 128, 128), (160, 160, 160), (200, 200, 200),
           (256, 256, 256), (320, 320, 320), (200, 512, 256)]
+GRID_ROWS = (50, 100, 200, 400)
+GRID_INPUTS = (128, 256, 512, 784, 1024)
+GRID_OUTPUTS = (64, 128, 256, 384, 512)
 
 
 def operands(kind, batch, n_in, n_out, dtype, rng):
@@ -62,6 +68,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--min-time", type=float, default=0.05)
+    parser.add_argument("--nn-grid", action="store_true",
+                        help="A W over a grid of shapes: BLAS time / kernels time")
     args = parser.parse_args(argv)
 
     import threadpoolctl
@@ -78,6 +86,8 @@ def main(argv=None):
     if args.quick:
         shapes = shapes[3:5]
     min_time = 0.002 if args.quick else args.min_time
+    if args.nn_grid:
+        return nn_grid(_products, isa, rng, min_time)
     print(f"Kernels: {isa}; BLAS and kernels on one thread; microseconds per product.\n")
     print("| workload | batch x n_in x n_out | dtype | product | kernels | BLAS | BLAS / kernels |")
     print("| --- | --- | --- | --- | ---: | ---: | ---: |")
@@ -92,6 +102,31 @@ def main(argv=None):
                                                                repeat=n), min_time)
                     print(f"| {w} | {b} x {i} x {o} | {np.dtype(dtype).name} | {kind} | "
                           f"{1e6 * small:.2f} | {1e6 * blas:.2f} | {blas / small:.2f} |")
+    return 0
+
+
+def nn_grid(_products, isa, rng, min_time):
+    """BLAS time / kernels time of A W for each shape of the grid."""
+    import threadpoolctl
+
+    print(f"Kernels: {isa}; one thread; A W, BLAS time / kernels time "
+          "(above 1: the kernels are faster).")
+    with threadpoolctl.threadpool_limits(1):
+        for dtype in (np.float32, np.float64):
+            print(f"\n{np.dtype(dtype).name}\n")
+            print("| batch x n_in | " + " | ".join(f"n_out {o}" for o in GRID_OUTPUTS) + " |")
+            print("| --- |" + " ---: |" * len(GRID_OUTPUTS))
+            for b in GRID_ROWS:
+                for i in GRID_INPUTS:
+                    cells = []
+                    for o in GRID_OUTPUTS:
+                        A, B, C = operands("nn", b, i, o, dtype, rng)
+                        small = seconds(lambda n: _products.product("nn", A, B, C, repeat=n),
+                                        min_time)
+                        blas = seconds(lambda n: _products.product("nn", A, B, C, blas=True,
+                                                                   repeat=n), min_time)
+                        cells.append(f"{blas / small:.2f}")
+                    print(f"| {b} x {i} | " + " | ".join(cells) + " |", flush=True)
     return 0
 
 

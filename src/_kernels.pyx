@@ -6,16 +6,20 @@ for benchmarks/small_gemm.py (the crossover with BLAS). Training never
 calls these: forward, backward and the update call the same kernels from C.
 """
 from cython cimport floating
+
+import numpy as np
+
 from _blas cimport mm_nn, mm_tn, mm_nt
 from _simd cimport fm_isa, fm_set_isa
-from _small_gemm cimport (small_gemm, FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK,
+from _small_gemm cimport (small_gemm, nn_takes, FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK,
                           TN_MAX_WORK)
 from _adam_simd cimport adam_span
 from _vexp cimport fm_exp_shift
 from _guard cimport all_finite
 
 KINDS = {"nn": 0, "tn": 1, "nt": 2}
-# Multiply-adds beyond which a product goes to BLAS (TN: A^T delta).
+# Multiply-adds beyond which a product goes to BLAS (TN: A^T delta; A W
+# also runs wider products of narrow rows: nn_in_kernels).
 MAX_WORK = SMALL_MAX_WORK
 TN_MAX = TN_MAX_WORK
 
@@ -28,6 +32,12 @@ def isa():
 def set_isa_cap(int cap):
     """Cap the instruction set (2 lifts the cap); returns the previous cap."""
     return fm_set_isa(cap)
+
+
+def nn_in_kernels(Py_ssize_t rows, Py_ssize_t n_in, Py_ssize_t n_out, dtype):
+    """True if training's A W of this shape runs in the kernels (on a CPU
+    that has them), False if in BLAS."""
+    return bool(nn_takes(rows * n_in * n_out, n_out, np.dtype(dtype).itemsize))
 
 
 def product(str kind, const floating[:, :] A, const floating[:, ::1] B,

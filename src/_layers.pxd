@@ -10,7 +10,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 from _small_gemm cimport (prod_nn, prod_tn, prod_nt, small_gemm, kernels_take,
-                          prod_nn_bias_relu, prod_nt_relu_grad,
+                          prod_nn_bias_relu, prod_nt_relu_grad, nn_takes,
                           FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK, TN_MAX_WORK)
 from _blas cimport gemm, mm_nn, mm_nt
 from _activations cimport bias_act, deriv_set, deriv_mul, PAR_MIN, ACT_RELU
@@ -392,11 +392,11 @@ cdef inline void forward_rows(const Net* net, const floating* theta,
                 bias_act(Z, theta + net.b_off[l], nr, n_out, net.act[l],
                          <floating>net.slope, 1)
         elif not (l < L - 1 and net.act[l] == ACT_RELU
-                and B * n_in * n_out <= SMALL_MAX_WORK
+                and nn_takes(B * n_in * n_out, n_out, sizeof(floating))
                 and prod_nn_bias_relu(A, <int>lda, theta + net.w_off[l], Z,
                                       <int>nr, <int>n_in, <int>n_out,
                                       theta + net.b_off[l], 1)):
-            if (B * n_in * n_out > SMALL_MAX_WORK
+            if (not nn_takes(B * n_in * n_out, n_out, sizeof(floating))
                     or not small_gemm(FM_NN, nr, n_out, n_in, A, lda,
                                       theta + net.w_off[l], n_out, Z, n_out,
                                       0, 1)):

@@ -285,6 +285,14 @@ cdef enum:
     SMALL_MAX_WORK = 16777216
     TN_MIN_WORK = 1048576
     TN_MAX_WORK = 8388608
+    # A W also runs in the kernels up to NN_WIDE_MAX_WORK when W's rows are
+    # at most NN_NARROW_ROW bytes (float32: 256 outputs, float64: 128): the
+    # kernels read W's rows in place, and rows 2 KiB apart or more fall on
+    # few L1 sets (BLAS, packing W, is then faster); narrower, the kernels
+    # beat OpenBLAS up to 400 x 1024 x 256 (float32;
+    # benchmarks/small_gemm.py --nn-grid).
+    NN_WIDE_MAX_WORK = 67108864
+    NN_NARROW_ROW = 1024
     # Multiply-adds above which the rows are split over threads.
     SMALL_PAR_MIN = 262144
     SMALL_ROW_ALIGN = 8     # thread row splits fall on whole row blocks
@@ -342,6 +350,14 @@ cdef inline int small_gemm_epi(int kind, Py_ssize_t m, Py_ssize_t n,
                                    accumulate, epi, bias, cs)
 
 
+cdef inline bint nn_takes(Py_ssize_t work, Py_ssize_t c,
+                          Py_ssize_t itemsize) noexcept nogil:
+    """True where A W of work multiply-adds and c outputs runs in the
+    kernels (if the CPU has them)."""
+    return work <= SMALL_MAX_WORK or (work <= NN_WIDE_MAX_WORK
+                                      and c * itemsize <= NN_NARROW_ROW)
+
+
 # The products of forward and backward (src/_layers.pxd), row-major, with the
 # signatures of _blas.mm_nn, mm_tn, mm_nt plus the thread count: the
 # kernels above for small products, BLAS for large ones and on CPUs without
@@ -350,7 +366,7 @@ cdef inline void prod_nn(const floating* A, int lda, const floating* B,
                          floating* C, int r, int k, int c, floating beta,
                          int n_threads) noexcept nogil:
     """C[r, c] = A[r, k] @ B[k, c] + beta C."""
-    if (<Py_ssize_t>r * k * c > SMALL_MAX_WORK
+    if (not nn_takes(<Py_ssize_t>r * k * c, c, sizeof(floating))
             or not small_gemm(FM_NN, r, c, k, A, lda, B, c, C, c,
                               beta != 0, n_threads)):
         mm_nn(A, lda, B, C, r, k, c, beta)
@@ -386,7 +402,7 @@ cdef inline bint prod_nn_bias_relu(const floating* A, int lda,
     """C[r, c] = max(A[r, k] @ B[k, c] + bias, 0) in the kernels, the bias
     and relu applied to the sums in registers (bias_act's arithmetic, one
     pass over C fewer). False, doing nothing, where prod_nn would use BLAS."""
-    return (<Py_ssize_t>r * k * c <= SMALL_MAX_WORK
+    return (nn_takes(<Py_ssize_t>r * k * c, c, sizeof(floating))
             and small_gemm_epi(FM_NN, r, c, k, A, lda, B, c, C, c, 0,
                                FM_EPI_BIAS_RELU, bias, <floating*>NULL,
                                n_threads) != 0)

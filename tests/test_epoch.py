@@ -389,6 +389,22 @@ def test_products_beyond_the_small_kernels_split_over_blas(dtype, every_batch_sp
     assert one[2] == two[2] == 6
 
 
+def test_wide_forward_products_in_the_kernels_split_as_one_thread_does(every_batch_split):
+    # A float32 first layer of 200 x 400 x 256 multiply-adds: past the
+    # kernels' general range, inside their range for narrow rows (W1's
+    # first layer is such): A W in the kernels on each thread's rows, A^T
+    # delta in BLAS. Agrees with one thread to BLAS's rounding.
+    dtype = np.float32
+    layout, theta, X, Y, sw = split_problem(dtype, [400, 256, 3], ["relu", "softmax"], n=600)
+    assert 200 * 400 * 256 > _kernels.MAX_WORK and _kernels.nn_in_kernels(200, 400, 256, dtype)
+    make = lambda: Optimizer("adam", layout.n_params, dtype, learning_rate_init=0.01)
+    one = epoch_twice(layout, theta, X, Y, sw, 200, make, 1, epochs=2)
+    two = epoch_twice(layout, theta, X, Y, sw, 200, make, 2, epochs=2)
+    assert not np.array_equal(two[0], theta)
+    np.testing.assert_allclose(two[0], one[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(two[3], one[3], rtol=1e-4)
+
+
 def test_the_split_barrier_passes_with_the_threads_openmp_gives():
     seconds, team = _epoch.barrier_seconds(2, 1000)
     assert team in (1, 2) and seconds > 0

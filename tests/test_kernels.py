@@ -55,6 +55,18 @@ def test_products_agree_with_numpy(isa_cap, kind, shape, dtype):
         np.testing.assert_allclose((C - 1) / scale, ref / scale, rtol=0, atol=tol)
 
 
+def test_forward_products_of_narrow_rows_run_in_the_kernels_up_to_2_26():
+    # benchmarks/small_gemm.py --nn-grid: the kernels beat BLAS on A W up to
+    # 2^26 multiply-adds while W's rows are at most 1 KiB (W1's first layer
+    # in float32); up to 2^24 whatever the rows.
+    assert _kernels.nn_in_kernels(200, 784, 256, np.float32)
+    assert _kernels.nn_in_kernels(400, 1024, 128, np.float64)
+    assert not _kernels.nn_in_kernels(200, 784, 256, np.float64)  # 2 KiB rows
+    assert not _kernels.nn_in_kernels(400, 784, 256, np.float32)  # > 2^26
+    assert _kernels.nn_in_kernels(256, 256, 256, np.float64)  # 2^24
+    assert not _kernels.nn_in_kernels(200, 300, 300, np.float32)
+
+
 @needs_kernels
 @pytest.mark.parametrize("kind", ["nn", "tn", "nt"])
 def test_products_same_bits_for_any_thread_count_and_isa(kind, dtype):
