@@ -42,7 +42,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from cython.parallel cimport parallel
 from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
                       rows_contiguous, gather_rows, rows_split,
-                      forward_rows, delta_rows, grad_range)
+                      forward_rows, delta_rows, grad_range, backward_uses_tmp)
 from _args cimport unpack_net, unpack_input, new_sparse_work
 from _losses cimport Classes, class_at, output_loss_delta, LOSS_LOG
 from _activations cimport ACT_SOFTMAX, ACT_LOGISTIC
@@ -206,6 +206,22 @@ cdef bint JOIN_AT_START = False
 # gradients and parameters between the cores each batch outweighs the
 # halved arithmetic of small batches.
 cdef Py_ssize_t SPLIT_MIN_WORK = 524288
+
+
+cdef Py_ssize_t widest_layer(const Net* nt) noexcept nogil:
+    cdef Py_ssize_t w = 0
+    cdef int l
+    for l in range(1, nt.n_layers + 1):
+        w = max(w, nt.units[l])
+    return w
+
+
+def needs_tmp(tuple net, Py_ssize_t batch_size, bint dropout):
+    """True if the one-thread epoch's backward uses its tmp workspace
+    (batch_size x the widest layer) for batches of up to batch_size rows;
+    False when every hidden delta is written in place (relu layers)."""
+    cdef Net nt = unpack_net(net)
+    return dropout or backward_uses_tmp(&nt, batch_size)
 
 
 def split_min_work(Py_ssize_t work):
@@ -713,6 +729,9 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
             raise_pending()
         return S.total, S.n_done, S.finite
 
+    if (backward_uses_tmp(&nt, batch_size)
+            and tmp.shape[0] < batch_size * widest_layer(&nt)):
+        raise ValueError("tmp is too small for the batch size")
     cdef unsigned long fpenv = fm_ftz_enter()
     try:
         with nogil:

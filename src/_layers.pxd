@@ -10,9 +10,10 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 from _small_gemm cimport (prod_nn, prod_tn, prod_nt, small_gemm, kernels_take,
-                          prod_nn_bias_relu, prod_nt_relu_grad, nn_takes,
+                          prod_nn_bias_relu, prod_nt_relu_grad, nn_takes, FM_KC,
                           FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK, TN_MAX_WORK)
 from _blas cimport gemm, mm_nn, mm_nt
+from _simd cimport fm_isa
 from _activations cimport bias_act, deriv_set, deriv_mul, PAR_MIN, ACT_RELU
 from _dropout cimport (Dropout, dropout_forward, dropout_backward, dropout_rows,
                        dropout_deriv_rows)
@@ -302,6 +303,22 @@ cdef inline void backward(const Net* net, const floating* theta,
                                  B, n_in, n_threads)
             deriv_set(tmp, slot(net, acts, B, l), B * n_in, net.act[l - 1],
                       <floating>net.slope, n_threads)
+
+
+cdef inline bint backward_uses_tmp(const Net* net, Py_ssize_t B) noexcept nogil:
+    """False if backward on batches of up to B rows never touches tmp: every
+    hidden delta is written over its layer's output by prod_nt_relu_grad
+    (dense relu layers, no dropout, products in the kernels); then an epoch
+    needs no tmp workspace (net.drop must be set as the epoch sets it)."""
+    cdef int l
+    if fm_isa() == 0 or net.drop != NULL:
+        return True
+    for l in range(1, net.n_layers):
+        if (net.sp.mode[l] != SP_DENSE or net.act[l - 1] != ACT_RELU
+                or net.units[l + 1] > FM_KC
+                or B * net.units[l] * net.units[l + 1] > SMALL_MAX_WORK):
+            return True
+    return False
 
 
 cdef inline const floating* batch_input(

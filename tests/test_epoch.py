@@ -436,3 +436,41 @@ def test_a_fit_leaves_the_callers_subnormals_alone(n_threads):
                   random_state=0).fit(X, y)
     tiny = np.float64(1e-310)
     assert tiny * np.float64(1.0) == tiny and tiny * 0.5 > 0
+
+
+@pytest.mark.parametrize("units,acts,batch,dropout,expected", [
+    ([64, 100, 10], ["relu", "softmax"], 32, False, False),  # W2
+    ([784, 256, 128, 10], ["relu", "relu", "softmax"], 200, False, False),  # W1
+    ([64, 100, 10], ["tanh", "softmax"], 32, False, True),
+    ([64, 100, 10], ["relu", "softmax"], 32, True, True),
+    ([64, 100, 200, 10], ["relu", "relu", "softmax"], 32, False, True),  # 200 > one panel
+    ([64, 1000, 1000, 10], ["relu", "relu", "softmax"], 100, False, True),  # beyond the kernels
+])
+def test_backward_needs_tmp_only_where_a_delta_is_not_written_in_place(units, acts, batch,
+                                                                        dropout, expected):
+    assert _epoch.needs_tmp(Layout(units, acts).net, batch, dropout) is expected
+
+
+@pytest.mark.parametrize("acts", [["relu", "relu", "softmax"], ["relu", "tanh", "softmax"]])
+def test_a_relu_epoch_leaves_tmp_alone_and_others_check_its_size(acts, dtype):
+    layout, theta, X, Y, sw = split_problem(dtype, [12, 24, 10, 4], acts)
+    make = lambda: Optimizer("adam", layout.n_params, dtype, learning_rate_init=0.01)
+    runner = EpochRunner(layout, dtype, 16, True)
+    if "tanh" in acts:
+        assert runner.tmp.shape[0] == 16 * 24
+        runner.tmp = runner.tmp[:1]
+        with pytest.raises(ValueError, match="tmp is too small"):
+            runner.run(theta.copy(), kernel_input(X), Y, sw, np.arange(150),
+                       np.array([5], dtype=np.uint64), True, make(), LOSS_LOG, 1e-3, 0.0, 1)
+        return
+    assert runner.tmp.shape[0] == 1
+    ref = epoch_twice(layout, theta, X, Y, sw, 16, make, 1)
+    # a full-size tmp full of NaN: untouched, and the same results
+    runner.tmp = np.full(16 * 24, np.nan, dtype)
+    th, opt = theta.copy(), make()
+    rows, state = np.arange(150), np.array([5], dtype=np.uint64)
+    for _ in range(3):
+        runner.run(th, kernel_input(X), Y, sw, rows, state, True, opt, LOSS_LOG, 1e-3, 0.0, 1)
+    assert np.isnan(runner.tmp).all()
+    assert not np.array_equal(th, theta)
+    assert np.array_equal(th, ref[0]) and np.array_equal(opt.state, ref[1])

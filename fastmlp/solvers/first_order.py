@@ -149,7 +149,6 @@ class EpochRunner:
         # small float64 network's epoch).
         self.grad = _aligned.empty(layout.n_params, dtype)
         self.acts = _aligned.empty(B * int(units[1:].sum()), dtype)
-        self.tmp = _aligned.empty(B * int(units[1:].max()), dtype)
         self.xbuf = _aligned.empty(B * int(units[0]) if dense_input else 1, dtype)
         self.row_loss = np.empty(B)
         self.pieces = layout.pieces()
@@ -164,6 +163,11 @@ class EpochRunner:
             # 1 where a unit of the last batch was kept (0/1 per batch row).
             self.mask = np.zeros(B * int(hidden.sum()), dtype=np.uint8)
             self.dropout = (keep, unit_off, self.mask)
+        # The one-thread backward's workspace for a hidden delta; none where
+        # each is written over its layer's output (relu layers, no dropout:
+        # src/_layers.pxd, backward_uses_tmp).
+        uses_tmp = _epoch.needs_tmp(layout.net, B, self.dropout is not None)
+        self.tmp = _aligned.empty(B * int(units[1:].max()) if uses_tmp else 1, dtype)
         # Pruned layers' workspace; zeros, as their dense copies need.
         self.sp_work = _aligned.zeros(layout.work_len(B), dtype)
         # Epochs the two-core epoch runs on one thread after thread 0 had
