@@ -18,6 +18,10 @@ user meets: the compiled epoch plus what runs between epochs.
     python benchmarks/thread_split.py [--epochs 200] [--workloads W2,W3]
     python benchmarks/thread_split.py --fits 10,50 --workloads W3
     python benchmarks/thread_split.py --fits 2 --workloads W1 [--dropout 0.2] [--busy]
+    python benchmarks/thread_split.py --fits 10 --workloads W1 --solver lbfgs [--busy]
+
+``--solver lbfgs`` (or bfgs, hf) times full-batch fits of that many
+iterations instead: their passes run data parallel (src/_objective.pyx).
 """
 
 import argparse
@@ -75,7 +79,7 @@ def epochs(layout, X, Y, batch, dtype, n_threads, rounds):
 BUSY_LOOP = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
 
 
-def fit_times(workloads, fits, dropout=None, busy=False):
+def fit_times(workloads, fits, dropout=None, busy=False, solver="adam"):
     """Whole fits: ms per epoch, median of 5, n_threads 1 and 2; with busy,
     while another process spins on a core (a shared machine)."""
     import subprocess
@@ -85,16 +89,20 @@ def fit_times(workloads, fits, dropout=None, busy=False):
 
     spinner = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if busy else None
     try:
-        _fit_times(workloads, fits, dropout, estimator_params, fit_quietly, MLPClassifier)
+        _fit_times(workloads, fits, dropout, estimator_params, fit_quietly, MLPClassifier,
+                   solver)
     finally:
         if spinner is not None:
             spinner.kill()
             spinner.wait()
 
 
-def _fit_times(workloads, fits, dropout, estimator_params, fit_quietly, MLPClassifier):
+def _fit_times(workloads, fits, dropout, estimator_params, fit_quietly, MLPClassifier,
+               solver):
+    unit = "epoch" if solver not in ("lbfgs", "bfgs", "hf") else "iteration"
 
-    print("| workload | dtype | epochs a fit | 1 thread ms/epoch | 2 threads ms/epoch | 1 / 2 |")
+    print(f"| workload | dtype | {unit}s a fit | 1 thread ms/{unit} | 2 threads ms/{unit} "
+          "| 1 / 2 |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for w in workloads:
         X, y = make_data(w)[:2]
@@ -103,7 +111,7 @@ def _fit_times(workloads, fits, dropout, estimator_params, fit_quietly, MLPClass
             for E in fits:
                 ms = {}
                 for nt in (1, 2):
-                    params = {**estimator_params(w, E), "n_threads": nt}
+                    params = {**estimator_params(w, E), "n_threads": nt, "solver": solver}
                     if dropout:
                         params["dropout"] = dropout
                     fit_quietly(MLPClassifier(**params), Xd, y)
@@ -127,13 +135,15 @@ def main(argv=None):
                         help="with --fits: the fits' dropout rate")
     parser.add_argument("--busy", action="store_true",
                         help="with --fits: another process spins on a core meanwhile")
+    parser.add_argument("--solver", default="adam",
+                        help="with --fits: the fits' solver ('lbfgs': iterations a fit)")
     args = parser.parse_args(argv)
-    if (args.dropout or args.busy) and not args.fits:
-        parser.error("--dropout and --busy go with --fits")
+    if (args.dropout or args.busy or args.solver != "adam") and not args.fits:
+        parser.error("--dropout, --busy and --solver go with --fits")
     print(f"load average {os.getloadavg()[0]:.2f}; {len(os.sched_getaffinity(0))} cores")
     if args.fits:
         fit_times(args.workloads.split(","), [int(e) for e in args.fits.split(",")],
-                  args.dropout, args.busy)
+                  args.dropout, args.busy, args.solver)
         print(f"load average {os.getloadavg()[0]:.2f} at the end")
         return
     if hasattr(_epoch, "barrier_seconds"):

@@ -29,7 +29,7 @@ from ._seeding import seeded_random_state
 from ._state import OPTIMIZER_STATE, check_fitted_state
 from ._threads import SMALL_PREDICT, blas_threads, effective_n_threads, predict_blas_threads
 from ._validation import as_float_input, check_finite_output, check_X_predict
-from ._full_batch import FULL_BATCH_SOLVERS, fit_full_batch
+from ._full_batch import DATA_PARALLEL_SOLVERS, FULL_BATCH_SOLVERS, fit_full_batch
 from .exceptions import DivergenceWarning
 from .solvers.first_order import FIRST_ORDER_SOLVERS, SCHEDULES, EpochRunner, Optimizer
 from .solvers.objective import CHUNK_ROWS, CURVATURES, Objective, kernel_input
@@ -476,7 +476,8 @@ class BaseMLP(BaseEstimator, ABC):
             )
         batch = 200 if self.batch_size == "auto" else self.batch_size
         check_memory(fit_bytes(units, X.dtype.itemsize, X.shape[0], batch, self.solver,
-                               self.early_stopping, CHUNK_ROWS),
+                               self.early_stopping, CHUNK_ROWS,
+                               effective_n_threads(self.n_threads)),
                      f"fitting a network with layer sizes {units}")
         random_state, release_random_state = seeded_random_state(self.random_state)
         if first_pass:
@@ -486,10 +487,13 @@ class BaseMLP(BaseEstimator, ABC):
             if hasattr(cb, "on_train_begin"):
                 cb.on_train_begin(self)
         n_blas = n_threads
-        if (n_threads > 1 and self.solver not in FULL_BATCH_SOLVERS
-                and _epoch.split_applies(self._layout.net, min(batch, X.shape[0]))):
-            # The two-core epoch's threads each call BLAS on their own block
-            # of a product; BLAS's own threads would compete with them.
+        if n_threads > 1 and (
+                self.solver in DATA_PARALLEL_SOLVERS
+                or (self.solver not in FULL_BATCH_SOLVERS
+                    and _epoch.split_applies(self._layout.net, min(batch, X.shape[0])))):
+            # The two-core epoch's threads, and the full-batch objective's
+            # (src/_objective.pyx), each call BLAS on their own block or
+            # chunk; BLAS's own threads would compete with them.
             n_blas = 1
         try:
             with blas_threads(n_blas):

@@ -23,6 +23,11 @@ from .solvers.quasi_newton import (STATUS_NON_FINITE, DenseInverseHessian, LBFGS
                                    lbfgs)
 
 FULL_BATCH_SOLVERS = ("lbfgs", "bfgs", "hf")
+# Solvers whose every pass over the data is _objective.loss_grad, run with
+# rows_parallel: its threads each take a share of the rows, BLAS held at one
+# thread by the fit (the Hessian-free solver's curvature products still rely
+# on BLAS's threads).
+DATA_PARALLEL_SOLVERS = ("lbfgs", "bfgs")
 
 
 def _solver_state(est, n_params, dtype):
@@ -77,14 +82,16 @@ def fit_full_batch(est, X, Y, y, sample_weight, n_threads, callbacks, random_sta
         if callbacks:
             # The callbacks' validation loss: the data term on the validation rows.
             val_objective = Objective(est._layout, X, Y, sample_weight, est._loss_code, 0.0,
-                                      0.0, n_threads, rows=val_rows)
+                                      0.0, n_threads, rows=val_rows,
+                                      rows_parallel=est.solver in DATA_PARALLEL_SOLVERS)
 
         def validate(new_theta):
             score = est._validation_score(Xk, val_rows, y_val, sw_val, n_threads)
             return score, None if val_objective is None else val_objective.loss(new_theta)
 
     objective = Objective(est._layout, X, Y, sample_weight, est._loss_code, est.alpha,
-                          est.l1, n_threads, rows=train_rows)
+                          est.l1, n_threads, rows=train_rows,
+                          rows_parallel=est.solver in DATA_PARALLEL_SOLVERS)
     run_full_batch(est, objective, callbacks, random_state, validate)
 
 

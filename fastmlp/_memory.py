@@ -95,7 +95,8 @@ def check_memory(needed, what):
         )
 
 
-def fit_bytes(units, itemsize, n_samples, batch_size, solver, early_stopping, chunk_rows):
+def fit_bytes(units, itemsize, n_samples, batch_size, solver, early_stopping, chunk_rows,
+              n_threads=1):
     """Bytes a fit allocates, computed from the network's shape alone.
 
     Parameters
@@ -111,6 +112,9 @@ def fit_bytes(units, itemsize, n_samples, batch_size, solver, early_stopping, ch
     early_stopping : bool
     chunk_rows : int
         Rows per chunk of the full-batch objective ('lbfgs', 'bfgs', 'hf').
+    n_threads : int
+        'lbfgs' and 'bfgs' passes give each thread its own chunk workspace
+        and gradient (src/_objective.pyx).
     """
     units = [int(u) for u in units]
     n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
@@ -136,6 +140,9 @@ def fit_bytes(units, itemsize, n_samples, batch_size, solver, early_stopping, ch
     # Workspace: activations of every layer, a delta buffer and the gathered
     # input rows, for one batch (or chunk).
     need += rows * itemsize * (sum(units[1:]) + max(units[1:]) + units[0])
+    if solver in ("lbfgs", "bfgs") and n_threads > 1:
+        extra = min(n_threads, max(1, n_samples // 128)) - 1
+        need += extra * itemsize * (n_params + rows * (sum(units[1:]) + max(units[1:]) + units[0]))
     if early_stopping:  # the validation pass's forward workspace, alongside
         need += min(PREDICT_CHUNK, n_samples) * itemsize * (sum(units[1:]) + units[0])
     return need

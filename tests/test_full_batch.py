@@ -279,3 +279,20 @@ def test_callbacks_run_every_iteration_and_can_stop(solver, digits):
     if solver != "lbfgs":
         assert all(i["validation_loss"] > 0 for i in stop.infos)
         assert len(clf.validation_loss_curve_) == 4
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "bfgs"])
+def test_quasi_newton_fits_on_two_threads_agree_with_one(solver):
+    # Two threads take a share of the rows each in every pass (src/_objective.pyx):
+    # the same sums regrouped, so the fits agree to rounding, and repeat exactly.
+    X, y = make_classification(1200, 12, n_informative=6, n_classes=3, random_state=0)
+    fit = lambda n: MLPClassifier((16,), solver=solver, max_iter=15, random_state=0,
+                                  n_threads=n).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one, two, again = fit(1), fit(2), fit(2)
+    for a, b, c in zip(one.coefs_ + one.intercepts_, two.coefs_ + two.intercepts_,
+                       again.coefs_ + again.intercepts_):
+        np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-9)
+        np.testing.assert_array_equal(b, c)
+    assert one.n_iter_ == two.n_iter_

@@ -355,12 +355,15 @@ def test_two_threads_fit_the_one_thread_bits_below_the_split_size(dtype):
 
 
 @pytest.mark.parametrize("n_threads,kind,expected", [
-    (2, "dense", 1), (1, "dense", 1), (2, "sparse", 1), (2, "dropout", 1), (2, "lbfgs", 2),
+    (2, "dense", 1), (1, "dense", 1), (2, "sparse", 1), (2, "dropout", 1), (2, "lbfgs", 1),
+    (2, "hf", 2),
 ])
 def test_split_fits_cap_blas_at_one_thread(n_threads, kind, expected, monkeypatch,
                                            every_batch_split):
-    # The two-core epoch's threads each call BLAS on their own block; BLAS's
-    # own threads would take turns with them on the same cores.
+    # The two-core epoch's threads each call BLAS on their own block, and
+    # L-BFGS's passes on their own rows; BLAS's own threads would take turns
+    # with them on the same cores. The Hessian-free solver's curvature
+    # products still split each product over BLAS's threads.
     import scipy.sparse as sp
 
     import fastmlp._base as base
@@ -375,7 +378,7 @@ def test_split_fits_cap_blas_at_one_thread(n_threads, kind, expected, monkeypatc
     monkeypatch.setattr(base, "blas_threads", recording)
     X = sp.csr_matrix(X_SPLIT) if kind == "sparse" else X_SPLIT
     kw = {"dropout": 0.2} if kind == "dropout" else {}
-    kw.update(solver="lbfgs" if kind == "lbfgs" else "adam")
+    kw.update(solver=kind if kind in ("lbfgs", "hf") else "adam")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         MLPClassifier((32,), batch_size=40, max_iter=2, n_threads=n_threads, **kw).fit(X, Y_SPLIT)

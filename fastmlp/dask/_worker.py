@@ -70,7 +70,8 @@ def _loss_grad(vectors, items, spec, n_threads):
     for part, rows, _ in items:
         total += _objective.loss_grad(
             theta, kernel_input(part.X), part.Y, part.sample_weight, rows,
-            spec.net, spec.loss, spec.scale, grad, True, CHUNK_ROWS, n_threads)
+            spec.net, spec.loss, spec.scale, grad, True, CHUNK_ROWS, n_threads,
+            None, True)
     return total, grad
 
 
@@ -80,7 +81,8 @@ def _loss(vectors, items, spec, n_threads):
     for part, rows, _ in items:
         total += _objective.loss_grad(
             theta, kernel_input(part.X), part.Y, part.sample_weight, rows,
-            spec.net, spec.loss, spec.scale, None, False, CHUNK_ROWS, n_threads)
+            spec.net, spec.loss, spec.scale, None, False, CHUNK_ROWS, n_threads,
+            None, True)
     return total, None
 
 
@@ -176,6 +178,7 @@ def _output_sums(vectors, items, spec, n_threads):
     return 0.0, total
 
 
+ROWS_PARALLEL_OPS = ("loss_grad", "loss")
 OPS = {"loss_grad": _loss_grad, "loss": _loss, "weight": _weight, "rows": _rows,
        "loss_grad_fisher": _loss_grad_fisher, "curvature": _curvature_product,
        "output_sums": _output_sums}
@@ -231,7 +234,9 @@ def run_groups(vectors, spec, sizes, parts, part_ids=None, caches=None):
     op = OPS[spec.op]
     out = []
     start = 0
-    with blas_threads(n_threads):
+    # The loss passes run their threads on shares of the rows, each calling
+    # BLAS on one thread; the curvature passes split each product instead.
+    with blas_threads(1 if spec.op in ROWS_PARALLEL_OPS else n_threads):
         for size in sizes:
             t0 = time.perf_counter()
             stop = start + size

@@ -59,10 +59,13 @@ class Objective:
     n_threads : int
     rows : int64 ndarray or None
         Subset of rows; all rows by default.
+    rows_parallel : bool
+        Loss and gradient passes run their threads on a share of the rows
+        each, BLAS held at one thread by the caller (_objective.loss_grad).
     """
 
     def __init__(self, layout, X, Y, sample_weight, loss_code, alpha, l1,
-                 n_threads, rows=None):
+                 n_threads, rows=None, rows_parallel=False):
         self.layout = layout
         self.X = kernel_input(X)
         self.Y = Y
@@ -71,6 +74,7 @@ class Objective:
         self.alpha = float(alpha)
         self.l1 = float(l1)
         self.n_threads = n_threads
+        self.rows_parallel = bool(rows_parallel)
         if rows is None:
             rows = np.arange(Y.shape[0], dtype=np.int64)
         self.rows = rows
@@ -114,7 +118,7 @@ class Objective:
         data = _objective.loss_grad(
             theta, self.X, self.Y, self.sample_weight, self.rows,
             self.layout.net, self.loss_code, self.scale, grad, False,
-            CHUNK_ROWS, self.n_threads, self._work)
+            CHUNK_ROWS, self.n_threads, self._work, self.rows_parallel)
         return data + self.penalty(theta, grad), grad
 
     def loss(self, theta):
@@ -122,7 +126,7 @@ class Objective:
         data = _objective.loss_grad(
             theta, self.X, self.Y, self.sample_weight, self.rows,
             self.layout.net, self.loss_code, self.scale, None, False,
-            CHUNK_ROWS, self.n_threads, self._work)
+            CHUNK_ROWS, self.n_threads, self._work, self.rows_parallel)
         return data + self.penalty(theta)
 
     # ------------------------------------------------------------ curvature

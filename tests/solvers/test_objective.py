@@ -157,3 +157,40 @@ def test_large_products_on_two_threads_match_one(n, dtype):
         h = 1e-6
         fd = (one.loss(theta + h * v) - one.loss(theta - h * v)) / (2 * h)
         np.testing.assert_allclose(float(np.dot(g2, v)), fd, rtol=1e-6)
+
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("n", [300, 1000, 2051])
+def test_rows_parallel_passes_agree_with_one_thread(n, sparse, dtype):
+    # Each thread a share of the rows (contiguous chunks), its own workspace
+    # and gradient, summed in thread order: the same sums regrouped, and the
+    # same bits on every call with the same thread count.
+    from fastmlp import _objective
+    from fastmlp._threads import blas_threads
+
+    layout, theta, X, Y, sw = make_problem("tanh", "softmax", "onehot", dtype, n=n,
+                                           sparse=sparse)
+    Xk = Objective(layout, X, Y, sw, LOSS_LOG, 0.0, 0.0, 1).X
+    rows = np.random.RandomState(1).permutation(n).astype(np.int64)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    ref_g = np.empty_like(theta)
+    ref = _objective.loss_grad(theta, Xk, Y, sw, rows, layout.net, LOSS_LOG, 0.5, ref_g)
+
+    def run(T, g, acc, work):
+        return _objective.loss_grad(theta, Xk, Y, sw, rows, layout.net, LOSS_LOG, 0.5, g,
+                                    acc, 1024, T, work, True)
+
+    with blas_threads(1):
+        for T in (2, 3, 8):
+            work = {}
+            g = np.full_like(theta, np.nan)  # written, not read
+            val = run(T, g, False, work)
+            np.testing.assert_allclose(val, ref, rtol=tol)
+            np.testing.assert_allclose(g, ref_g, rtol=0, atol=tol * np.abs(ref_g).max())
+            acc = np.ones_like(theta)
+            run(T, acc, True, work)
+            np.testing.assert_allclose(acc - 1, ref_g, rtol=0, atol=2 * tol * np.abs(ref_g).max())
+            fresh = np.empty_like(theta)
+            assert run(T, fresh, False, {}) == val and np.array_equal(fresh, g)
+            assert run(T, None, False, work) == val
