@@ -477,7 +477,7 @@ class BaseMLP(BaseEstimator, ABC):
         batch = 200 if self.batch_size == "auto" else self.batch_size
         check_memory(fit_bytes(units, X.dtype.itemsize, X.shape[0], batch, self.solver,
                                self.early_stopping, CHUNK_ROWS,
-                               effective_n_threads(self.n_threads)),
+                               effective_n_threads(self.n_threads), self.curvature_batch_size),
                      f"fitting a network with layer sizes {units}")
         random_state, release_random_state = seeded_random_state(self.random_state)
         if first_pass:

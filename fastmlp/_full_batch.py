@@ -23,11 +23,10 @@ from .solvers.quasi_newton import (STATUS_NON_FINITE, DenseInverseHessian, LBFGS
                                    lbfgs)
 
 FULL_BATCH_SOLVERS = ("lbfgs", "bfgs", "hf")
-# Solvers whose every pass over the data is _objective.loss_grad, run with
-# rows_parallel: its threads each take a share of the rows, BLAS held at one
-# thread by the fit (the Hessian-free solver's curvature products still rely
-# on BLAS's threads).
-DATA_PARALLEL_SOLVERS = ("lbfgs", "bfgs")
+# Solvers whose passes over the data (_objective.loss_grad, _curvature's
+# products and Fisher diagonal) run rows_parallel: the threads each take a
+# share of the rows, BLAS held at one thread by the fit.
+DATA_PARALLEL_SOLVERS = FULL_BATCH_SOLVERS
 
 
 def _solver_state(est, n_params, dtype):

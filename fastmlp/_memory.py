@@ -96,7 +96,7 @@ def check_memory(needed, what):
 
 
 def fit_bytes(units, itemsize, n_samples, batch_size, solver, early_stopping, chunk_rows,
-              n_threads=1):
+              n_threads=1, curvature_rows=1000):
     """Bytes a fit allocates, computed from the network's shape alone.
 
     Parameters
@@ -113,8 +113,11 @@ def fit_bytes(units, itemsize, n_samples, batch_size, solver, early_stopping, ch
     chunk_rows : int
         Rows per chunk of the full-batch objective ('lbfgs', 'bfgs', 'hf').
     n_threads : int
-        'lbfgs' and 'bfgs' passes give each thread its own chunk workspace
-        and gradient (src/_objective.pyx).
+        The full-batch solvers' passes give each thread its own chunk
+        workspace and gradient (src/_objective.pyx, src/_curvature.pyx).
+    curvature_rows : int
+        'hf': rows of a curvature batch, whose forward pass is kept between
+        the products of an iteration (up to 256 MiB).
     """
     units = [int(u) for u in units]
     n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
@@ -134,15 +137,26 @@ def fit_bytes(units, itemsize, n_samples, batch_size, solver, early_stopping, ch
         need += 8 * _HF_FLOAT64_COPIES * n_params + 3 * itemsize * n_params
         rows = min(chunk_rows, n_samples)
         need += rows * itemsize * (sum(units[1:]) + max(units[1:]))
+        # the Fisher diagonal's squared layer inputs and deltas
+        need += rows * itemsize * 2 * max(units)
+        cache = min(int(curvature_rows), n_samples) * itemsize * sum(units[1:])
+        if cache <= 256 << 20:
+            need += cache
     else:
         copies = _FIRST_ORDER_COPIES + (1 if early_stopping else 0)
         need += copies * itemsize * n_params
     # Workspace: activations of every layer, a delta buffer and the gathered
     # input rows, for one batch (or chunk).
     need += rows * itemsize * (sum(units[1:]) + max(units[1:]) + units[0])
-    if solver in ("lbfgs", "bfgs") and n_threads > 1:
+    if n_threads > 1 and solver in ("lbfgs", "bfgs", "hf"):
+        # each further thread: a gradient (HF: and a Fisher diagonal) and a
+        # chunk's workspace (HF: the curvature kernels' too)
         extra = min(n_threads, max(1, n_samples // 128)) - 1
-        need += extra * itemsize * (n_params + rows * (sum(units[1:]) + max(units[1:]) + units[0]))
+        vectors = 2 if solver == "hf" else 1
+        per_row = sum(units[1:]) + max(units[1:]) + units[0]
+        if solver == "hf":
+            per_row += sum(units[1:]) + 2 * max(units)
+        need += extra * itemsize * (vectors * n_params + rows * per_row)
     if early_stopping:  # the validation pass's forward workspace, alongside
         need += min(PREDICT_CHUNK, n_samples) * itemsize * (sum(units[1:]) + units[0])
     return need

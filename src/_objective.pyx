@@ -16,13 +16,9 @@ slower than on one).
 import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange
-from _layers cimport Net, backward
-from _passes cimport Pass, open_pass, pass_input, work_buffer, forward_loss
-from _sparse_layers cimport SP_DENSE
-
-# Rows a thread must get for a call to run data parallel: below this the
-# start of the parallel region and the final sum cost more than they save.
-cdef Py_ssize_t PAR_MIN_ROWS = 128
+from _layers cimport backward
+from _passes cimport (Pass, open_pass, pass_input, work_buffer, forward_loss,
+                      share_threads, dense_only, share_rows, add_shares)
 
 
 def loss_grad(floating[::1] theta, X, const floating[:, ::1] Y,
@@ -41,16 +37,11 @@ def loss_grad(floating[::1] theta, X, const floating[:, ::1] Y,
     one after another, each product and loop on n_threads.
     """
     cdef Pass p
-    cdef Py_ssize_t n = rows.shape[0]
-    cdef int T = 1
-    if rows_parallel and n_threads > 1 and n >= 2 * PAR_MIN_ROWS:
-        T = <int>min(n_threads, n // PAR_MIN_ROWS)
-        # every thread gets rows: chunks no longer than a thread's share
-        chunk = min(chunk, (n + T - 1) // T)
+    cdef int T = share_threads(rows_parallel, n_threads, rows.shape[0], &chunk)
     work = open_pass(net, X, sample_weight, rows, chunk, work, &p)
-    if T > 1 and not dense_only(&p.nt):
+    if not dense_only(&p.nt):
         T = 1
-    n = p.n
+    cdef Py_ssize_t n = p.n
     cdef Py_ssize_t B = p.B
     cdef Py_ssize_t acts_len = B * sum(net[0][1:])
     cdef Py_ssize_t tmp_len = B * max(net[0][1:])
@@ -82,36 +73,22 @@ def loss_grad(floating[::1] theta, X, const floating[:, ::1] Y,
         grads = work_buffer(work, "grads", (T - 1) * P, dtype)
         gs = &grads[0]
     cdef double[::1] totals = np.zeros(T)
-    cdef Py_ssize_t n_chunks = (n + B - 1) // B, c0, c1, i
-    cdef int t, u
-    cdef floating s
+    cdef Py_ssize_t r0, r1
+    cdef int t
     with nogil:
         for t in prange(T, schedule="static", num_threads=T):
-            c0 = t * n_chunks // T
-            c1 = (t + 1) * n_chunks // T
+            share_rows(n, B, t, T, &r0, &r1)
             totals[t] = share_loss_grad(
-                &p, &theta[0], &Y[0, 0], &rows[0], c0 * B, min(n, c1 * B),
+                &p, &theta[0], &Y[0, 0], &rows[0], r0, r1,
                 &acts[0] + t * acts_len, &tmp[0] + t * tmp_len,
                 &xbuf[0] + t * x_len, &row_loss[0] + t * B,
                 (g if t == 0 else gs + (t - 1) * P) if g != NULL else NULL,
                 accumulate if t == 0 else False, loss, scale, 1)
         if g != NULL:
-            for i in prange(P, schedule="static", num_threads=T):
-                s = g[i]
-                for u in range(1, T):
-                    s = s + gs[(u - 1) * P + i]
-                g[i] = s
+            add_shares(g, gs, T, P)
     for t in range(T):
         total += totals[t]
     return total
-
-
-cdef bint dense_only(const Net* nt) noexcept nogil:
-    cdef int l
-    for l in range(nt.n_layers):
-        if nt.sp.mode[l] != SP_DENSE:
-            return False
-    return True
 
 
 cdef double share_loss_grad(const Pass* p, const floating* theta,

@@ -8,7 +8,9 @@
 # calling a kernel thousands of times allocates (and page-faults) only once.
 # Without one (work=None), a call allocates its own, as before.
 from cython cimport floating
+from cython.parallel cimport prange
 from _layers cimport Net, Csr, forward, slot, batch_input, rows_contiguous
+from _sparse_layers cimport SP_DENSE
 from _args cimport unpack_net, unpack_input, sparse_work_len
 from _losses cimport no_classes, output_loss_delta
 
@@ -97,3 +99,52 @@ cdef inline double forward_loss(
     return output_loss_delta(slot(nt, acts, b, L), theta + nt.b_off[L - 1],
                              Y, no_classes(), nt.units[L], sw, rows, b, scale, loss,
                              nt.act[L - 1], row_loss, n_threads)
+
+
+# Rows a thread must get for a pass to run data parallel (rows_parallel):
+# below this the start of the parallel region and the final sum cost more
+# than they save.
+cdef enum:
+    PAR_MIN_ROWS = 128
+
+
+cdef inline int share_threads(bint rows_parallel, int n_threads, Py_ssize_t n,
+                              Py_ssize_t* chunk) noexcept:
+    """Threads that take a share of n rows each (1: the chunks run one after
+    another, each operation on n_threads); chunk is shortened so that every
+    share has rows."""
+    cdef int T
+    if not rows_parallel or n_threads < 2 or n < 2 * PAR_MIN_ROWS:
+        return 1
+    T = <int>min(<Py_ssize_t>n_threads, n // PAR_MIN_ROWS)
+    chunk[0] = min(chunk[0], (n + T - 1) // T)
+    return T
+
+
+cdef inline bint dense_only(const Net* nt) noexcept nogil:
+    cdef int l
+    for l in range(nt.n_layers):
+        if nt.sp.mode[l] != SP_DENSE:
+            return False
+    return True
+
+
+cdef inline void share_rows(Py_ssize_t n, Py_ssize_t B, int t, int T,
+                            Py_ssize_t* r0, Py_ssize_t* r1) noexcept nogil:
+    """Rows r0:r1 of share t of T: whole chunks of B rows, in order."""
+    cdef Py_ssize_t n_chunks = (n + B - 1) // B
+    r0[0] = min(n, t * n_chunks // T * B)
+    r1[0] = min(n, (t + 1) * n_chunks // T * B)
+
+
+cdef inline void add_shares(floating* out, const floating* shares, int T,
+                            Py_ssize_t P) noexcept nogil:
+    """out[i] += shares[(u - 1) * P + i] for u = 1..T-1, in that order."""
+    cdef Py_ssize_t i
+    cdef int u
+    cdef floating s
+    for i in prange(P, schedule="static", num_threads=T):
+        s = out[i]
+        for u in range(1, T):
+            s = s + shares[(u - 1) * P + i]
+        out[i] = s

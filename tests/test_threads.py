@@ -356,14 +356,13 @@ def test_two_threads_fit_the_one_thread_bits_below_the_split_size(dtype):
 
 @pytest.mark.parametrize("n_threads,kind,expected", [
     (2, "dense", 1), (1, "dense", 1), (2, "sparse", 1), (2, "dropout", 1), (2, "lbfgs", 1),
-    (2, "hf", 2),
+    (2, "hf", 1),
 ])
 def test_split_fits_cap_blas_at_one_thread(n_threads, kind, expected, monkeypatch,
                                            every_batch_split):
     # The two-core epoch's threads each call BLAS on their own block, and
-    # L-BFGS's passes on their own rows; BLAS's own threads would take turns
-    # with them on the same cores. The Hessian-free solver's curvature
-    # products still split each product over BLAS's threads.
+    # the full-batch solvers' passes on their own rows; BLAS's own threads
+    # would take turns with them on the same cores.
     import scipy.sparse as sp
 
     import fastmlp._base as base

@@ -126,7 +126,7 @@ def _loss_grad_fisher(vectors, items, spec, n_threads):
         total += _curvature.loss_grad_fisher(
             theta, kernel_input(part.X), _squared_input(part, cache), part.Y,
             part.sample_weight, rows, spec.net, spec.loss, spec.scale, out[:n], out[n:],
-            True, CHUNK_ROWS, n_threads)
+            True, CHUNK_ROWS, n_threads, None, True)
     return total, out
 
 
@@ -154,7 +154,7 @@ def _curvature_product(vectors, items, spec, n_threads):
         _curvature.curvature_product(
             theta, v, kernel_input(part.X), part.Y, part.sample_weight, rows, spec.net,
             spec.loss, spec.scale, out, spec.kind == "gauss-newton", True, CHUNK_ROWS,
-            n_threads, buffer, fill)
+            n_threads, buffer, fill, None, True)
     return 0.0, out
 
 
@@ -178,7 +178,7 @@ def _output_sums(vectors, items, spec, n_threads):
     return 0.0, total
 
 
-ROWS_PARALLEL_OPS = ("loss_grad", "loss")
+ROWS_PARALLEL_OPS = ("loss_grad", "loss", "loss_grad_fisher", "curvature")
 OPS = {"loss_grad": _loss_grad, "loss": _loss, "weight": _weight, "rows": _rows,
        "loss_grad_fisher": _loss_grad_fisher, "curvature": _curvature_product,
        "output_sums": _output_sums}
@@ -234,8 +234,8 @@ def run_groups(vectors, spec, sizes, parts, part_ids=None, caches=None):
     op = OPS[spec.op]
     out = []
     start = 0
-    # The loss passes run their threads on shares of the rows, each calling
-    # BLAS on one thread; the curvature passes split each product instead.
+    # The loss and curvature passes run their threads on shares of the rows,
+    # each calling BLAS on one thread.
     with blas_threads(1 if spec.op in ROWS_PARALLEL_OPS else n_threads):
         for size in sizes:
             t0 = time.perf_counter()

@@ -169,7 +169,7 @@ class Objective:
         _curvature.curvature_product(
             theta, v, self.X, self.Y, self.sample_weight, rows, self._curvature_net,
             self.loss_code, scale, out, kind == "gauss-newton", False,
-            CHUNK_ROWS, self.n_threads, cache, fill, self._work)
+            CHUNK_ROWS, self.n_threads, cache, fill, self._work, self.rows_parallel)
         if self.alpha:
             for sl in self._weight_slices:
                 out[sl] += (self.alpha * self.scale) * v[sl]
@@ -224,7 +224,7 @@ class Objective:
         data = _curvature.loss_grad_fisher(
             theta, self.X, self._Xsq, self.Y, self.sample_weight, self.rows,
             self._curvature_net, self.loss_code, self.scale, grad, diag, False,
-            CHUNK_ROWS, self.n_threads, self._work)
+            CHUNK_ROWS, self.n_threads, self._work, self.rows_parallel)
         if self.alpha:
             for sl in self._weight_slices:
                 diag[sl] += self.alpha * self.scale

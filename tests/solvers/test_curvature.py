@@ -297,11 +297,15 @@ def test_fisher_diagonal_is_the_weighted_mean_of_squared_row_gradients(out, code
     np.testing.assert_allclose(diag, expected, rtol=rtol, atol=rtol * expected.max())
 
 
+@pytest.mark.parametrize("rows_parallel", [False, True])
 @pytest.mark.parametrize("curvature", ["gauss-newton", "hessian"])
 @pytest.mark.parametrize("hidden", HIDDEN)
-def test_threaded_products_match_one_thread(hidden, curvature):
-    """Big enough for the OpenMP loops to run in parallel; rows are
-    independent, so only BLAS's summation order may differ."""
+def test_threaded_products_match_one_thread(hidden, curvature, rows_parallel):
+    """Big enough for the OpenMP loops to run in parallel, or for two shares
+    of the rows (rows_parallel, BLAS at one thread); rows are independent, so
+    only the summation order may differ."""
+    from fastmlp._threads import blas_threads
+
     rng = np.random.RandomState(10)
     layout = Layout([20, 64, 64, 8], [hidden, hidden, "softmax"], negative_slope=0.1)
     theta = rng.randn(layout.n_params) * 0.3
@@ -309,12 +313,21 @@ def test_threaded_products_match_one_thread(hidden, curvature):
     Y = np.eye(8)[rng.randint(0, 8, 1500)]
     v = unit(rng, theta.size)
     one = Objective(layout, X, Y, None, LOSS_LOG, 0.0, 0.0, n_threads=1)
-    two = Objective(layout, X, Y, None, LOSS_LOG, 0.0, 0.0, n_threads=2)
-    a, b = one.curvature(theta, v, kind=curvature), two.curvature(theta, v, kind=curvature)
-    np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12 * np.abs(a).max())
-    fa, fb = one.loss_grad_fisher(theta), two.loss_grad_fisher(theta)
-    for x, y in zip(fa[1:], fb[1:]):
-        np.testing.assert_allclose(y, x, rtol=1e-10, atol=1e-12 * np.abs(x).max())
+    two = Objective(layout, X, Y, None, LOSS_LOG, 0.0, 0.0, n_threads=2,
+                    rows_parallel=rows_parallel)
+    with blas_threads(1 if rows_parallel else 2):
+        a, b = one.curvature(theta, v, kind=curvature), two.curvature(theta, v, kind=curvature)
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12 * np.abs(a).max())
+        # again from the kept forward pass (each share's rows in their place)
+        np.testing.assert_array_equal(two.curvature(theta, v, kind=curvature), b)
+        batch = np.arange(100, 1400)
+        np.testing.assert_allclose(two.curvature(theta, v, batch, kind=curvature),
+                                   one.curvature(theta, v, batch, kind=curvature),
+                                   rtol=1e-10, atol=1e-12 * np.abs(a).max())
+        fa, fb = one.loss_grad_fisher(theta), two.loss_grad_fisher(theta)
+        np.testing.assert_allclose(fb[0], fa[0], rtol=1e-12)
+        for x, y in zip(fa[1:], fb[1:]):
+            np.testing.assert_allclose(y, x, rtol=1e-10, atol=1e-12 * np.abs(x).max())
 
 
 @pytest.mark.parametrize("curvature", ["gauss-newton", "hessian"])
