@@ -75,19 +75,19 @@ cdef object _HANDLER = PyCapsule_New(<void*>&fm_aligned_handler, "mem_handler", 
 ALIGNMENT = 64
 
 
-def empty(shape, dtype):
-    """np.empty(shape, dtype), its data on a 64-byte boundary."""
+def _under_handler(make, shape, dtype):
     old = PyDataMem_SetHandler(_HANDLER)
     try:
-        return np.empty(shape, dtype=dtype)
+        return make(shape, dtype=dtype)
     finally:
         PyDataMem_SetHandler(old)
+
+
+def empty(shape, dtype):
+    """np.empty(shape, dtype), its data on a 64-byte boundary."""
+    return _under_handler(np.empty, shape, dtype)
 
 
 def zeros(shape, dtype):
     """np.zeros(shape, dtype), its data on a 64-byte boundary."""
-    old = PyDataMem_SetHandler(_HANDLER)
-    try:
-        return np.zeros(shape, dtype=dtype)
-    finally:
-        PyDataMem_SetHandler(old)
+    return _under_handler(np.zeros, shape, dtype)
