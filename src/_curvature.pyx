@@ -22,7 +22,7 @@ from _losses cimport no_classes, output_loss_delta
 from _args cimport unpack_input
 from cython.parallel cimport prange
 from _passes cimport (Pass, open_pass, pass_input, work_buffer, forward_loss,
-                      share_threads, dense_only, share_rows, add_shares)
+                      share_threads, dense_only, share_start, add_shares)
 from _sparse_layers cimport SP_KERNEL, SP_GEMM, sp_backward
 from _rop cimport r_forward, r_backward, output_curvature, layer_input
 
@@ -96,7 +96,8 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
     cdef int t
     with nogil:
         for t in prange(T, schedule="static", num_threads=T):
-            share_rows(n, B, t, T, &r0, &r1)
+            r0 = share_start(n, B, t, T)
+            r1 = share_start(n, B, t + 1, T)
             curvature_share(&p, &theta[0], &v[0], &Y[0, 0], &rows[0], r0, r1,
                             &acts[0] + t * B * n_acts, &racts[0] + t * B * n_acts,
                             &tmp[0] + t * B * width, &tmp2[0] + t * B * width,
@@ -296,7 +297,8 @@ def loss_grad_fisher(floating[::1] theta, X, Xsq, const floating[:, ::1] Y,
     cdef int t
     with nogil:
         for t in prange(T, schedule="static", num_threads=T):
-            share_rows(n, B, t, T, &r0, &r1)
+            r0 = share_start(n, B, t, T)
+            r1 = share_start(n, B, t + 1, T)
             totals[t] = fisher_share(
                 &p, &csr_sq, &theta[0], &Y[0, 0], &rows[0], r0, r1,
                 &acts[0] + t * B * n_acts, &tmp[0] + t * B * width,

@@ -18,7 +18,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from _layers cimport backward
 from _passes cimport (Pass, open_pass, pass_input, work_buffer, forward_loss,
-                      share_threads, dense_only, share_rows, add_shares)
+                      share_threads, dense_only, share_start, add_shares)
 
 
 def loss_grad(floating[::1] theta, X, const floating[:, ::1] Y,
@@ -77,7 +77,8 @@ def loss_grad(floating[::1] theta, X, const floating[:, ::1] Y,
     cdef int t
     with nogil:
         for t in prange(T, schedule="static", num_threads=T):
-            share_rows(n, B, t, T, &r0, &r1)
+            r0 = share_start(n, B, t, T)
+            r1 = share_start(n, B, t + 1, T)
             totals[t] = share_loss_grad(
                 &p, &theta[0], &Y[0, 0], &rows[0], r0, r1,
                 &acts[0] + t * acts_len, &tmp[0] + t * tmp_len,

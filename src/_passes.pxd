@@ -129,12 +129,14 @@ cdef inline bint dense_only(const Net* nt) noexcept nogil:
     return True
 
 
-cdef inline void share_rows(Py_ssize_t n, Py_ssize_t B, int t, int T,
-                            Py_ssize_t* r0, Py_ssize_t* r1) noexcept nogil:
-    """Rows r0:r1 of share t of T: whole chunks of B rows, in order."""
+cdef inline Py_ssize_t share_start(Py_ssize_t n, Py_ssize_t B, int t,
+                                   int T) noexcept nogil:
+    """First row of share t of T (share t is rows share_start(t) to
+    share_start(t + 1)): whole chunks of B rows, in order. Returned, not
+    stored through a pointer: in a prange body Cython makes a variable
+    thread-private only where the body assigns it."""
     cdef Py_ssize_t n_chunks = (n + B - 1) // B
-    r0[0] = min(n, t * n_chunks // T * B)
-    r1[0] = min(n, (t + 1) * n_chunks // T * B)
+    return min(n, t * n_chunks // T * B)
 
 
 cdef inline void add_shares(floating* out, const floating* shares, int T,

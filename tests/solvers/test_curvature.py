@@ -297,10 +297,10 @@ def test_fisher_diagonal_is_the_weighted_mean_of_squared_row_gradients(out, code
     np.testing.assert_allclose(diag, expected, rtol=rtol, atol=rtol * expected.max())
 
 
-@pytest.mark.parametrize("rows_parallel", [False, True])
+@pytest.mark.parametrize("rows_parallel,sparse", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("curvature", ["gauss-newton", "hessian"])
 @pytest.mark.parametrize("hidden", HIDDEN)
-def test_threaded_products_match_one_thread(hidden, curvature, rows_parallel):
+def test_threaded_products_match_one_thread(hidden, curvature, rows_parallel, sparse):
     """Big enough for the OpenMP loops to run in parallel, or for two shares
     of the rows (rows_parallel, BLAS at one thread); rows are independent, so
     only the summation order may differ."""
@@ -310,6 +310,9 @@ def test_threaded_products_match_one_thread(hidden, curvature, rows_parallel):
     layout = Layout([20, 64, 64, 8], [hidden, hidden, "softmax"], negative_slope=0.1)
     theta = rng.randn(layout.n_params) * 0.3
     X = rng.randn(1500, 20)
+    if sparse:
+        X[rng.rand(*X.shape) < 0.7] = 0
+        X = sp.csr_matrix(X)
     Y = np.eye(8)[rng.randint(0, 8, 1500)]
     v = unit(rng, theta.size)
     one = Objective(layout, X, Y, None, LOSS_LOG, 0.0, 0.0, n_threads=1)
@@ -328,6 +331,17 @@ def test_threaded_products_match_one_thread(hidden, curvature, rows_parallel):
         np.testing.assert_allclose(fb[0], fa[0], rtol=1e-12)
         for x, y in zip(fa[1:], fb[1:]):
             np.testing.assert_allclose(y, x, rtol=1e-10, atol=1e-12 * np.abs(x).max())
+        if rows_parallel:  # eight shares, the same bits call after call
+            eight = lambda: Objective(layout, X, Y, None, LOSS_LOG, 0.0, 0.0, n_threads=8,
+                                      rows_parallel=True)
+            c8, f8 = eight().curvature(theta, v, kind=curvature), eight().loss_grad_fisher(theta)
+            np.testing.assert_allclose(c8, a, rtol=1e-10, atol=1e-12 * np.abs(a).max())
+            for _ in range(5):
+                np.testing.assert_array_equal(eight().curvature(theta, v, kind=curvature), c8)
+                again = eight().loss_grad_fisher(theta)
+                assert again[0] == f8[0]
+                for x, y in zip(f8[1:], again[1:]):
+                    np.testing.assert_array_equal(y, x)
 
 
 @pytest.mark.parametrize("curvature", ["gauss-newton", "hessian"])
