@@ -5,8 +5,9 @@ and the gradient tests call this. Rows are processed in chunks so the
 workspace stays small whatever the data size; a distributed caller sums the
 results of several calls.
 
-With several threads the rows are cut into one contiguous share per thread
-(data parallel): each thread runs its share's chunks on its own workspace and
+With rows_parallel and several threads (the full-batch solvers, the Dask
+workers) the rows are cut into one contiguous share per thread (data
+parallel): each thread runs its share's chunks on its own workspace and
 gradient, BLAS on one thread, and the gradients are added at the end, in
 thread order. One parallel region a call, where the chunk-by-chunk pass
 woke the threads for every product and element-wise loop and left BLAS's
