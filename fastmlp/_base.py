@@ -31,7 +31,8 @@ from ._threads import SMALL_PREDICT, blas_threads, effective_n_threads, predict_
 from ._validation import as_float_input, check_finite_output, check_X_predict
 from ._full_batch import DATA_PARALLEL_SOLVERS, FULL_BATCH_SOLVERS, fit_full_batch
 from .exceptions import DivergenceWarning
-from .solvers.first_order import FIRST_ORDER_SOLVERS, SCHEDULES, EpochRunner, Optimizer
+from .solvers.first_order import (FIRST_ORDER_SOLVERS, SCHEDULES, EpochRunner, Optimizer,
+                                  epoch_threads)
 from .solvers.objective import CHUNK_ROWS, CURVATURES, Objective, kernel_input
 from .solvers.quasi_newton import check_bfgs_size
 
@@ -486,6 +487,8 @@ class BaseMLP(BaseEstimator, ABC):
         for cb in callbacks:
             if hasattr(cb, "on_train_begin"):
                 cb.on_train_begin(self)
+        if self.solver not in FULL_BATCH_SOLVERS:
+            n_threads = epoch_threads(self._layout, min(batch, X.shape[0]), n_threads)
         n_blas = n_threads
         if n_threads > 1 and (
                 self.solver in DATA_PARALLEL_SOLVERS

@@ -436,3 +436,37 @@ def test_two_threads_fit_the_one_thread_bits_on_sparse_input(dropout, dtype, eve
     # the sparse epoch is the dense one's arithmetic too, to rounding
     for a, b in zip(sparse[0], dense[0]):
         np.testing.assert_allclose(a, b, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-6)
+
+
+def test_small_pruned_networks_train_on_one_thread():
+    # Below PRUNED_PAR_MIN_WORK stored multiply-adds a batch, the sparse
+    # kernels' per-operation parallel regions cost more than they save
+    # (two threads ran 0.53-0.66x as fast as one): the epoch runs on one
+    # thread, so n_threads=2 gives the one-thread bits.
+    import copy
+
+    from sklearn.datasets import load_digits
+
+    from fastmlp.pruning import prune_magnitude, retrain
+    from fastmlp.solvers.first_order import PRUNED_PAR_MIN_WORK, epoch_threads
+
+    X, y = load_digits(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = MLPClassifier((64,), batch_size=50, max_iter=2, random_state=0,
+                             n_threads=1).fit(X / 16, y)
+        dense_layout = base._layout
+        prune_magnitude(base, 0.8)
+        assert epoch_threads(base._layout, 50, 2) == 1
+        assert epoch_threads(dense_layout, 50, 2) == 2  # dense: the two-core epoch's call
+        big = PRUNED_PAR_MIN_WORK // base._layout.n_params + 1
+        assert epoch_threads(base._layout, big, 2) == 2
+        fits = []
+        for n in (1, 2):
+            est = copy.deepcopy(base)
+            est.n_threads = n
+            fits.append(retrain(est, X / 16, y, epochs=2))
+    for a, b in zip(fits[0].coefs_ + fits[0].intercepts_, fits[1].coefs_ + fits[1].intercepts_):
+        a = a.toarray() if hasattr(a, "toarray") else a
+        b = b.toarray() if hasattr(b, "toarray") else b
+        np.testing.assert_array_equal(a, b)
