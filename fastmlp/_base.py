@@ -29,7 +29,7 @@ from ._seeding import seeded_random_state
 from ._state import OPTIMIZER_STATE, check_fitted_state
 from ._threads import SMALL_PREDICT, blas_threads, effective_n_threads, predict_blas_threads
 from ._validation import as_float_input, check_finite_output, check_X_predict
-from ._full_batch import DATA_PARALLEL_SOLVERS, FULL_BATCH_SOLVERS, fit_full_batch
+from ._full_batch import FULL_BATCH_SOLVERS, fit_full_batch
 from .exceptions import DivergenceWarning
 from .solvers.first_order import (FIRST_ORDER_SOLVERS, SCHEDULES, EpochRunner, Optimizer,
                                   epoch_threads)
@@ -491,9 +491,8 @@ class BaseMLP(BaseEstimator, ABC):
             n_threads = epoch_threads(self._layout, min(batch, X.shape[0]), n_threads)
         n_blas = n_threads
         if n_threads > 1 and (
-                self.solver in DATA_PARALLEL_SOLVERS
-                or (self.solver not in FULL_BATCH_SOLVERS
-                    and _epoch.split_applies(self._layout.net, min(batch, X.shape[0])))):
+                self.solver in FULL_BATCH_SOLVERS
+                or _epoch.split_applies(self._layout.net, min(batch, X.shape[0]))):
             # The two-core epoch's threads, and the full-batch objective's
             # (src/_objective.pyx), each call BLAS on their own block or
             # chunk; BLAS's own threads would compete with them.

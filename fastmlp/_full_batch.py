@@ -22,11 +22,10 @@ from .solvers.objective import Objective, kernel_input
 from .solvers.quasi_newton import (STATUS_NON_FINITE, DenseInverseHessian, LBFGSMemory, bfgs,
                                    lbfgs)
 
+# Their passes over the data (_objective.loss_grad, _curvature's products and
+# Fisher diagonal) run rows_parallel: the threads each take a share of the
+# rows, BLAS held at one thread by the fit.
 FULL_BATCH_SOLVERS = ("lbfgs", "bfgs", "hf")
-# Solvers whose passes over the data (_objective.loss_grad, _curvature's
-# products and Fisher diagonal) run rows_parallel: the threads each take a
-# share of the rows, BLAS held at one thread by the fit.
-DATA_PARALLEL_SOLVERS = FULL_BATCH_SOLVERS
 
 
 def _solver_state(est, n_params, dtype):
@@ -81,16 +80,14 @@ def fit_full_batch(est, X, Y, y, sample_weight, n_threads, callbacks, random_sta
         if callbacks:
             # The callbacks' validation loss: the data term on the validation rows.
             val_objective = Objective(est._layout, X, Y, sample_weight, est._loss_code, 0.0,
-                                      0.0, n_threads, rows=val_rows,
-                                      rows_parallel=est.solver in DATA_PARALLEL_SOLVERS)
+                                      0.0, n_threads, rows=val_rows, rows_parallel=True)
 
         def validate(new_theta):
             score = est._validation_score(Xk, val_rows, y_val, sw_val, n_threads)
             return score, None if val_objective is None else val_objective.loss(new_theta)
 
     objective = Objective(est._layout, X, Y, sample_weight, est._loss_code, est.alpha,
-                          est.l1, n_threads, rows=train_rows,
-                          rows_parallel=est.solver in DATA_PARALLEL_SOLVERS)
+                          est.l1, n_threads, rows=train_rows, rows_parallel=True)
     run_full_batch(est, objective, callbacks, random_state, validate)
 
 

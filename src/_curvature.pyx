@@ -61,8 +61,7 @@ def curvature_product(floating[::1] theta, floating[::1] v, X,
     check_no_gemm_layers(p.nt)
     if not dense_only(&p.nt):
         T = 1
-    cdef int L = p.nt.n_layers
-    cdef Py_ssize_t n = p.n, B = p.B, k = p.nt.units[L]
+    cdef Py_ssize_t n = p.n, B = p.B
     if v.shape[0] != theta.shape[0] or out.shape[0] != theta.shape[0]:
         raise ValueError("v and out must have theta's length")
     if n == 0:

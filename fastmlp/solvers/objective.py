@@ -60,8 +60,9 @@ class Objective:
     rows : int64 ndarray or None
         Subset of rows; all rows by default.
     rows_parallel : bool
-        Loss and gradient passes run their threads on a share of the rows
-        each, BLAS held at one thread by the caller (_objective.loss_grad).
+        Every pass (loss, gradient, curvature products, Fisher diagonal)
+        runs its threads on a share of the rows each, BLAS held at one
+        thread by the caller (_objective.loss_grad).
     """
 
     def __init__(self, layout, X, Y, sample_weight, loss_code, alpha, l1,
