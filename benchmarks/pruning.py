@@ -4,6 +4,7 @@
     python benchmarks/pruning.py crossover  [--threads N] [--dtype float64]
     python benchmarks/pruning.py epoch      [--threads N] [--dtype float64]
     python benchmarks/pruning.py digits
+    python benchmarks/pruning.py retrain    [--dtype float32]
     python benchmarks/pruning.py all
 
 forward: the LeNet-300-100 shape (784-300-100-10, relu) with 95% of every
@@ -24,6 +25,10 @@ digits: 64-300-100-10 on scikit-learn's digits (75/25 split): dense test
 accuracy, and after removing 90% of the weights in 3 rounds with 40
 retraining epochs each (fastmlp.pruning.prune_retrain), with one magnitude
 threshold across layers ('global') and with every layer at 90% ('layer').
+
+retrain: fastmlp.pruning.retrain (2 epochs of 8,000 rows) of pruned networks of several sizes on 1 and 2 threads, whole
+calls: where two threads start to pay for a pruned network
+(fastmlp/solvers/first_order.py, PRUNED_PAR_MIN_WORK).
 
 Times are the fastest of interleaved repeats (the machine may be shared;
 compare the ratios, which come from one run).
@@ -215,15 +220,52 @@ def cmd_digits(args):
         print(f"  {scope:>6}: mean {np.mean(c):+.2f} points, worst {np.min(c):+.2f}")
 
 
+RETRAIN_CASES = [((256, 128), 0.9, 200), ((1024, 1024), 0.95, 128), ((1024, 1024), 0.9, 256),
+                 ((2048, 1024), 0.9, 128), ((2048, 2048), 0.95, 256), ((2048, 2048), 0.9, 256)]
+
+
+def cmd_retrain(args):
+    from sklearn.datasets import make_classification
+
+    from fastmlp.pruning import prune_magnitude, retrain
+    from fastmlp.solvers.first_order import PRUNED_PAR_MIN_WORK
+
+    dtype = np.dtype(args.dtype)
+    X, y = make_classification(8000, 784, n_informative=100, n_classes=10, random_state=0)
+    X = X.astype(dtype)
+    print(f"retrain, 2 epochs of 8,000 rows, {dtype.name}; ms an epoch on 1 / 2 "
+          f"threads (one thread below {PRUNED_PAR_MIN_WORK:,} stored multiply-adds a batch)")
+    for hidden, sparsity, batch in RETRAIN_CASES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            base = MLPClassifier(hidden, batch_size=batch, max_iter=1, random_state=0,
+                                 n_threads=1).fit(X, y)
+            prune_magnitude(base, sparsity)
+            work = batch * base._layout.n_params
+            ms = {}
+            for _ in range(2):
+                for n in (1, 2):
+                    est = copy.deepcopy(base)
+                    est.n_threads = n
+                    t0 = time.perf_counter()
+                    retrain(est, X, y, epochs=2)
+                    t = (time.perf_counter() - t0) / 2 * 1e3
+                    ms[n] = min(ms.get(n, t), t)
+        print(f"  784-{'-'.join(map(str, hidden))}-10 at {sparsity:.0%}, batch {batch} "
+              f"({work / 1e6:.1f}M a batch): {ms[1]:.1f} / {ms[2]:.1f} ms, "
+              f"1 / 2 = {ms[1] / ms[2]:.2f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["forward", "crossover", "epoch", "digits", "all"])
+    parser.add_argument("what", choices=["forward", "crossover", "epoch", "digits", "retrain",
+                                         "all"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     parser.add_argument("--seeds", type=int, default=5, help="digits: models trained")
     args = parser.parse_args(argv)
     commands = {"forward": cmd_forward, "crossover": cmd_crossover, "epoch": cmd_epoch,
-                "digits": cmd_digits}
+                "digits": cmd_digits, "retrain": cmd_retrain}
     for name in (commands if args.what == "all" else [args.what]):
         commands[name](args)
 

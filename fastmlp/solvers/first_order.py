@@ -130,8 +130,9 @@ class Optimizer:
 # two-core epoch takes dense layers only) runs on one thread: each sparse
 # kernel's parallel region wakes the other thread, under the passive OpenMP
 # policy a futex wake-up, once per operation and batch. Retraining measured
-# on 1 / 2 threads: 4.7M multiply-adds a batch 0.53x, 12M 0.66x, 47M 1.1-1.2x,
-# 74M 1.36x, 148M 1.43x (README, "Threads").
+# on 1 / 2 threads before this rule: 4.7M multiply-adds a batch 0.53x, 12M
+# 0.66x; above it 48M 1.1x, 75M 1.4x, 150M 1.6x (benchmarks/pruning.py
+# retrain; README, "Threads").
 PRUNED_PAR_MIN_WORK = 1 << 25
 
 
