@@ -192,13 +192,19 @@ cdef extern from *:
         const Py_ssize_t NB = 4 * L; \
         Py_ssize_t asi = kind == FM_TN ? 1 : lda, asp = kind == FM_TN ? lda : 1; \
         T panel[FM_KC * 4 * L] __attribute__((aligned(64))); \
-        for (Py_ssize_t j0 = 0; j0 < n; j0 += NB) { \
-            Py_ssize_t nc = n - j0 < NB ? n - j0 : NB; \
-            int nv = (int)((nc + L - 1) / L); \
+        /* C's vectors spread evenly over the fewest blocks of at most 4 \
+           (13 as 4 3 3 3, not 4 4 4 1: a block of one vector runs at a \
+           quarter of the multiply-add rate, its row broadcasts the bound), \
+           the larger blocks first so the masked vector ends the last. */ \
+        Py_ssize_t nv_all = (n + L - 1) / L, n_blk = (nv_all + 3) / 4; \
+        for (Py_ssize_t j0 = 0, blk = 0; j0 < n; blk++) { \
+            int nv = (int)(nv_all / n_blk + (blk < nv_all % n_blk)); \
+            Py_ssize_t nc = n - j0 < nv * L ? n - j0 : nv * L; \
             MT last = FM_MK_##S((int)(nc - (nv - 1) * L)); \
             if (kind != FM_NT) { \
                 NAME##_block(nv, m, k, A, asi, asp, B + j0, ldb, C + j0, ldc, last, \
                              accumulate, epi, bias ? bias + j0 : bias, cs ? cs + j0 : cs); \
+                j0 += nc; \
                 continue; \
             } \
             /* B^T's columns j0.. are B's rows: copy them, FM_KC deep at a \
@@ -213,6 +219,7 @@ cdef extern from *:
                              last, accumulate || p0 > 0, p0 + kc >= k ? epi : FM_EPI_NONE, \
                              bias ? bias + j0 : bias, cs ? cs + j0 : cs); \
             } \
+            j0 += nc; \
         } \
     }
 
