@@ -1,7 +1,8 @@
 """Python entry points to the hand-written vector kernels.
 
 The layer products of src/_small_gemm.pxd, Adam's update of
-src/_adam_simd.pxd and the divergence guard of src/_guard.pxd, for the tests (against numpy and the plain loops) and
+src/_adam_simd.pxd, the divergence guard of src/_guard.pxd and the output
+layer's loss and delta of src/_losses.pxd, for the tests (against numpy and the plain loops) and
 for benchmarks/small_gemm.py (the crossover with BLAS). Training never
 calls these: forward, backward and the update call the same kernels from C.
 """
@@ -16,6 +17,8 @@ from _small_gemm cimport (small_gemm, nn_takes, FM_NN, FM_TN, FM_NT, SMALL_MAX_W
 from _adam_simd cimport adam_span
 from _vexp cimport fm_exp_shift
 from _guard cimport all_finite
+from _losses cimport Classes, output_loss_delta, LOSS_LOG
+from _activations cimport ACT_SOFTMAX
 
 KINDS = {"nn": 0, "tn": 1, "nt": 2}
 # Multiply-adds beyond which a product goes to BLAS (TN: A^T delta; A W
@@ -127,3 +130,29 @@ def exp_shift(double[::1] z, double m):
     if z.shape[0] == 0:
         return True
     return bool(fm_exp_shift(&z[0], z.shape[0], m))
+
+
+def softmax_log_loss(double[:, ::1] Z, const double[::1] b, classes,
+                     const long long[::1] rows, sample_weight=None,
+                     double inv_norm=1.0, int n_threads=1):
+    """The training step's softmax log loss on outputs Z (rows of the batch,
+    before the bias b) against class indices classes[rows] (uint8, uint16,
+    int32 or int64): Z becomes the output delta in place; returns the rows'
+    losses (weights inv_norm * sample_weight[rows])."""
+    cdef const unsigned char[::1] cl = np.ascontiguousarray(classes).view(np.uint8)
+    cdef const double[::1] sw
+    cdef const double* swp = NULL
+    cdef Classes c
+    cdef Py_ssize_t n = Z.shape[0], k = Z.shape[1]
+    cdef double[::1] loss = np.zeros(max(n, 1))
+    if b.shape[0] != k or rows.shape[0] != n:
+        raise ValueError("b needs Z's columns, rows Z's rows")
+    c.p = &cl[0]
+    c.size = np.asarray(classes).dtype.itemsize
+    if sample_weight is not None:
+        sw = sample_weight
+        swp = &sw[0]
+    if n:
+        output_loss_delta(&Z[0, 0], &b[0], <const double*>NULL, c, k, swp, &rows[0], n,
+                          inv_norm, LOSS_LOG, ACT_SOFTMAX, &loss[0], n_threads)
+    return np.asarray(loss)[:n]

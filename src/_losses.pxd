@@ -11,7 +11,7 @@ from _activations cimport (ACT_IDENTITY, ACT_LOGISTIC, ACT_SOFTMAX, ACT_EXP, PAR
                            bias_row_max)
 from _mathf cimport fexp, flog, logistic, softplus
 from _cache cimport prefetch
-from _vexp cimport fm_softmax_row
+from _vexp cimport fm_softmax_lanes, fm_softmax_lanes_take
 
 # Class-index targets as the epoch reads them: 1, 2, 4 or 8 bytes an index
 # (uint8 up to 256 classes, uint16 up to 65536, int32, or a user's int64
@@ -152,11 +152,7 @@ cdef inline double class_loss_delta_row(floating* z, const floating* b,
     exponentials instead of 2 k."""
     cdef Py_ssize_t j
     cdef floating m, s, zt, inv
-    cdef double ell
     if out_act == ACT_SOFTMAX:
-        if floating is double:
-            if fm_softmax_row(z, b, t, k, w, &ell):  # AVX-512 (_vexp.pxd)
-                return ell
         m = bias_row_max(z, b, k)
         zt = z[t]
         s = 0
@@ -196,7 +192,7 @@ cdef inline double output_loss_delta(
     Z becomes the output delta scaled by sw[rows[r]] * inv_norm; returns the
     scaled loss summed over the rows.
     """
-    cdef Py_ssize_t r, i
+    cdef Py_ssize_t r, i, c
     cdef floating w
     cdef double total = 0
     # The rows' targets and weights are scattered over arrays the batch's
@@ -209,7 +205,20 @@ cdef inline double output_loss_delta(
             prefetch(Y + rows[r] * k)
         if sw != NULL:
             prefetch(sw + rows[r])
-    if n_threads > 1 and n_rows > 1 and n_rows * k >= PAR_MIN // 4:
+    if (floating is double and cls.p != NULL and out_act == ACT_SOFTMAX
+            and fm_softmax_lanes_take(k)):
+        # AVX-512, eight rows at a time (src/_vexp.pxd); blocks of them on
+        # the threads
+        if n_threads > 1 and n_rows > 8 and n_rows * k >= PAR_MIN // 4:
+            for c in prange((n_rows + 7) // 8, schedule='static',
+                            num_threads=n_threads):
+                fm_softmax_lanes(Z + 8 * c * k, b, cls.p, cls.size, sw,
+                                 rows + 8 * c, inv_norm, min(8, n_rows - 8 * c),
+                                 k, row_loss + 8 * c)
+        else:
+            fm_softmax_lanes(Z, b, cls.p, cls.size, sw, rows, inv_norm, n_rows,
+                             k, row_loss)
+    elif n_threads > 1 and n_rows > 1 and n_rows * k >= PAR_MIN // 4:
         for r in prange(n_rows, schedule='static', num_threads=n_threads):
             i = rows[r]
             row_loss[r] = row_loss_delta(

@@ -1,16 +1,18 @@
-# The softmax log loss of one row in AVX-512 (float64), exp included.
+# The softmax log loss of class-index targets in AVX-512 (float64), exp
+# included.
 #
 # The softmax of the log loss took one libm exp per output, and its scalar
 # bias add, maximum, sums and scaling: with 10 classes a thirteenth of a W2
 # float64 epoch (digits, batch 32), more than its output layer's products.
-# Here a row of up to 16 outputs is two vectors.
+# Here eight rows are done at once, a row per lane, for up to 16 outputs.
 #
 # exp: Cody-Waite reduction x = n ln2 + r (ln2 in two parts, |r| <= ln2/2,
 # n = round(x / ln2)), e^r by its Taylor polynomial to degree 13 (the first
 # term left out, r^14 / 14!, is below 4.3e-18 relative), 2^n by vscalefpd,
 # which gives 0 (subnormals flushed) below the range and keeps NaN: within
-# an ulp of libm's (tests/test_kernels.py). The row's sum is a fixed tree,
-# so a row's values do not depend on how rows are split over threads.
+# an ulp of libm's (tests/test_kernels.py). A row's sum runs over its
+# outputs in order, as the scalar loop's does, whatever its lane, so a
+# row's values do not depend on how rows are split over threads.
 # float32, wider rows and CPUs without AVX-512 keep the scalar loop.
 from _simd cimport fm_isa
 
@@ -45,36 +47,73 @@ cdef extern from *:
         }
     }
 
-    /* class_loss_delta_row's softmax (src/_losses.pxd) for k <= 16 */
-    FM_TARGET_AVX512 static double fm_softmax_row_avx512(double* z, const double* b, int t,
-                                                         Py_ssize_t k, double w) {
-        __mmask8 k0 = k >= 8 ? (__mmask8)0xff : (__mmask8)((1u << k) - 1u);
-        __mmask8 k1 = k > 8 ? (__mmask8)((1u << (k - 8)) - 1u) : (__mmask8)0;
-        const __m512d ninf = _mm512_set1_pd(-INFINITY);
-        __m512d z0 = _mm512_add_pd(_mm512_maskz_loadu_pd(k0, z), _mm512_maskz_loadu_pd(k0, b));
-        __m512d z1 = _mm512_add_pd(_mm512_maskz_loadu_pd(k1, z + 8),
-                                   _mm512_maskz_loadu_pd(k1, b + 8));
-        /* lane t of the row, and below its delta, taken in registers: a
-           scalar load of a masked store's data waits for the store */
-        const __m512i ti = _mm512_set1_epi64(t & 7);
-        const __mmask8 t0 = t < 8 ? (__mmask8)(1u << t) : 0, t1 = t < 8 ? 0 : (__mmask8)(1u << (t - 8));
-        double m, s, zt, inv;
-        zt = _mm512_cvtsd_f64(_mm512_permutexvar_pd(ti, t < 8 ? z0 : z1));
-        /* the row's largest value (a NaN is passed over, as the scalar
-           loop's comparison does; it reaches the loss through exp) */
-        m = _mm512_reduce_max_pd(_mm512_max_pd(_mm512_mask_mov_pd(ninf, k0, z0),
-                                               _mm512_mask_mov_pd(ninf, k1, z1)));
-        z0 = _mm512_maskz_mov_pd(k0, fm_exp_zd(_mm512_sub_pd(z0, _mm512_set1_pd(m))));
-        z1 = _mm512_maskz_mov_pd(k1, fm_exp_zd(_mm512_sub_pd(z1, _mm512_set1_pd(m))));
-        s = _mm512_reduce_add_pd(_mm512_add_pd(z0, z1));
-        inv = w / s;
-        z0 = _mm512_mul_pd(z0, _mm512_set1_pd(inv));
-        z1 = _mm512_mul_pd(z1, _mm512_set1_pd(inv));
-        z0 = _mm512_mask_sub_pd(z0, t0, z0, _mm512_set1_pd(w));
-        z1 = _mm512_mask_sub_pd(z1, t1, z1, _mm512_set1_pd(w));
-        _mm512_mask_storeu_pd(z, k0, z0);
-        _mm512_mask_storeu_pd(z + 8, k1, z1);
-        return w * ((m + log(s)) - zt);
+    /* The softmax log loss of n rows of k <= 16 outputs (rows k apart in z,
+       bias b added) against class indices, eight rows at a time, a row per
+       lane: each row's delta w (softmax - onehot) written over it and its
+       loss w ((m + log(s)) - z_t) in loss[r]. Row r is sample rows[r], its
+       class cls[rows[r]] (cls_size bytes an index), its weight w =
+       inv_norm sw[rows[r]] (1 without sw). Every row takes the same
+       operations whatever its lane (max and sum over the outputs in index
+       order), so any split of the rows gives the same bits. A row to a
+       vector (the previous kernel) left 6 of 8 lanes idle in the second
+       vector of a 10-class row and waited on two horizontal reductions a
+       row: ~140 cycles a row on W2 float64, 7% of its epoch. */
+    static inline long long fm_class_index(const void* p, int size, long long i) {
+        if (size == 1) return ((const unsigned char*)p)[i];
+        if (size == 2) return ((const unsigned short*)p)[i];
+        if (size == 4) return ((const int*)p)[i];
+        return ((const long long*)p)[i];
+    }
+    FM_TARGET_AVX512 static void fm_softmax_lanes_avx512(double* z, const double* b,
+            const void* cls, int cls_size, const double* sw, const long long* rows,
+            double inv_norm, Py_ssize_t n, Py_ssize_t k, double* loss) {
+        double e[16 * 8] __attribute__((aligned(64)));
+        long long tl[8] __attribute__((aligned(64)));
+        double wl[8] __attribute__((aligned(64))), ml[8] __attribute__((aligned(64))),
+               sl[8] __attribute__((aligned(64))), zl[8] __attribute__((aligned(64)));
+        const __m512i vidx = _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),
+                                                _mm512_set1_epi64(k));
+        for (Py_ssize_t r0 = 0; r0 < n; r0 += 8) {
+            int nr = n - r0 < 8 ? (int)(n - r0) : 8;
+            __mmask8 mk = (__mmask8)((1u << nr) - 1u);
+            double* base = z + r0 * k;
+            for (int r = 0; r < 8; r++) {
+                long long i = rows[r0 + (r < nr ? r : 0)];  /* idle lanes: a real row */
+                tl[r] = fm_class_index(cls, cls_size, i);
+                wl[r] = inv_norm * (sw ? sw[i] : 1.0);
+            }
+            const __m512i ti = _mm512_load_si512((const void*)tl);
+            const __m512d w = _mm512_load_pd(wl);
+            /* the largest output (max_pd returns its second operand when
+               the first is NaN: a NaN is passed over, as the scalar loop's
+               comparison does; it reaches the loss through exp) */
+            __m512d m = _mm512_set1_pd(-INFINITY), zt = _mm512_setzero_pd(), v, s, inv;
+            for (Py_ssize_t j = 0; j < k; j++) {
+                v = _mm512_add_pd(_mm512_mask_i64gather_pd(_mm512_setzero_pd(), mk, vidx,
+                                                           base + j, 8),
+                                  _mm512_set1_pd(b[j]));
+                _mm512_store_pd(e + j * 8, v);
+                m = _mm512_max_pd(v, m);
+                zt = _mm512_mask_mov_pd(zt, _mm512_cmpeq_epi64_mask(ti, _mm512_set1_epi64(j)), v);
+            }
+            s = _mm512_setzero_pd();
+            for (Py_ssize_t j = 0; j < k; j++) {
+                v = fm_exp_zd(_mm512_sub_pd(_mm512_load_pd(e + j * 8), m));
+                _mm512_store_pd(e + j * 8, v);
+                s = _mm512_add_pd(s, v);
+            }
+            inv = _mm512_div_pd(w, s);
+            for (Py_ssize_t j = 0; j < k; j++) {
+                v = _mm512_mul_pd(_mm512_load_pd(e + j * 8), inv);
+                v = _mm512_mask_sub_pd(v, _mm512_cmpeq_epi64_mask(ti, _mm512_set1_epi64(j)), v, w);
+                _mm512_mask_i64scatter_pd(base + j, mk, vidx, v, 8);
+            }
+            _mm512_store_pd(ml, m);
+            _mm512_store_pd(sl, s);
+            _mm512_store_pd(zl, zt);
+            for (int r = 0; r < nr; r++)
+                loss[r0 + r] = wl[r] * ((ml[r] + log(sl[r])) - zl[r]);
+        }
     }
     #endif
 
@@ -89,19 +128,25 @@ cdef extern from *:
         return 0;
     }
 
-    /* 1 if done (the row's loss in *loss), 0 (nothing done) without AVX-512
-       or above 16 outputs */
-    static int fm_softmax_row(double* z, const double* b, int t, Py_ssize_t k, double w,
-                              double* loss) {
+    /* 1 if this CPU has fm_softmax_lanes_avx512 for k outputs */
+    static int fm_softmax_lanes_take(Py_ssize_t k) {
     #ifdef FM_HAVE_X86_KERNELS
-        if (k <= 16 && fm_isa() == FM_ISA_AVX512) {
-            *loss = fm_softmax_row_avx512(z, b, t, k, w);
-            return 1;
-        }
-    #endif
+        return k <= 16 && fm_isa() == FM_ISA_AVX512;
+    #else
         return 0;
+    #endif
+    }
+    static void fm_softmax_lanes(double* z, const double* b, const void* cls, int cls_size,
+            const double* sw, const long long* rows, double inv_norm, Py_ssize_t n,
+            Py_ssize_t k, double* loss) {
+    #ifdef FM_HAVE_X86_KERNELS
+        fm_softmax_lanes_avx512(z, b, cls, cls_size, sw, rows, inv_norm, n, k, loss);
+    #endif
     }
     """
     int fm_exp_shift(double* z, Py_ssize_t n, double m) noexcept nogil
-    int fm_softmax_row(double* z, const double* b, int t, Py_ssize_t k,
-                       double w, double* loss) noexcept nogil
+    int fm_softmax_lanes_take(Py_ssize_t k) noexcept nogil
+    void fm_softmax_lanes(double* z, const double* b, const void* cls,
+                          int cls_size, const double* sw, const long long* rows,
+                          double inv_norm, Py_ssize_t n, Py_ssize_t k,
+                          double* loss) noexcept nogil
