@@ -88,9 +88,11 @@ def main(argv=None):
     min_time = 0.002 if args.quick else args.min_time
     if args.nn_grid:
         return nn_grid(_products, isa, rng, min_time)
-    print(f"Kernels: {isa}; BLAS and kernels on one thread; microseconds per product.\n")
-    print("| workload | batch x n_in x n_out | dtype | product | kernels | BLAS | BLAS / kernels |")
-    print("| --- | --- | --- | --- | ---: | ---: | ---: |")
+    print(f"Kernels: {isa}; BLAS and kernels on one thread; microseconds per product, "
+          "and the rate in billions of multiply-adds a second.\n")
+    print("| workload | batch x n_in x n_out | dtype | product | kernels | BLAS | BLAS / kernels "
+          "| kernels GMAC/s | BLAS GMAC/s |")
+    print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     with threadpoolctl.threadpool_limits(1):
         for w, (b, i, o) in shapes:
             for dtype in (np.float32, np.float64):
@@ -100,8 +102,10 @@ def main(argv=None):
                                     min_time)
                     blas = seconds(lambda n: _products.product(kind, A, B, C, blas=True,
                                                                repeat=n), min_time)
+                    macs = 1e-9 * b * i * o
                     print(f"| {w} | {b} x {i} x {o} | {np.dtype(dtype).name} | {kind} | "
-                          f"{1e6 * small:.2f} | {1e6 * blas:.2f} | {blas / small:.2f} |")
+                          f"{1e6 * small:.2f} | {1e6 * blas:.2f} | {blas / small:.2f} | "
+                          f"{macs / small:.1f} | {macs / blas:.1f} |")
     return 0
 
 
