@@ -24,6 +24,14 @@ BLAS on one thread. Per batch:
    to its own chunks, whose gradient and optimiser state stay in its cache;
 4. barrier; every thread adds the chunks' sums in chunk order.
 
+With batches of at least IN_PLACE_MIN_WORK forward multiply-adds of relu
+layers whose deltas the one-thread epoch writes over their outputs, stages
+1 and 2 go layer by layer instead, with no buffer of hidden deltas: from
+the output layer down, each thread computes the layer's entries of its own
+update chunks over all rows (each layer's chunks shared between the
+threads), a barrier, then the delta of the layer's input for its own rows
+over that input (whose gradient entries every thread has read), a barrier.
+
 A process busy on the other core stalls the barriers; thread 0 then
 finishes the epoch alone (SOLO_CHECK).
 
@@ -42,7 +50,8 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from cython.parallel cimport parallel
 from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
                       rows_contiguous, gather_rows, rows_split,
-                      forward_rows, delta_rows, grad_range, backward_uses_tmp)
+                      forward_rows, delta_rows, delta_rows_in_place, grad_range,
+                      backward_uses_tmp)
 from _args cimport unpack_net, unpack_input, new_sparse_work
 from _losses cimport Classes, class_at, output_loss_delta, LOSS_LOG
 from _activations cimport ACT_SOFTMAX, ACT_LOGISTIC
@@ -208,6 +217,36 @@ cdef bint JOIN_AT_START = False
 cdef Py_ssize_t SPLIT_MIN_WORK = 524288
 
 
+# Forward multiply-adds per batch from which the two-core epoch writes the
+# hidden deltas over the layer outputs where the one-thread epoch does
+# (in_place): no batch x hidden-units buffer, but two more barriers a hidden
+# layer and every layer's gradient shared between the threads. W1 (47M) ran
+# as fast as with the buffer, within 2-5% (benchmarks/thread_split.py); W3
+# (1.5M) 1.26-1.31x as fast as one thread with it, 0.97-1.06x without.
+cdef Py_ssize_t IN_PLACE_MIN_WORK = 33554432
+
+
+cdef inline bint split_in_place_c(const Net* nt, Py_ssize_t B) noexcept nogil:
+    return (not backward_uses_tmp(nt, B)
+            and rows_split(nt, B, IN_PLACE_MIN_WORK))
+
+
+def split_in_place(tuple net, Py_ssize_t batch_size, bint dropout):
+    """True if the two-core epoch of this network writes its hidden deltas
+    over the layer outputs (no deltas buffer); see IN_PLACE_MIN_WORK."""
+    cdef Net nt = unpack_net(net)
+    return not dropout and bool(split_in_place_c(&nt, batch_size))
+
+
+def in_place_min_work(Py_ssize_t work):
+    """Set IN_PLACE_MIN_WORK (for tests: 0 puts every network that can be
+    in place); returns the previous setting."""
+    global IN_PLACE_MIN_WORK
+    old = IN_PLACE_MIN_WORK
+    IN_PLACE_MIN_WORK = work
+    return old
+
+
 cdef Py_ssize_t widest_layer(const Net* nt) noexcept nogil:
     cdef Py_ssize_t w = 0
     cdef int l
@@ -253,6 +292,7 @@ cdef struct Split:
     int join_at            # the batch they join at (-1: not yet)
     int closed             # thread 0 has finished the epoch
     bint wait_team         # thread 0 waits for the others before batch 0
+    bint in_place          # hidden deltas over the layer outputs, layer by layer
     # the problem
     Net* nt
     const Csr* csr         # CSR X (data NULL when X is dense)
@@ -291,6 +331,33 @@ cdef inline void share(Py_ssize_t n, int tid, int nth, Py_ssize_t align,
     hi[0] = min(n, lo[0] + per)
 
 
+cdef inline Py_ssize_t first_chunk_from(const Pieces* pc,
+                                        Py_ssize_t x) noexcept nogil:
+    """The first update chunk starting at or after theta index x."""
+    cdef Py_ssize_t a = 0, b = pc.n_chunks, c
+    while a < b:
+        c = (a + b) // 2
+        if pc.lo[pc.chunk_ptr[c]] < x:
+            a = c + 1
+        else:
+            b = c
+    return a
+
+
+cdef inline void layer_chunks(const Net* nt, const Pieces* pc, int l, int tid,
+                              int nth, Py_ssize_t* c0,
+                              Py_ssize_t* c1) noexcept nogil:
+    """Thread tid's share of the update chunks that start in layer l (the
+    in-place split epoch's: each thread updates, and computes the gradient
+    of, whole chunks of every layer; a chunk's entries past its layer's
+    end belong to the same thread in the later layers' stages)."""
+    cdef Py_ssize_t s = first_chunk_from(pc, nt.w_off[l])
+    cdef Py_ssize_t e = first_chunk_from(pc, nt.b_off[l] + nt.units[l + 1])
+    share(e - s, tid, nth, 1, c0, c1)
+    c0[0] += s
+    c1[0] += s
+
+
 cdef void split_worker(Split* S, floating* theta, floating* grad,
                        floating* m1, floating* m2, const floating* X,
                        const floating* Y, const floating* sw, floating* xbuf,
@@ -306,7 +373,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
     cdef floating* scratch = NULL
     cdef int L = nt.n_layers
     cdef Py_ssize_t k = nt.units[L], n_feat = S.n_feat
-    cdef Py_ssize_t start = 0, b, i, r0, r1, c0, c1, lo, hi
+    cdef Py_ssize_t start = 0, b, i, r0, r1, c0, c1, lo, hi, g0, g1
     cdef long long* mine = S.brows + tid * S.B
     cdef const long long* rows
     cdef const floating* X0
@@ -378,7 +445,8 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
                               theta + nt.b_off[L - 1], Y, S.cls, k, sw,
                               rows + r0, r1 - r0, 1 / swsum, S.loss,
                               nt.act[L - 1], S.row_loss + r0, 1)
-            delta_rows(nt, theta, b, r0, r1, acts, deltas, scratch)
+            if not S.in_place:
+                delta_rows(nt, theta, b, r0, r1, acts, deltas, scratch)
         if not solo:
             wb += fm_barrier_wait_timed(&S.bar, &sense)
         data_loss = sum_in_order(S.row_loss, b)
@@ -390,9 +458,40 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
             c1 = S.pc.n_chunks
         else:
             share(S.pc.n_chunks, tid, nth, 1, &c0, &c1)
+        lo = hi = 0
         if c1 > c0:
             lo = S.pc.lo[S.pc.chunk_ptr[c0]]
             hi = S.pc.hi[S.pc.chunk_ptr[c1] - 1]
+        if S.in_place:
+            # Layer by layer from the output: the layer's entries of this
+            # thread's update chunks (layer_chunks), over all rows of the
+            # batch, scanned by the guard while in cache; once every thread
+            # has read the layer's input (barrier), that input's delta over
+            # it for this thread's rows, and a barrier before the next layer
+            # reads it. Each layer's chunks are shared, not theta's: shares
+            # of theta would leave whole layers to one thread while the
+            # other waits.
+            for l in range(L - 1, -1, -1):
+                for j in range(l + 1):
+                    layer_chunks(nt, S.pc, j, 0 if solo else tid,
+                                 1 if solo else nth, &c0, &c1)
+                    if c1 <= c0:
+                        continue
+                    g0 = max(nt.w_off[l], S.pc.lo[S.pc.chunk_ptr[c0]])
+                    g1 = min(nt.b_off[l] + nt.units[l + 1],
+                             S.pc.hi[S.pc.chunk_ptr[c1] - 1])
+                    if g0 < g1:
+                        grad_range(nt, X0, ld0, S.csr, rows, b, acts, acts, grad,
+                                   g0, g1)
+                        if span_bad(grad + g0, g1 - g0):
+                            fm_publish(&S.bad, 1)
+                if l > 0:
+                    if not solo:
+                        wb += fm_barrier_wait_timed(&S.bar, &sense)
+                    delta_rows_in_place(nt, theta, b, r0, r1, acts, l)
+                    if not solo:
+                        wb += fm_barrier_wait_timed(&S.bar, &sense)
+        elif hi > lo:
             grad_range(nt, X0, ld0, S.csr, rows, b, acts, deltas, grad, lo, hi)
             if span_bad(grad + lo, hi - lo):
                 fm_publish(&S.bad, 1)
@@ -404,9 +503,17 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
         t = S.step0 + n_done + 1
         if r.kind == RULE_ADAM:
             r.lr = lr0 * sqrt(1 - pow(r.beta2, t)) / (1 - pow(r.beta1, t))
-        step_chunks(theta, grad, m1, m2, S.pc, c0, c1, &r,
-                    <floating>(S.alpha / swsum), <floating>(S.l1 / swsum),
-                    S.part)
+        if S.in_place:
+            for j in range(L):
+                layer_chunks(nt, S.pc, j, 0 if solo else tid, 1 if solo else nth,
+                             &c0, &c1)
+                step_chunks(theta, grad, m1, m2, S.pc, c0, c1, &r,
+                            <floating>(S.alpha / swsum), <floating>(S.l1 / swsum),
+                            S.part)
+        else:
+            step_chunks(theta, grad, m1, m2, S.pc, c0, c1, &r,
+                        <floating>(S.alpha / swsum), <floating>(S.l1 / swsum),
+                        S.part)
         if tid == 0:
             if now() - t_last > SIGNAL_INTERVAL:
                 if signal_pending():
@@ -491,8 +598,8 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         workspace (allocated here when None).
     deltas : batch_size x (sum of the hidden layers' units), the hidden
         deltas of the two-core epoch (used with n_threads >= 2 when
-        split_applies; allocated here when None and needed). It may be
-        tmp, which the two-core epoch does not use.
+        split_applies and not split_in_place; allocated here when None and
+        needed). It may be tmp, which the two-core epoch does not use.
     timing : None, or 3 float64 that a split epoch fills with thread 0's
         seconds working and waiting at the barriers, and the number of
         batches it ran split (the rest it ran alone: SOLO_CHECK), for
@@ -649,10 +756,16 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     cdef floating[::1] split_scratch
     if (n_threads >= 2 and FM_HAVE_SPIN_BARRIER
             and rows_split(&nt, batch_size, SPLIT_MIN_WORK)):
-        if deltas is None:
+        # Where the one-thread backward writes every hidden delta over its
+        # layer's output, so does the split epoch of large batches (layer
+        # by layer): no deltas buffer, the largest beyond the issue's bound.
+        S.in_place = split_in_place_c(&nt, batch_size)
+        if S.in_place:
+            deltas = acts
+        elif deltas is None:
             deltas = np.empty(max(1, batch_size * hidden_units(&nt)),
                               dtype=np.float32 if floating is float else np.float64)
-        if deltas.shape[0] < batch_size * hidden_units(&nt):
+        if not S.in_place and deltas.shape[0] < batch_size * hidden_units(&nt):
             raise ValueError("deltas is too small for the batch size")
         if rows_buf.shape[0] < n_threads * batch_size:
             rows_buf = np.empty(n_threads * batch_size, dtype=np.int64)

@@ -11,7 +11,8 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 from _small_gemm cimport (prod_nn, prod_tn, prod_nt, small_gemm, kernels_take,
                           prod_nn_bias_relu, prod_nt_relu_grad, nn_takes, FM_KC,
-                          FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK, TN_MAX_WORK)
+                          FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK, TN_MAX_WORK,
+                          small_gemm_epi, FM_EPI_RELU_GRAD)
 from _blas cimport gemm, mm_nn, mm_nt
 from _simd cimport fm_isa
 from _activations cimport bias_act, deriv_set, deriv_mul, PAR_MIN, ACT_RELU
@@ -469,6 +470,25 @@ cdef inline void delta_rows(const Net* net, const floating* theta,
         else:
             deriv_mul(slot(net, acts, B, l) + r0 * n_in, out, out, nr * n_in,
                       net.act[l - 1], <floating>net.slope, 1)
+
+
+cdef inline void delta_rows_in_place(const Net* net, const floating* theta,
+                                     Py_ssize_t B, Py_ssize_t r0,
+                                     Py_ssize_t r1, floating* acts,
+                                     int l) noexcept nogil:
+    """Hidden layer l's delta for rows r0:r1 written over its output:
+    (delta_{l+1} W_l^T) * [out > 0], with delta_{l+1} in layer l+1's slot of
+    acts. Where backward_uses_tmp is False (relu layers, no dropout,
+    products in the kernels), as backward computes it there: the two-core
+    epoch's delta stage without a deltas buffer."""
+    cdef Py_ssize_t n_in = net.units[l], n_out = net.units[l + 1]
+    if r1 > r0:
+        small_gemm_epi(FM_NT, r1 - r0, n_in, n_out,
+                       slot(net, acts, B, l + 1) + r0 * n_out, n_out,
+                       theta + net.w_off[l], n_out,
+                       slot(net, acts, B, l) + r0 * n_in, n_in, 0,
+                       FM_EPI_RELU_GRAD, <const floating*>NULL,
+                       <floating*>NULL, 1)
 
 
 cdef inline void grad_block(const floating* A, Py_ssize_t lda,

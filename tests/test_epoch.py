@@ -288,18 +288,24 @@ def test_narrow_and_int64_row_indices_give_the_same_epoch(order, narrow):
 SPLIT_LAYOUTS = [([6, 9, 5, 3], ["tanh", "relu", "softmax"]),
                  ([40, 100, 100, 10], ["relu", "relu", "softmax"]),
                  ([7, 33, 2], ["logistic", "softmax"]),
-                 ([5, 17, 3], ["leaky_relu", "identity"])]
+                 ([5, 17, 3], ["leaky_relu", "identity"]),
+                 ([7, 30, 17, 11, 3], ["relu", "relu", "relu", "identity"])]
 
 
-@pytest.fixture
-def every_batch_split():
+@pytest.fixture(params=["deltas kept", "deltas in place"])
+def every_batch_split(request):
     """The split epoch's threads all start with the first batch (else the
-    few batches here may be over before the second thread wakes)."""
+    few batches here may be over before the second thread wakes); relu
+    networks split both ways: their hidden deltas in a buffer of their own,
+    and written over the layer outputs (the way of large batches)."""
     old = _epoch.join_at_start(True)
     old_work = _epoch.split_min_work(0)  # the small nets here split too
-    yield
+    in_place = request.param == "deltas in place"
+    old_in_place = _epoch.in_place_min_work(0 if in_place else 2**62)
+    yield in_place
     _epoch.join_at_start(old)
     _epoch.split_min_work(old_work)
+    _epoch.in_place_min_work(old_in_place)
 
 
 def split_problem(dtype, units, acts, n=150, seed=0):
@@ -359,11 +365,14 @@ def test_the_two_core_epoch_gives_the_one_thread_bits(units, acts, solver, neste
 
 
 @pytest.mark.parametrize("batch", [1, 8, 16, 20, 150])
-def test_every_batch_size_splits_to_the_same_bits(batch, every_batch_split):
+@pytest.mark.parametrize("hidden", [["relu", "tanh"], ["relu", "relu"]])
+def test_every_batch_size_splits_to_the_same_bits(batch, hidden, every_batch_split):
     # From one row (thread 0 alone in every stage but the update) to the
     # whole data in one batch, narrow row indices (widened per thread).
     layout, theta, X, Y, sw = split_problem(np.float64, [12, 24, 10, 4],
-                                            ["relu", "tanh", "softmax"])
+                                            hidden + ["softmax"])
+    in_place = _epoch.split_in_place(layout.net, batch, False)
+    assert in_place == (every_batch_split and hidden == ["relu", "relu"])
     make = lambda: Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
     for idx_dtype in (np.int32, np.uint16):
         one = epoch_twice(layout, theta, X, Y, sw, batch, make, 1, idx_dtype=idx_dtype)

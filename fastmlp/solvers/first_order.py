@@ -193,12 +193,14 @@ class EpochRunner:
         # Epochs the two-core epoch runs on one thread after thread 0 had
         # to finish one alone (a busy machine), and the current back-off.
         self.split_state = np.zeros(2, dtype=np.int64)
-        # The two-core epoch (src/_epoch.pyx) keeps the hidden layers'
-        # deltas, batch x (their units together), where the one-thread
-        # epoch uses tmp; it uses tmp for them, enlarged by the first epoch
-        # run split when it is too small (networks of several hidden layers).
+        # The two-core epoch (src/_epoch.pyx) of large batches writes the
+        # hidden deltas over the layer outputs where the one-thread epoch
+        # does (_epoch.split_in_place); else it keeps them all, batch x (the
+        # hidden units together), in tmp, enlarged by the first epoch run
+        # split when too small.
         self._hidden_len = B * int(units[1:-1].sum())
         self._split = _epoch.split_applies(layout.net, B)
+        self._split_deltas = not _epoch.split_in_place(layout.net, B, self.dropout is not None)
         # Each batch's rows widened to int64 from the narrow row order (one
         # batch per thread in the two-core epoch): sized by the first run.
         self.rows_buf = None
@@ -221,11 +223,12 @@ class EpochRunner:
         blas = nullcontext()
         split = n_threads > 1 and self._split
         if split:
-            if self.tmp.shape[0] < self._hidden_len:
-                dtype = self.tmp.dtype
-                self.tmp = None  # not both alive at once: that was a fit's peak
-                self.tmp = _aligned.empty(self._hidden_len, dtype)
-            deltas = self.tmp
+            if self._split_deltas:
+                if self.tmp.shape[0] < self._hidden_len:
+                    dtype = self.tmp.dtype
+                    self.tmp = None  # not both alive at once: that was a fit's peak
+                    self.tmp = _aligned.empty(self._hidden_len, dtype)
+                deltas = self.tmp
             # Each thread calls BLAS on its own block. A fit has capped BLAS
             # at one thread already (this then changes nothing); a direct
             # call may not have.
