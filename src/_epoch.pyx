@@ -220,9 +220,10 @@ cdef Py_ssize_t SPLIT_MIN_WORK = 524288
 # Forward multiply-adds per batch from which the two-core epoch writes the
 # hidden deltas over the layer outputs where the one-thread epoch does
 # (in_place): no batch x hidden-units buffer, but two more barriers a hidden
-# layer and every layer's gradient shared between the threads. W1 (47M) ran
-# as fast as with the buffer, within 2-5% (benchmarks/thread_split.py); W3
-# (1.5M) 1.26-1.31x as fast as one thread with it, 0.97-1.06x without.
+# layer and every layer's gradient shared between the threads. W1 (47M):
+# whole fits 0-2% slower than with the buffer (compare.py), float64's
+# compiled epoch 4-5% (benchmarks/thread_split.py); W3 (1.5M): 1.26-1.31x
+# as fast as one thread with the buffer, 0.97-1.06x in place.
 cdef Py_ssize_t IN_PLACE_MIN_WORK = 33554432
 
 
