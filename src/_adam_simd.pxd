@@ -4,12 +4,17 @@
 # division run two lanes at a time, and it was the largest single cost of
 # training small networks (a fifth to a third of a W2 epoch). Same
 # arithmetic as the plain loop (with fused multiply-adds), except that in
-# float64 with AVX-512 the square root and the division are not the
-# hardware's: the divider takes 16 cycles per vector of 8 doubles and both
-# operations queue on it, while a 14-bit estimate (vrsqrt14pd, vrcp14pd)
-# refined by Newton steps runs on the multiply-add ports. Two Newton steps
-# each and a final residual correction give the quotient to within an ulp
-# or so (tests/test_adam_simd.py checks 4 ulp against the exact formula).
+# float64 with AVX-512 the square root and the division of two vectors in
+# three are not the hardware's: the divider takes ~30 cycles for a vector
+# of 8 doubles' square root and quotient (12 ns, a one-off measurement),
+# while a 14-bit estimate (vrsqrt14pd, vrcp14pd) refined by Newton steps
+# runs on the multiply-add ports; the third vector of each group of three
+# in a span takes the divider, which works beside the ports (the W2
+# float64 epoch 3-5% faster than Newton steps for all). The Newton steps
+# and a final residual correction give the quotient to within an ulp or so
+# (tests/test_kernels.py checks a few ulp against the exact formula).
+# Which vectors take which depends only on the span (a piece of theta, the
+# same for every thread count), so results do not depend on the threads.
 # float32 keeps the exact instructions: vsqrtps/vdivps are fast enough.
 #
 # The kernels run with subnormals flushed to zero (MXCSR FTZ and DAZ, set
@@ -74,6 +79,10 @@ cdef extern from *:
         return _mm512_fmadd_pd(_mm512_fnmadd_pd(d, q, lrm), r, q);
     }
     #define FM_ADAM_STEP_ZD(lrm, w, eps) fm_adam_step_zd(lrm, w, eps)
+    /* the exact quotient, on the divider: a third of the vectors take it,
+       the divider working beside the multiply-add ports' Newton steps */
+    #define FM_ADAM_STEPX_ZD(lrm, w, eps) \
+        _mm512_div_pd(lrm, _mm512_add_pd(_mm512_sqrt_pd(w), eps))
 
     #define FM_ADAM_LD_ZF(p) _mm512_loadu_ps(p)
     #define FM_ADAM_ST_ZF(p, x) _mm512_storeu_ps(p, x)
@@ -93,6 +102,7 @@ cdef extern from *:
         sq = _mm512_fmadd_pd(lo, lo, _mm512_fmadd_pd(hi, hi, sq)); \
         if (L1) ab = _mm512_add_pd(ab, _mm512_add_pd(_mm512_abs_pd(lo), _mm512_abs_pd(hi))); } while (0)
     #define FM_ADAM_STEP_ZF(lrm, w, eps) _mm512_div_ps(lrm, _mm512_add_ps(_mm512_sqrt_ps(w), eps))
+    #define FM_ADAM_STEPX_ZF FM_ADAM_STEP_ZF
 
     #define FM_ADAM_LD_YD(p) _mm256_loadu_pd(p)
     #define FM_ADAM_ST_YD(p, x) _mm256_storeu_pd(p, x)
@@ -110,6 +120,7 @@ cdef extern from *:
         sq = _mm256_fmadd_pd(t, t, sq); \
         if (L1) ab = _mm256_add_pd(ab, FM_ADAM_ABS_YD(t)); } while (0)
     #define FM_ADAM_STEP_YD(lrm, w, eps) _mm256_div_pd(lrm, _mm256_add_pd(_mm256_sqrt_pd(w), eps))
+    #define FM_ADAM_STEPX_YD FM_ADAM_STEP_YD
 
     #define FM_ADAM_LD_YF(p) _mm256_loadu_ps(p)
     #define FM_ADAM_ST_YF(p, x) _mm256_storeu_ps(p, x)
@@ -129,6 +140,7 @@ cdef extern from *:
         sq = _mm256_fmadd_pd(lo, lo, _mm256_fmadd_pd(hi, hi, sq)); \
         if (L1) ab = _mm256_add_pd(ab, _mm256_add_pd(FM_ADAM_ABS_YD(lo), FM_ADAM_ABS_YD(hi))); } while (0)
     #define FM_ADAM_STEP_YF(lrm, w, eps) _mm256_div_ps(lrm, _mm256_add_ps(_mm256_sqrt_ps(w), eps))
+    #define FM_ADAM_STEPX_YF FM_ADAM_STEP_YF
 
     /* Adam on n parameters; with pen, the L2/L1 penalty gradient is added
        and out[0] receives sum th^2 and, with an L1 term, out[1] sum |th|
@@ -139,6 +151,23 @@ cdef extern from *:
        so that each runs only the operations it needs. Non-finite values
        are caught by one multiply-add per vector: bad += t * 0 stays 0
        unless t is inf or NaN. */
+    #define FM_ADAM_VEC(S, I, STEP) do { \
+            t = FM_ADAM_LD_##S(th + (I)); \
+            gi = FM_ADAM_LD_##S(g + (I)); \
+            if (PEN) { \
+                FM_ADAM_SUMS_##S(t, sq, ab, L1); \
+                gi = FM_ADAM_FMA_##S(vl2, t, gi); \
+                if (L1) gi = FM_ADAM_ADD_##S(gi, FM_ADAM_SGN_##S(t, vl1)); \
+            } \
+            m = FM_ADAM_FMA_##S(vb1, FM_ADAM_LD_##S(s1 + (I)), FM_ADAM_MUL_##S(vc1, gi)); \
+            w = FM_ADAM_FMA_##S(vb2, FM_ADAM_LD_##S(s2 + (I)), \
+                                FM_ADAM_MUL_##S(FM_ADAM_MUL_##S(vc2, gi), gi)); \
+            FM_ADAM_ST_##S(s1 + (I), m); \
+            FM_ADAM_ST_##S(s2 + (I), w); \
+            t = FM_ADAM_SUB_##S(t, STEP(FM_ADAM_MUL_##S(vlr, m), w, veps)); \
+            FM_ADAM_ST_##S(th + (I), t); \
+            bad = FM_ADAM_FMA_##S(t, zero, bad); } while (0)
+
     #define FM_DEFINE_ADAM(NAME, T, S, L, DV, SD, BIG, ATTR) \
     static inline __attribute__((always_inline)) ATTR int NAME##_loop( \
             const int PEN, const int L1, T* th, const T* g, T* s1, T* s2, \
@@ -154,22 +183,16 @@ cdef extern from *:
         T blanes[16]; \
         int ok = 1; \
         Py_ssize_t i = 0; \
+        /* One vector at I; STEP the quotient's form (FM_ADAM_STEPX_: the \
+           divider's, for every third vector of a span where that is \
+           another unit than the multiply-add ports). */ \
+        for (; i + 3 * L <= n; i += 3 * L) { \
+            FM_ADAM_VEC(S, i, FM_ADAM_STEPX_##S); \
+            FM_ADAM_VEC(S, i + L, FM_ADAM_STEP_##S); \
+            FM_ADAM_VEC(S, i + 2 * L, FM_ADAM_STEP_##S); \
+        } \
         for (; i + L <= n; i += L) { \
-            t = FM_ADAM_LD_##S(th + i); \
-            gi = FM_ADAM_LD_##S(g + i); \
-            if (PEN) { \
-                FM_ADAM_SUMS_##S(t, sq, ab, L1); \
-                gi = FM_ADAM_FMA_##S(vl2, t, gi); \
-                if (L1) gi = FM_ADAM_ADD_##S(gi, FM_ADAM_SGN_##S(t, vl1)); \
-            } \
-            m = FM_ADAM_FMA_##S(vb1, FM_ADAM_LD_##S(s1 + i), FM_ADAM_MUL_##S(vc1, gi)); \
-            w = FM_ADAM_FMA_##S(vb2, FM_ADAM_LD_##S(s2 + i), \
-                                FM_ADAM_MUL_##S(FM_ADAM_MUL_##S(vc2, gi), gi)); \
-            FM_ADAM_ST_##S(s1 + i, m); \
-            FM_ADAM_ST_##S(s2 + i, w); \
-            t = FM_ADAM_SUB_##S(t, FM_ADAM_STEP_##S(FM_ADAM_MUL_##S(vlr, m), w, veps)); \
-            FM_ADAM_ST_##S(th + i, t); \
-            bad = FM_ADAM_FMA_##S(t, zero, bad); \
+            FM_ADAM_VEC(S, i, FM_ADAM_STEP_##S); \
         } \
         FM_ADAM_ST_##S(blanes, bad); \
         for (int h = 0; h < L; h++) ok &= blanes[h] == 0; \
