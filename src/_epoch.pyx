@@ -459,10 +459,6 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
             c1 = S.pc.n_chunks
         else:
             share(S.pc.n_chunks, tid, nth, 1, &c0, &c1)
-        lo = hi = 0
-        if c1 > c0:
-            lo = S.pc.lo[S.pc.chunk_ptr[c0]]
-            hi = S.pc.hi[S.pc.chunk_ptr[c1] - 1]
         if S.in_place:
             # Layer by layer from the output: the layer's entries of this
             # thread's update chunks (layer_chunks), over all rows of the
@@ -492,7 +488,9 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
                     delta_rows_in_place(nt, theta, b, r0, r1, acts, l)
                     if not solo:
                         wb += fm_barrier_wait_timed(&S.bar, &sense)
-        elif hi > lo:
+        elif c1 > c0:
+            lo = S.pc.lo[S.pc.chunk_ptr[c0]]
+            hi = S.pc.hi[S.pc.chunk_ptr[c1] - 1]
             grad_range(nt, X0, ld0, S.csr, rows, b, acts, deltas, grad, lo, hi)
             if span_bad(grad + lo, hi - lo):
                 fm_publish(&S.bad, 1)

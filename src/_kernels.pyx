@@ -147,7 +147,9 @@ def softmax_log_loss(double[:, ::1] Z, const double[::1] b, classes,
     cdef double[::1] loss = np.zeros(max(n, 1))
     if b.shape[0] != k or rows.shape[0] != n:
         raise ValueError("b needs Z's columns, rows Z's rows")
-    c.p = &cl[0]
+    if n and cl.shape[0] == 0:
+        raise ValueError("no class indices for the rows")
+    c.p = &cl[0] if cl.shape[0] else NULL
     c.size = np.asarray(classes).dtype.itemsize
     if sample_weight is not None:
         sw = sample_weight
