@@ -41,3 +41,21 @@ def child_env():
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
     return dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+
+
+@pytest.fixture(params=["deltas kept", "deltas in place"])
+def every_batch_split(request):
+    """The split epoch's threads all start with the first batch (else the
+    few batches here may be over before the second thread wakes); relu
+    networks split both ways: their hidden deltas in a buffer of their own,
+    and written over the layer outputs (the way of large batches)."""
+    from fastmlp import _epoch
+
+    old = _epoch.join_at_start(True)
+    old_work = _epoch.split_min_work(0)  # the small nets here split too
+    in_place = request.param == "deltas in place"
+    old_in_place = _epoch.in_place_min_work(0 if in_place else 2**62)
+    yield in_place
+    _epoch.join_at_start(old)
+    _epoch.split_min_work(old_work)
+    _epoch.in_place_min_work(old_in_place)

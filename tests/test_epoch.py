@@ -292,22 +292,6 @@ SPLIT_LAYOUTS = [([6, 9, 5, 3], ["tanh", "relu", "softmax"]),
                  ([7, 30, 17, 11, 3], ["relu", "relu", "relu", "identity"])]
 
 
-@pytest.fixture(params=["deltas kept", "deltas in place"])
-def every_batch_split(request):
-    """The split epoch's threads all start with the first batch (else the
-    few batches here may be over before the second thread wakes); relu
-    networks split both ways: their hidden deltas in a buffer of their own,
-    and written over the layer outputs (the way of large batches)."""
-    old = _epoch.join_at_start(True)
-    old_work = _epoch.split_min_work(0)  # the small nets here split too
-    in_place = request.param == "deltas in place"
-    old_in_place = _epoch.in_place_min_work(0 if in_place else 2**62)
-    yield in_place
-    _epoch.join_at_start(old)
-    _epoch.split_min_work(old_work)
-    _epoch.in_place_min_work(old_in_place)
-
-
 def split_problem(dtype, units, acts, n=150, seed=0):
     rng = np.random.RandomState(seed)
     layout = Layout(units, acts)

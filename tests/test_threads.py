@@ -242,18 +242,6 @@ X_SPLIT, Y_SPLIT = make_classification(600, 20, n_informative=8, n_classes=3, ra
 SW_SPLIT = np.random.RandomState(2).uniform(0.5, 2, 600)
 
 
-@pytest.fixture
-def every_batch_split():
-    """The two-core epoch's threads start together (tests/test_epoch.py)."""
-    from fastmlp import _epoch
-
-    old = _epoch.join_at_start(True)
-    old_work = _epoch.split_min_work(0)  # the small nets here split too
-    yield
-    _epoch.join_at_start(old)
-    _epoch.split_min_work(old_work)
-
-
 def fitted_state(est):
     return [a.copy() for a in est.coefs_ + est.intercepts_], list(est.loss_curve_)
 
