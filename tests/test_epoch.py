@@ -289,7 +289,8 @@ SPLIT_LAYOUTS = [([6, 9, 5, 3], ["tanh", "relu", "softmax"]),
                  ([40, 100, 100, 10], ["relu", "relu", "softmax"]),
                  ([7, 33, 2], ["logistic", "softmax"]),
                  ([5, 17, 3], ["leaky_relu", "identity"]),
-                 ([7, 30, 17, 11, 3], ["relu", "relu", "relu", "identity"])]
+                 ([7, 30, 17, 11, 3], ["relu", "relu", "relu", "identity"]),
+                 ([9, 4], ["softmax"])]  # no hidden layer: one gradient stage
 
 
 def split_problem(dtype, units, acts, n=150, seed=0):
