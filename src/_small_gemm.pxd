@@ -175,9 +175,10 @@ cdef extern from *:
        accumulators as the register file holds beside the B vectors). */
     #define FM_DEFINE_SMALL_GEMM(NAME, T, S, L, MT, ATTR, MR1, MR2, MR3, MR4) \
     FM_DEFINE_UKR(NAME, T, S, L, MT, ATTR) \
-    ATTR static void NAME##_block(int nv, Py_ssize_t m, Py_ssize_t k, const T* a, \
-            Py_ssize_t asi, Py_ssize_t asp, const T* b, Py_ssize_t ldb, T* c, \
-            Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs) { \
+    static inline __attribute__((always_inline)) ATTR void NAME##_rows(int nv, \
+            Py_ssize_t m, Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, \
+            const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, MT last, int acc, int epi, \
+            const T* bias, T* cs) { \
         Py_ssize_t i = 0; \
         switch (nv) { \
             case 1: FM_ROWS(NAME, MR1, 1); break; \
@@ -185,6 +186,17 @@ cdef extern from *:
             case 3: FM_ROWS(NAME, MR3, 3); break; \
             default: FM_ROWS(NAME, MR4, 4); break; \
         } \
+    } \
+    /* One of A's strides is 1 (TN: along C's rows; NN, NT: along the shared \
+       dimension): compiled with it constant, the broadcasts' addresses are \
+       immediate offsets from one pointer. */ \
+    ATTR static void NAME##_block(int nv, Py_ssize_t m, Py_ssize_t k, const T* a, \
+            Py_ssize_t asi, Py_ssize_t asp, const T* b, Py_ssize_t ldb, T* c, \
+            Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs) { \
+        if (asi == 1) \
+            NAME##_rows(nv, m, k, a, 1, asp, b, ldb, c, ldc, last, acc, epi, bias, cs); \
+        else \
+            NAME##_rows(nv, m, k, a, asi, 1, b, ldb, c, ldc, last, acc, epi, bias, cs); \
     } \
     ATTR static void NAME(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
             const T* A, Py_ssize_t lda, const T* B, Py_ssize_t ldb, T* C, \
