@@ -68,7 +68,7 @@ def epoch_cost(hidden, repeats, threads):
     for dtype in (np.float32, np.float64):
         theta0 = (np.random.RandomState(0).randn(layout.n_params) * 0.05).astype(dtype)
         Xd, Y = (X / 16.0).astype(dtype), np.eye(10, dtype=dtype)[y]
-        runners = {rate: EpochRunner(layout, dtype, 200, True, [rate] * len(hidden))
+        runners = {rate: EpochRunner(layout, dtype, 200, [rate] * len(hidden))
                    for rate in (0.0, 0.5)}
         times = {0.0: [], 0.5: []}
         for _ in range(repeats):

@@ -177,7 +177,7 @@ def cmd_epoch(args):
     dense, theta_d, pruned, theta_s, _, _ = pruned_network(LENET, LENET_ACTS, 0.10, dtype)
     runs = []
     for layout, theta in ((dense, theta_d), (pruned, theta_s)):
-        runner = EpochRunner(layout, dtype, 200, True)
+        runner = EpochRunner(layout, dtype, 200)
         opt = Optimizer("adam", layout.n_params, dtype, learning_rate_init=1e-4)
         idx = np.arange(10_000, dtype=np.int64)
         state = np.array([1], dtype=np.uint64)

@@ -49,7 +49,7 @@ def epochs(layout, X, Y, batch, dtype, n_threads, rounds):
     """Seconds per epoch, and summed (work, wait, split batches, batches)."""
     rng = np.random.RandomState(0)
     theta = (rng.randn(layout.n_params) * 0.05).astype(dtype)
-    runner = EpochRunner(layout, dtype, batch, True)
+    runner = EpochRunner(layout, dtype, batch)
     opt = Optimizer("adam", layout.n_params, dtype, learning_rate_init=1e-3)
     rows = np.arange(X.shape[0], dtype=np.int32)
     state = np.array([1], dtype=np.uint64)

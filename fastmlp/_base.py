@@ -617,8 +617,7 @@ class BaseMLP(BaseEstimator, ABC):
         self.__dict__.pop("_resume", None)
         n_train = train_rows.shape[0]
         batch_size = self._batch_size(n_train)
-        runner = EpochRunner(self._layout, theta.dtype, batch_size, not sp.issparse(X),
-                             dropout)
+        runner = EpochRunner(self._layout, theta.dtype, batch_size, dropout)
         self._rng_streams = streams
         rng_state, drop_state = streams[0:1], streams[1:2]
         val_objective = None

@@ -2,8 +2,34 @@
 # the C structs the nogil code reads. The arrays stay owned by the caller's
 # objects, so the pointers live as long as those do.
 from cython cimport floating
+cimport numpy as cnp
 from _layers cimport Net, Csr
 from _sparse_layers cimport TILE_MAX, ALIGN_SLACK
+
+
+cdef inline void* array_data(object a, int typ, Py_ssize_t n, bint write,
+                             str name) except NULL:
+    """The data of a: a C-contiguous, aligned, native-order ndarray of numpy
+    type typ with at least max(n, 1) entries, writable if write. The
+    pointer comes straight from the array: a typed memoryview would
+    allocate an object on every call (with two dozen arguments, a few KB of
+    an epoch's transient memory, and a microsecond of a predict)."""
+    if (not cnp.PyArray_Check(a) or cnp.PyArray_TYPE(<cnp.ndarray>a) != typ
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+            or not (cnp.PyArray_ISBEHAVED(<cnp.ndarray>a) if write
+                    else cnp.PyArray_ISBEHAVED_RO(<cnp.ndarray>a))
+            or cnp.PyArray_SIZE(<cnp.ndarray>a) < max(n, 1)):
+        raise ValueError(
+            f"{name} must be a {'writable ' if write else ''}C-contiguous "
+            f"{cnp.PyArray_DescrFromType(typ)} array of at least {max(n, 1)} entries")
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline Py_ssize_t array_len(object a) except -1:
+    """The number of entries of the ndarray a."""
+    if not cnp.PyArray_Check(a):
+        raise ValueError("an ndarray is needed")
+    return cnp.PyArray_SIZE(<cnp.ndarray>a)
 
 
 cdef inline Net unpack_net(tuple net) except *:
@@ -11,25 +37,22 @@ cdef inline Net unpack_net(tuple net) except *:
     sp_mode int32, sp_off int64, sp_pool int32, (dense_len, per_row)), see
     fastmlp/_network.Layout. The sparse workspace pointer is left NULL: the
     caller sets nt.sp.work to a buffer of sparse_work_len(net, B) zeros."""
-    cdef const int[::1] units = net[0]
-    cdef const long long[::1] w_off = net[1]
-    cdef const int[::1] act = net[2]
-    cdef const long long[::1] b_off = net[4]
-    cdef const int[::1] sp_mode = net[5]
-    cdef const long long[::1] sp_off = net[6]
-    cdef const int[::1] sp_pool = net[7]
+    cdef Py_ssize_t L = array_len(net[0]) - 1
+    if L < 1:
+        raise ValueError("a network needs at least one layer")
     cdef Net nt
-    nt.n_layers = units.shape[0] - 1
-    nt.units = &units[0]
-    nt.w_off = &w_off[0]
-    nt.act = &act[0]
+    nt.n_layers = <int>L
+    nt.units = <const int*>array_data(net[0], cnp.NPY_INT32, L + 1, False, "units")
+    nt.w_off = <const long long*>array_data(net[1], cnp.NPY_INT64, L, False, "w_off")
+    nt.act = <const int*>array_data(net[2], cnp.NPY_INT32, L, False, "act")
     nt.slope = net[3]
     nt.drop = NULL
     nt.exact_tn = False
-    nt.b_off = &b_off[0]
-    nt.sp.mode = &sp_mode[0]
-    nt.sp.off = &sp_off[0]
-    nt.sp.pool = &sp_pool[0]
+    nt.xrows = NULL
+    nt.b_off = <const long long*>array_data(net[4], cnp.NPY_INT64, L, False, "b_off")
+    nt.sp.mode = <const int*>array_data(net[5], cnp.NPY_INT32, L, False, "sp_mode")
+    nt.sp.off = <const long long*>array_data(net[6], cnp.NPY_INT64, 2 * L, False, "sp_off")
+    nt.sp.pool = <const int*>array_data(net[7], cnp.NPY_INT32, 1, False, "sp_pool")
     nt.sp.work = NULL
     nt.sp.work_at = net[8][0]
     return nt

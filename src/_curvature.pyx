@@ -13,6 +13,8 @@ See _rop.pxd for the R-operator passes and the curvature of each output/loss
 pair.
 """
 import numpy as np
+cimport numpy as cnp
+cnp.import_array()
 from cython cimport floating
 from libc.string cimport memcpy
 from _blas cimport mm_tn, mm_nt

@@ -2,7 +2,9 @@
 
 Python calls run_epoch once per epoch (so progress, stopping rules and
 callbacks live between epochs); everything inside it, shuffling included,
-is compiled. Buffers are allocated by the caller once per fit.
+is compiled. Buffers are allocated by the caller once per fit. A batch's
+input rows are not copied where the first layer's kernels read them by
+index (small and medium first layers, input of unit column stride).
 
 With two or more threads, an epoch of dense layers with enough work per
 batch (src/_layers.pxd, rows_split) runs as one parallel region in which
@@ -14,8 +16,10 @@ other (on a busy machine for whole time slices). Products too large for the
 small kernels go to BLAS, which each thread calls on its own block with
 BLAS on one thread. Per batch:
 
-1. each thread gathers, forwards, takes the loss delta of and
-   back-propagates the deltas of its own rows (rows are independent);
+1. each thread forwards, takes the loss delta of and back-propagates the
+   deltas of its own rows (rows are independent; the first layer reads
+   them in place by index where its kernels can, _layers.rows_in_place,
+   else each thread gathers its rows into xbuf);
 2. barrier; each thread computes, over all rows, the gradient entries of
    its own range of theta (whole update chunks, src/_updates.pxd), and
    scans them (the divergence guard, src/_guard.pxd);
@@ -49,10 +53,12 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from cython.parallel cimport parallel
 from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
-                      rows_contiguous, gather_rows, rows_split,
+                      rows_contiguous, gather_rows, rows_split, rows_in_place,
                       forward_rows, delta_rows, delta_rows_in_place, grad_range,
                       backward_uses_tmp)
-from _args cimport unpack_net, unpack_input, new_sparse_work
+from _args cimport (unpack_net, unpack_input, new_sparse_work, array_data,
+                    array_len)
+cimport numpy as cnp
 from _losses cimport Classes, class_at, output_loss_delta, LOSS_LOG
 from _activations cimport ACT_SOFTMAX, ACT_LOGISTIC
 from _updates cimport (Rule, Pieces, apply_step, step_chunks, sum_parts,
@@ -60,6 +66,8 @@ from _updates cimport (Rule, Pieces, apply_step, step_chunks, sum_parts,
 from _rng cimport shuffle as rng_shuffle, next_u64
 from _dropout cimport Dropout
 from _guard cimport all_finite, span_bad
+
+cnp.import_array()
 
 cdef extern from "fm_fpenv.h":
     unsigned long fm_ftz_enter() noexcept nogil
@@ -226,6 +234,11 @@ cdef Py_ssize_t SPLIT_MIN_WORK = 524288
 # as fast as one thread with the buffer, 0.97-1.06x in place.
 cdef Py_ssize_t IN_PLACE_MIN_WORK = 33554432
 
+# Read a batch's input rows in place, by index, where the first layer's
+# kernels can (_layers.rows_in_place): no gathered copy of the batch. Off
+# only in tests and benchmarks, to compare with the gathered batch.
+cdef bint ROWS_IN_PLACE = True
+
 
 cdef inline bint split_in_place_c(const Net* nt, Py_ssize_t B) noexcept nogil:
     return (not backward_uses_tmp(nt, B)
@@ -264,6 +277,29 @@ def needs_tmp(tuple net, Py_ssize_t batch_size, bint dropout):
     return dropout or backward_uses_tmp(&nt, batch_size)
 
 
+def rows_in_place_enabled(bint on):
+    """Let the first layer read a batch's input rows in place where it can
+    (on: the default) or always gather them (tests, benchmarks); returns
+    the previous setting."""
+    global ROWS_IN_PLACE
+    old = ROWS_IN_PLACE
+    ROWS_IN_PLACE = on
+    return old
+
+
+def needs_xbuf(tuple net, Py_ssize_t batch_size, X):
+    """True if epochs on the kernel input X (see run_epoch) gather batches
+    of its rows into xbuf: dense X whose first layer cannot read them in
+    place (_layers.rows_in_place)."""
+    if isinstance(X, tuple):
+        return False
+    cdef Net nt = unpack_net(net)
+    return not (ROWS_IN_PLACE and X.ndim == 2
+                and rows_in_place(&nt, batch_size,
+                                  X.strides[1] // X.itemsize if X.shape[1] > 1 else 1,
+                                  X.itemsize))
+
+
 def split_min_work(Py_ssize_t work):
     """Set the forward multiply-adds per batch from which an epoch runs
     split (for tests: 0 splits every network that can be); returns the
@@ -294,6 +330,7 @@ cdef struct Split:
     int closed             # thread 0 has finished the epoch
     bint wait_team         # thread 0 waits for the others before batch 0
     bint in_place          # hidden deltas over the layer outputs, layer by layer
+    bint x_in_place        # the first layer reads X's rows by index (no gather)
     # the problem
     Net* nt
     const Csr* csr         # CSR X (data NULL when X is dense)
@@ -428,12 +465,17 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
         else:
             r0 = 0
             r1 = b if tid == 0 else 0
+        net_own.xrows = NULL
         if X == NULL:  # CSR: the first layer reads the matrix's rows
             X0 = NULL
             ld0 = 0
         elif rows_contiguous(X, S.s0, S.s1, n_feat, rows, b):
             X0 = X + rows[0] * S.s0
             ld0 = <int>S.s0
+        elif S.x_in_place:
+            X0 = X
+            ld0 = <int>S.s0
+            net_own.xrows = rows
         else:
             gather_rows(X, S.s0, S.s1, rows + r0, r1 - r0, n_feat,
                         xbuf + r0 * n_feat, 1)
@@ -558,21 +600,21 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
     fm_ftz_leave(fpenv)
 
 
-def run_epoch(floating[::1] theta, floating[::1] grad,
-              floating[:, ::1] opt_state, X, Y,
-              const floating[::1] sample_weight, idx,
-              unsigned long long[::1] rng_state, bint shuffle,
-              Py_ssize_t batch_size, tuple net, int loss, dict rule,
-              tuple pieces, floating[::1] acts, floating[::1] tmp,
-              floating[::1] xbuf, double[::1] row_loss, double[::1] part,
-              long long[::1] step_count, double alpha, double l1,
-              int n_threads, tuple dropout=None,
-              floating[::1] sp_work=None, floating[::1] deltas=None,
-              double[::1] timing=None, long long[::1] split_state=None,
-              long long[::1] rows_buf=None):
+def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
+              rng_state, bint shuffle, Py_ssize_t batch_size, tuple net,
+              int loss, dict rule, tuple pieces, acts, tmp, xbuf, row_loss,
+              part, step_count, double alpha, double l1, int n_threads,
+              tuple dropout=None, sp_work=None, deltas=None, timing=None,
+              split_state=None, rows_buf=None):
     """Run one epoch over the samples idx (shuffled in place first; uint16,
     int32, or int64: any, though fits take the narrowest the row count
     allows).
+
+    The arrays are C-contiguous ndarrays; the workspaces and the floating
+    arrays (grad, opt_state, acts, tmp, xbuf, sp_work, deltas, sample_weight)
+    of theta's dtype, the rest float64 (row_loss, part, timing), int64
+    (step_count, split_state, rows_buf) or uint64 (rng_state). Their data
+    is read straight from them (_args.array_data): no memoryview objects.
 
     Parameters
     ----------
@@ -623,25 +665,52 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         non-finite values (an update of finite values by a finite gradient
         overflowing: parameters near the dtype's largest value).
     """
+    cdef int ft = cnp.NPY_FLOAT32 if floating is float else cnp.NPY_FLOAT64
+    cdef object fdt = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t n_params = theta.shape[0]
+    cdef floating* th = &theta[0] if n_params else NULL
+    cdef floating* gr = <floating*>array_data(grad, ft, n_params, True, "grad")
+    if (not cnp.PyArray_Check(opt_state) or cnp.PyArray_NDIM(<cnp.ndarray>opt_state) != 2
+            or cnp.PyArray_DIM(<cnp.ndarray>opt_state, 0) != 2
+            or cnp.PyArray_DIM(<cnp.ndarray>opt_state, 1) != n_params):
+        raise ValueError("opt_state must be 2 x theta's length")
+    cdef floating* m1 = <floating*>array_data(opt_state, ft, 2 * n_params, True,
+                                              "opt_state")
+    cdef floating* m2 = m1 + n_params
+    cdef floating* ac = <floating*>array_data(acts, ft, 1, True, "acts")
+    cdef floating* tm = <floating*>array_data(tmp, ft, 1, True, "tmp")
+    cdef double* rl = <double*>array_data(row_loss, cnp.NPY_FLOAT64, batch_size,
+                                          True, "row_loss")
+    cdef long long* sc = <long long*>array_data(step_count, cnp.NPY_INT64, 1, True,
+                                                "step_count")
+    cdef unsigned long long* rng = <unsigned long long*>array_data(
+        rng_state, cnp.NPY_UINT64, 1, True, "rng_state")
+    cdef double* tmg = NULL
+    if timing is not None:
+        tmg = <double*>array_data(timing, cnp.NPY_FLOAT64, 3, True, "timing")
+    cdef long long* sst = NULL
+    if split_state is not None:
+        sst = <long long*>array_data(split_state, cnp.NPY_INT64, 2, True,
+                                     "split_state")
     cdef Net nt = unpack_net(net)
     # The one-thread path computes A^T delta as the split path does wherever
     # a batch could run split, so that any thread count gives the same bits.
     nt.exact_tn = rows_split(&nt, batch_size, SPLIT_MIN_WORK)
     if sp_work is None:
-        sp_work = new_sparse_work(net, batch_size, np.float32 if floating is float
-                                  else np.float64)
-    nt.sp.work = &sp_work[0]
+        sp_work = new_sparse_work(net, batch_size, fdt)
+    nt.sp.work = <floating*>array_data(sp_work, ft, 1, True, "sp_work")
 
-    cdef const long long[::1] p_lo = pieces[0]
-    cdef const long long[::1] p_hi = pieces[1]
-    cdef const signed char[::1] p_w = pieces[2]
-    cdef const long long[::1] p_ptr = pieces[3]
     cdef Pieces pc
-    pc.lo = &p_lo[0]
-    pc.hi = &p_hi[0]
-    pc.is_weight = &p_w[0]
-    pc.chunk_ptr = &p_ptr[0]
-    pc.n_chunks = p_ptr.shape[0] - 1
+    pc.n_chunks = array_len(pieces[3]) - 1
+    cdef Py_ssize_t n_pieces = array_len(pieces[0])
+    pc.lo = <const long long*>array_data(pieces[0], cnp.NPY_INT64, n_pieces, False, "lo")
+    pc.hi = <const long long*>array_data(pieces[1], cnp.NPY_INT64, n_pieces, False, "hi")
+    pc.is_weight = <const signed char*>array_data(pieces[2], cnp.NPY_INT8, n_pieces,
+                                                  False, "is_weight")
+    pc.chunk_ptr = <const long long*>array_data(pieces[3], cnp.NPY_INT64,
+                                                pc.n_chunks + 1, False, "chunk_ptr")
+    cdef double* pt = <double*>array_data(part, cnp.NPY_FLOAT64, 3 * pc.n_chunks, True,
+                                          "part")
 
     cdef Rule r
     r.kind = rule['kind']
@@ -655,15 +724,17 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     cdef double lr0 = r.lr
 
     cdef Dropout dp
-    cdef const double[::1] d_keep
-    cdef const long long[::1] d_off
-    cdef unsigned char[::1] d_mask
-    cdef unsigned long long[::1] d_state
+    cdef unsigned long long* d_state = NULL
     if dropout is not None:
-        d_keep, d_off, d_mask, d_state = dropout
-        dp.keep = &d_keep[0]
-        dp.unit_off = &d_off[0]
-        dp.mask = &d_mask[0]
+        if len(dropout) != 4:
+            raise ValueError("dropout is (keep, unit_off, mask, state)")
+        dp.keep = <const double*>array_data(dropout[0], cnp.NPY_FLOAT64,
+                                            nt.n_layers - 1, False, "keep")
+        dp.unit_off = <const long long*>array_data(dropout[1], cnp.NPY_INT64,
+                                                   nt.n_layers - 1, False, "unit_off")
+        dp.mask = <unsigned char*>array_data(dropout[2], cnp.NPY_UINT8, 1, True, "mask")
+        d_state = <unsigned long long*>array_data(dropout[3], cnp.NPY_UINT64, 1, True,
+                                                  "dropout state")
         nt.drop = &dp
 
     cdef Csr csr
@@ -713,7 +784,7 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         Y_mat = Y
         Yp = &Y_mat[0, 0]
     if sample_weight is not None:
-        sw = &sample_weight[0]
+        sw = <const floating*>array_data(sample_weight, ft, 1, False, "sample_weight")
 
     # A uint16 or int32 idx is a quarter or half the memory of int64; the
     # kernels read each batch's rows widened into rows_buf.
@@ -734,10 +805,15 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
     else:
         idx64 = idx
         p64 = &idx64[0] if n else NULL
+    cdef bint x_in_place = (X_ptr != NULL and ROWS_IN_PLACE
+                            and rows_in_place(&nt, batch_size, s1, sizeof(floating)))
+    if X_ptr != NULL and not x_in_place and array_len(xbuf) < batch_size * n_feat:
+        xbuf = np.empty(batch_size * n_feat, dtype=fdt)
+    cdef floating* xb = <floating*>array_data(xbuf, ft, 1, True, "xbuf")
     if rows_buf is None:
         rows_buf = np.empty(max(1, batch_size), dtype=np.int64)
-    if rows_buf.shape[0] < batch_size:
-        raise ValueError("rows_buf is too small for the batch size")
+    cdef long long* rb = <long long*>array_data(rows_buf, cnp.NPY_INT64, batch_size,
+                                                True, "rows_buf")
 
     cdef Py_ssize_t k = nt.units[nt.n_layers]
     cdef int L = nt.n_layers
@@ -752,25 +828,27 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
 
     cdef Split S
     cdef int team
-    cdef floating[::1] split_scratch
+    cdef object split_scratch
+    cdef floating* dl
     if (n_threads >= 2 and FM_HAVE_SPIN_BARRIER
             and rows_split(&nt, batch_size, SPLIT_MIN_WORK)):
         # Where the one-thread backward writes every hidden delta over its
         # layer's output, so does the split epoch of large batches (layer
         # by layer): no deltas buffer, the largest beyond the issue's bound.
         S.in_place = split_in_place_c(&nt, batch_size)
+        S.x_in_place = x_in_place
         if S.in_place:
             deltas = acts
         elif deltas is None:
-            deltas = np.empty(max(1, batch_size * hidden_units(&nt)),
-                              dtype=np.float32 if floating is float else np.float64)
-        if not S.in_place and deltas.shape[0] < batch_size * hidden_units(&nt):
-            raise ValueError("deltas is too small for the batch size")
-        if rows_buf.shape[0] < n_threads * batch_size:
+            deltas = np.empty(max(1, batch_size * hidden_units(&nt)), dtype=fdt)
+        dl = <floating*>array_data(deltas, ft, 1 if S.in_place else
+                                   batch_size * hidden_units(&nt), True, "deltas")
+        if array_len(rows_buf) < n_threads * batch_size:
             rows_buf = np.empty(n_threads * batch_size, dtype=np.int64)
+            rb = <long long*>array_data(rows_buf, cnp.NPY_INT64, 1, True, "rows_buf")
         team = n_threads
-        if split_state is not None and split_state[0] > 0:
-            split_state[0] -= 1
+        if sst != NULL and sst[0] > 0:
+            sst[0] -= 1
             team = 1
         fm_barrier_init(&S.bar, team)
         S.bad = 0
@@ -792,12 +870,12 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
         S.idx16 = p16
         S.idx32 = p32
         S.idx64 = p64
-        S.brows = &rows_buf[0]
+        S.brows = rb
         S.cls = cls
         S.loss = loss
-        S.row_loss = &row_loss[0]
-        S.part = &part[0]
-        S.step0 = step_count[0]
+        S.row_loss = rl
+        S.part = pt
+        S.step0 = sc[0]
         S.alpha = alpha
         S.l1 = l1
         S.total = 0
@@ -813,76 +891,77 @@ def run_epoch(floating[::1] theta, floating[::1] grad,
             S.widest = 1
             for i in range(1, nt.n_layers):
                 S.widest = max(S.widest, <Py_ssize_t>nt.units[i])
-            split_scratch = np.empty(team * S.widest, dtype=np.float32
-                                     if floating is float else np.float64)
-            S.scratch = <void*>&split_scratch[0]
+            split_scratch = np.empty(team * S.widest, dtype=fdt)
+            S.scratch = array_data(split_scratch, ft, 1, True, "scratch")
             S.d_stream = d_state[0]
         with nogil:
             if shuffle:
-                shuffle_rows(p16, p32, p64, n, &rng_state[0])
+                shuffle_rows(p16, p32, p64, n, rng)
             with parallel(num_threads=team):
-                split_worker(&S, &theta[0], &grad[0], &opt_state[0, 0],
-                             &opt_state[1, 0], X_ptr, Yp, sw, &xbuf[0],
-                             &acts[0], &deltas[0])
-        step_count[0] += S.n_done
+                split_worker(&S, th, gr, m1, m2, X_ptr, Yp, sw, xb, ac, dl)
+        sc[0] += S.n_done
         if nt.drop != NULL:
             d_state[0] = S.d_end
-        if split_state is not None and team > 1:
+        if sst != NULL and team > 1:
             if S.solo:
-                split_state[1] = min(16, max(1, 2 * split_state[1]))
-                split_state[0] = split_state[1]
+                sst[1] = min(16, max(1, 2 * sst[1]))
+                sst[0] = sst[1]
             else:
-                split_state[1] = 0
-        if timing is not None:
-            timing[0] = S.work_s
-            timing[1] = S.wait_s
-            timing[2] = S.n_split
+                sst[1] = 0
+        if tmg != NULL:
+            tmg[0] = S.work_s
+            tmg[1] = S.wait_s
+            tmg[2] = S.n_split
         if S.stop:
             raise_pending()
         return S.total, S.n_done, S.finite
 
     if (backward_uses_tmp(&nt, batch_size)
-            and tmp.shape[0] < batch_size * widest_layer(&nt)):
+            and array_len(tmp) < batch_size * widest_layer(&nt)):
         raise ValueError("tmp is too small for the batch size")
     cdef unsigned long fpenv = fm_ftz_enter()
     try:
         with nogil:
             if shuffle:
-                shuffle_rows(p16, p32, p64, n, &rng_state[0])
+                shuffle_rows(p16, p32, p64, n, rng)
             t_last = now()
             start = 0
             while start < n:
                 b = min(batch_size, n - start)
-                rows = batch_rows(p16, p32, p64, start, b, &rows_buf[0])
+                rows = batch_rows(p16, p32, p64, start, b, rb)
                 contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, rows, b)
-                X0 = batch_input(X_ptr, s0, s1, n_feat, rows, b,
-                                 contiguous, &xbuf[0], &ld0, n_threads)
+                if x_in_place and not contiguous:
+                    X0 = X_ptr
+                    ld0 = <int>s0
+                    nt.xrows = rows
+                else:
+                    nt.xrows = NULL
+                    X0 = batch_input(X_ptr, s0, s1, n_feat, rows, b,
+                                     contiguous, xb, &ld0, n_threads)
                 if nt.drop != NULL:
-                    dp.key = next_u64(&d_state[0])
-                forward(&nt, &theta[0], X0, ld0, &csr, rows, b, &acts[0],
-                        False, n_threads)
+                    dp.key = next_u64(d_state)
+                forward(&nt, th, X0, ld0, &csr, rows, b, ac, False, n_threads)
                 swsum = weight_sum(sw, rows, b)
-                out = slot(&nt, &acts[0], b, L)
+                out = slot(&nt, ac, b, L)
                 output_loss_delta(
-                    out, &theta[0] + nt.b_off[L - 1], Yp, cls, k, sw, rows, b,
-                    1 / swsum, loss, nt.act[L - 1], &row_loss[0], n_threads)
-                data_loss = sum_in_order(&row_loss[0], b)
+                    out, th + nt.b_off[L - 1], Yp, cls, k, sw, rows, b,
+                    1 / swsum, loss, nt.act[L - 1], rl, n_threads)
+                data_loss = sum_in_order(rl, b)
                 if not isfinite(data_loss):
                     finite = False
                     break
-                backward(&nt, &theta[0], X0, ld0, &csr, rows, b, &acts[0],
-                         &tmp[0], &grad[0], False, n_threads)
-                if not all_finite(&grad[0], grad.shape[0], n_threads):
+                backward(&nt, th, X0, ld0, &csr, rows, b, ac, tm, gr, False,
+                         n_threads)
+                if not all_finite(gr, n_params, n_threads):
                     finite = False  # theta and the optimiser state untouched
                     break
-                step_count[0] += 1
+                sc[0] += 1
                 if r.kind == RULE_ADAM:
-                    t = step_count[0]
+                    t = sc[0]
                     r.lr = lr0 * sqrt(1 - pow(r.beta2, t)) / (1 - pow(r.beta1, t))
-                finite = apply_step(&theta[0], &grad[0], &opt_state[0, 0],
-                                    &opt_state[1, 0], &pc, &r,
+                finite = apply_step(th, gr, m1, m2, &pc, &r,
                                     <floating>(alpha / swsum),
-                                    <floating>(l1 / swsum), &part[0], &sq, &ab,
+                                    <floating>(l1 / swsum), pt, &sq, &ab,
                                     n_threads)
                 total += (data_loss + (0.5 * alpha * sq + l1 * ab) / swsum) * b
                 n_done += 1

@@ -12,8 +12,8 @@ import numpy as np
 
 from _blas cimport mm_nn, mm_tn, mm_nt
 from _simd cimport fm_isa, fm_set_isa
-from _small_gemm cimport (small_gemm, nn_takes, FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK,
-                          TN_MAX_WORK)
+from _small_gemm cimport (small_gemm, small_gemm_idx, nn_takes, FM_NN, FM_TN, FM_NT,
+                          FM_EPI_NONE, SMALL_MAX_WORK, TN_MAX_WORK)
 from _adam_simd cimport adam_span
 from _vexp cimport fm_exp_shift
 from _guard cimport all_finite
@@ -45,25 +45,39 @@ def nn_in_kernels(Py_ssize_t rows, Py_ssize_t n_in, Py_ssize_t n_out, dtype):
 
 def product(str kind, const floating[:, :] A, const floating[:, ::1] B,
             floating[:, ::1] C, bint accumulate=False, int n_threads=1,
-            bint blas=False, int repeat=1):
+            bint blas=False, int repeat=1, const long long[::1] rows=None):
     """C (+)= A @ B ("nn"), A.T @ B ("tn") or A @ B.T ("nt"), in place.
 
     A may have any row stride (unit column stride), as the layer inputs do.
-    With blas, scipy's BLAS does the product (the fallback path). repeat
-    runs it that many times (for timing without Python in the loop).
-    Returns False if the kernels were asked for but this CPU has none.
+    With rows ("nn", "tn"), A[rows] takes A's place, read in place (a
+    batch's input rows). With blas, scipy's BLAS does the product (the
+    fallback path; not with rows). repeat runs it that many times (for
+    timing without Python in the loop). Returns False if the kernels were
+    asked for but this CPU has none.
     """
     cdef int kd = KINDS[kind]
     if A.shape[1] > 1 and A.strides[1] != sizeof(floating):
         raise ValueError("A needs unit column stride")
     cdef Py_ssize_t lda = A.strides[0] // sizeof(floating) if A.shape[0] > 1 else A.shape[1]
-    cdef Py_ssize_t m, n, k
+    cdef Py_ssize_t m, n, k, i
+    cdef Py_ssize_t n_rows = A.shape[0]
+    cdef const long long* ridx = NULL
+    if rows is not None:
+        if kd == FM_NT or blas:
+            raise ValueError("rows is for the kernels' nn and tn products")
+        for i in range(rows.shape[0]):
+            if not 0 <= rows[i] < A.shape[0]:
+                raise ValueError("rows out of range")
+        n_rows = rows.shape[0]
+        ridx = &rows[0] if n_rows else NULL
+        if A.shape[0] == 1:
+            lda = A.shape[1]
     if kd == FM_NN:
-        m, k, n = A.shape[0], A.shape[1], B.shape[1]
+        m, k, n = n_rows, A.shape[1], B.shape[1]
         if B.shape[0] != k:
             raise ValueError("shapes do not match")
     elif kd == FM_TN:
-        k, m, n = A.shape[0], A.shape[1], B.shape[1]
+        k, m, n = n_rows, A.shape[1], B.shape[1]
         if B.shape[0] != k:
             raise ValueError("shapes do not match")
     else:
@@ -88,6 +102,10 @@ def product(str kind, const floating[:, :] A, const floating[:, ::1] B,
                     mm_tn(a, <int>lda, b, c, <int>k, <int>m, <int>n, beta)
                 else:
                     mm_nt(a, b, c, <int>m, <int>k, <int>n, beta)
+            elif ridx != NULL:
+                ok = small_gemm_idx(kd, m, n, k, a, lda, ridx, b, B.shape[1], c,
+                                    n, accumulate, FM_EPI_NONE, <floating*>NULL,
+                                    <floating*>NULL, n_threads)
             else:
                 ok = small_gemm(kd, m, n, k, a, lda, b, B.shape[1], c, n,
                                 accumulate, n_threads)

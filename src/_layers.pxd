@@ -12,7 +12,8 @@ from libc.string cimport memcpy, memset
 from _small_gemm cimport (prod_nn, prod_tn, prod_nt, small_gemm, kernels_take,
                           prod_nn_bias_relu, prod_nt_relu_grad, nn_takes, FM_KC,
                           FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK, TN_MAX_WORK,
-                          small_gemm_epi, FM_EPI_RELU_GRAD)
+                          small_gemm_epi, small_gemm_idx, FM_EPI_NONE,
+                          FM_EPI_BIAS_RELU, FM_EPI_RELU_GRAD)
 from _blas cimport gemm, mm_nn, mm_nt
 from _simd cimport fm_isa
 from _activations cimport bias_act, deriv_set, deriv_mul, PAR_MIN, ACT_RELU
@@ -34,6 +35,8 @@ cdef struct Net:
     SpNet sp                    # pruned layers (_sparse_layers.pxd)
     bint exact_tn               # A^T delta in the small kernels up to TN_MAX_WORK
                                 # where a batch may split (rows_split): set by the epoch
+    const long long* xrows      # not NULL: the first layer's input is rows xrows[]
+                                # of X0 (row stride ld0), read in place (rows_in_place)
 
 
 cdef struct Csr:                # sparse X in CSR form (NULL data when dense)
@@ -214,6 +217,12 @@ cdef inline void forward(const Net* net, const floating* theta,
                 W = sp_densify(&net.sp, l, n_in, n_out, W)
             if l == 0 and Xs.data != NULL:
                 csr_matmul(Xs, rows, B, W, n_out, Z, n_threads)
+            elif l == 0 and net.xrows != NULL:
+                act_done = (l < L - 1 or output_act) and net.act[l] == ACT_RELU
+                small_gemm_idx(FM_NN, B, n_out, n_in, A, lda, net.xrows, W, n_out,
+                               Z, n_out, 0,
+                               FM_EPI_BIAS_RELU if act_done else FM_EPI_NONE,
+                               theta + net.b_off[l], <floating*>NULL, n_threads)
             elif ((l < L - 1 or output_act) and net.act[l] == ACT_RELU
                     and prod_nn_bias_relu(A, lda, W, Z, <int>B, <int>n_in,
                                           <int>n_out, theta + net.b_off[l],
@@ -275,6 +284,10 @@ cdef inline void backward(const Net* net, const floating* theta,
             if l == 0 and Xs.data != NULL:
                 csr_grad(Xs, rows, B, D, n_in, n_out, dW,
                          accumulate and net.sp.mode[l] != SP_GEMM, n_threads)
+            elif l == 0 and net.xrows != NULL:
+                small_gemm_idx(FM_TN, n_in, n_out, B, A, lda, net.xrows, D, n_out,
+                               dW, n_out, accumulate, FM_EPI_NONE,
+                               <const floating*>NULL, <floating*>NULL, n_threads)
             else:
                 prod_tn(A, lda, D, dW, <int>B, <int>n_in, <int>n_out,
                         1 if accumulate and net.sp.mode[l] != SP_GEMM else 0,
@@ -385,6 +398,17 @@ cdef inline bint rows_split(const Net* net, Py_ssize_t B,
     return work >= min_work
 
 
+cdef inline bint rows_in_place(const Net* net, Py_ssize_t B,
+                                Py_ssize_t s1, size_t itemsize) noexcept nogil:
+    """True if the first layer can read a batch's input rows in place,
+    by index, instead of gathered into a buffer: dense input of unit column
+    stride s1 and a dense first layer whose products (A W, A^T delta) both
+    run in the small kernels, which take the rows' indices."""
+    cdef Py_ssize_t work = B * net.units[0] * net.units[1]
+    return (s1 == 1 and fm_isa() != 0 and net.sp.mode[0] == SP_DENSE
+            and nn_takes(work, net.units[1], itemsize) and work <= TN_MAX_WORK)
+
+
 cdef inline void forward_rows(const Net* net, const floating* theta,
                               const floating* X0, int ld0, const Csr* Xs,
                               const long long* rows, Py_ssize_t B,
@@ -395,9 +419,10 @@ cdef inline void forward_rows(const Net* net, const floating* theta,
     when its data is not NULL), on the calling thread."""
     cdef int l, L = net.n_layers
     cdef Py_ssize_t n_in, n_out, nr = r1 - r0
-    cdef const floating* A = X0 + r0 * ld0
+    cdef const floating* A = X0 + (r0 * ld0 if net.xrows == NULL else 0)
     cdef Py_ssize_t lda = ld0
     cdef floating* Z
+    cdef bint relu
     for l in range(L):
         n_in = net.units[l]
         n_out = net.units[l + 1]
@@ -407,6 +432,15 @@ cdef inline void forward_rows(const Net* net, const floating* theta,
         if l == 0 and Xs.data != NULL:
             csr_matmul(Xs, rows + r0, nr, theta + net.w_off[l], n_out, Z, 1)
             if l < L - 1:
+                bias_act(Z, theta + net.b_off[l], nr, n_out, net.act[l],
+                         <floating>net.slope, 1)
+        elif l == 0 and net.xrows != NULL:
+            relu = l < L - 1 and net.act[l] == ACT_RELU
+            small_gemm_idx(FM_NN, nr, n_out, n_in, A, lda, net.xrows + r0,
+                           theta + net.w_off[l], n_out, Z, n_out, 0,
+                           FM_EPI_BIAS_RELU if relu else FM_EPI_NONE,
+                           theta + net.b_off[l], <floating*>NULL, 1)
+            if l < L - 1 and not relu:
                 bias_act(Z, theta + net.b_off[l], nr, n_out, net.act[l],
                          <floating>net.slope, 1)
         elif not (l < L - 1 and net.act[l] == ACT_RELU
@@ -492,16 +526,19 @@ cdef inline void delta_rows_in_place(const Net* net, const floating* theta,
 
 
 cdef inline void grad_block(const floating* A, Py_ssize_t lda,
-                            Py_ssize_t n_in, const floating* D,
-                            Py_ssize_t n_out, Py_ssize_t B,
+                            const long long* ridx, Py_ssize_t n_in,
+                            const floating* D, Py_ssize_t n_out, Py_ssize_t B,
                             floating* dW, Py_ssize_t i0, Py_ssize_t i1,
                             Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
     """Rows i0:i1, columns j0:j1 of dW = A.T D (B rows; dW has n_out
-    columns, A n_in)."""
+    columns, A n_in; with ridx, A's rows are rows ridx[] of A, whose
+    products rows_in_place keeps in the kernels)."""
     # prod_tn's choice with exact set, made for the whole product
     if (B * n_in * n_out > TN_MAX_WORK
-            or not small_gemm(FM_TN, i1 - i0, j1 - j0, B, A + i0, lda, D + j0,
-                              n_out, dW + i0 * n_out + j0, n_out, 0, 1)):
+            or not small_gemm_idx(FM_TN, i1 - i0, j1 - j0, B, A + i0, lda, ridx,
+                                  D + j0, n_out, dW + i0 * n_out + j0, n_out, 0,
+                                  FM_EPI_NONE, <const floating*>NULL,
+                                  <floating*>NULL, 1)):
         # column-major: dW block^T (j x i) = D block^T (j x B) A block (B x i)
         gemm(c'N', c'T', <int>(j1 - j0), <int>(i1 - i0), <int>B, 1, D + j0,
              <int>n_out, A + i0, <int>lda, 0, dW + i0 * n_out + j0, <int>n_out)
@@ -546,7 +583,8 @@ cdef inline void grad_range(const Net* net, const floating* X0, int ld0,
             if l == 0 and Xs.data != NULL:
                 csr_grad_block(Xs, brows, B, D, n_out, dW, i, i + rows, j, j1)
             else:
-                grad_block(A, lda, n_in, D, n_out, B, dW, i, i + rows, j, j1)
+                grad_block(A, lda, net.xrows if l == 0 else <const long long*>NULL,
+                           n_in, D, n_out, B, dW, i, i + rows, j, j1)
             p = (i + rows - 1) * n_out + j1
         # biases: col_sums on the columns in range, in its order
         a = max(lo, net.b_off[l]) - net.b_off[l]

@@ -15,6 +15,8 @@ threads and OpenMP's taking turns on the cores (L-BFGS on two threads ran
 slower than on one).
 """
 import numpy as np
+cimport numpy as cnp
+cnp.import_array()
 from cython cimport floating
 from cython.parallel cimport prange
 from _layers cimport backward

@@ -34,6 +34,11 @@ cdef extern from *:
        FM_EPI_RELU_GRAD: C = C_old > 0 ? sum : 0 (the delta through a relu,
        read off its output, which it overwrites; one panel of depth only),
        and when cs is not NULL cs[j] += each row's value, rows in order. */
+    /* A's rows in the kernels: in place, or rows ridx[] of a matrix of row
+       stride lda: C's rows (NN) or the shared dimension (TN) */
+    #define FM_IDX_NONE 0
+    #define FM_IDX_ROWS 1
+    #define FM_IDX_DEPTH 2
     #define FM_EPI_NONE 0
     #define FM_EPI_BIAS_RELU 1
     #define FM_EPI_RELU_GRAD 2
@@ -95,19 +100,23 @@ cdef extern from *:
        registers: `bias`, `cs` are offset to the block's first column. */
     #define FM_DEFINE_UKR(NAME, T, S, L, MT, ATTR) \
     static inline __attribute__((always_inline)) ATTR void NAME##_ukr( \
-            const int MR, const int NV, Py_ssize_t k, const T* a, Py_ssize_t asi, \
-            Py_ssize_t asp, const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, \
+            const int MR, const int NV, const int IDX, Py_ssize_t k, const T* a, \
+            Py_ssize_t asi, Py_ssize_t asp, const long long* ridx, Py_ssize_t rs, \
+            const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, \
             MT last, int accumulate, int epi, const T* bias, T* cs) { \
         __typeof__(FM_ZERO_##S()) acc[8][4], bv[4], x; \
+        const T* arow[8]; \
+        if (IDX == FM_IDX_ROWS) \
+            _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) arow[i] = a + ridx[i] * rs; \
         _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] = FM_ZERO_##S(); \
         for (Py_ssize_t p = 0; p < k; p++) { \
             const T* bp = b + p * ldb; \
-            const T* ap = a + p * asp; \
+            const T* ap = IDX == FM_IDX_DEPTH ? a + ridx[p] * rs : a + p * asp; \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV - 1; v++) bv[v] = FM_LD_##S(bp + v * L); \
             bv[NV - 1] = FM_LDM_##S(last, bp + (NV - 1) * L); \
             _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) { \
-                x = FM_BC_##S(ap[i * asi]); \
+                x = FM_BC_##S(IDX == FM_IDX_ROWS ? arow[i][p] : ap[i * asi]); \
                 _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) \
                     acc[i][v] = FM_FMA_##S(x, bv[v], acc[i][v]); \
             } \
@@ -154,31 +163,31 @@ cdef extern from *:
 
     /* All m rows of one column block: blocks of MRF rows, then 4, 2, 1, in
        order (the column sums of FM_EPI_RELU_GRAD add the rows in order). */
+    #define FM_UKR_AT(NAME, MRR, NV) \
+        NAME##_ukr(MRR, NV, IDX, k, IDX == FM_IDX_ROWS ? a : a + i * asi, asi, asp, \
+                   IDX == FM_IDX_ROWS ? ridx + i : ridx, rs, b, ldb, c + i * ldc, ldc, \
+                   last, acc, epi, bias, cs)
     #define FM_ROWS(NAME, MRF, NV) do { \
         for (; i + MRF <= m; i += MRF) \
-            NAME##_ukr(MRF, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc, \
-                       epi, bias, cs); \
+            FM_UKR_AT(NAME, MRF, NV); \
         if (MRF > 4 && i + 4 <= m) { \
-            NAME##_ukr(4, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc, \
-                       epi, bias, cs); \
+            FM_UKR_AT(NAME, 4, NV); \
             i += 4; } \
         if (MRF > 2 && i + 2 <= m) { \
-            NAME##_ukr(2, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc, \
-                       epi, bias, cs); \
+            FM_UKR_AT(NAME, 2, NV); \
             i += 2; } \
         if (i < m) \
-            NAME##_ukr(1, NV, k, a + i * asi, asi, asp, b, ldb, c + i * ldc, ldc, last, acc, \
-                       epi, bias, cs); \
+            FM_UKR_AT(NAME, 1, NV); \
     } while (0)
 
     /* MR1..MR4: rows per block for blocks of 1..4 vectors (as many
        accumulators as the register file holds beside the B vectors). */
     #define FM_DEFINE_SMALL_GEMM(NAME, T, S, L, MT, ATTR, MR1, MR2, MR3, MR4) \
     FM_DEFINE_UKR(NAME, T, S, L, MT, ATTR) \
-    static inline __attribute__((always_inline)) ATTR void NAME##_rows(int nv, \
-            Py_ssize_t m, Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, \
-            const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, MT last, int acc, int epi, \
-            const T* bias, T* cs) { \
+    static inline __attribute__((always_inline)) ATTR void NAME##_rows(const int IDX, \
+            int nv, Py_ssize_t m, Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, \
+            const long long* ridx, Py_ssize_t rs, const T* b, Py_ssize_t ldb, T* c, \
+            Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs) { \
         Py_ssize_t i = 0; \
         switch (nv) { \
             case 1: FM_ROWS(NAME, MR1, 1); break; \
@@ -189,20 +198,31 @@ cdef extern from *:
     } \
     /* One of A's strides is 1 (TN: along C's rows; NN, NT: along the shared \
        dimension): compiled with it constant, the broadcasts' addresses are \
-       immediate offsets from one pointer. */ \
+       immediate offsets from one pointer. With ridx, A's rows are rows \
+       ridx[] of a matrix of row stride rs (FM_IDX_*). */ \
     ATTR static void NAME##_block(int nv, Py_ssize_t m, Py_ssize_t k, const T* a, \
-            Py_ssize_t asi, Py_ssize_t asp, const T* b, Py_ssize_t ldb, T* c, \
-            Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs) { \
-        if (asi == 1) \
-            NAME##_rows(nv, m, k, a, 1, asp, b, ldb, c, ldc, last, acc, epi, bias, cs); \
+            Py_ssize_t asi, Py_ssize_t asp, int idx, const long long* ridx, Py_ssize_t rs, \
+            const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, MT last, int acc, int epi, \
+            const T* bias, T* cs) { \
+        if (idx == FM_IDX_DEPTH) \
+            NAME##_rows(FM_IDX_DEPTH, nv, m, k, a, 1, 0, ridx, rs, b, ldb, c, ldc, last, \
+                        acc, epi, bias, cs); \
+        else if (idx == FM_IDX_ROWS) \
+            NAME##_rows(FM_IDX_ROWS, nv, m, k, a, 0, 1, ridx, rs, b, ldb, c, ldc, last, \
+                        acc, epi, bias, cs); \
+        else if (asi == 1) \
+            NAME##_rows(FM_IDX_NONE, nv, m, k, a, 1, asp, ridx, rs, b, ldb, c, ldc, last, \
+                        acc, epi, bias, cs); \
         else \
-            NAME##_rows(nv, m, k, a, asi, 1, b, ldb, c, ldc, last, acc, epi, bias, cs); \
+            NAME##_rows(FM_IDX_NONE, nv, m, k, a, asi, 1, ridx, rs, b, ldb, c, ldc, last, \
+                        acc, epi, bias, cs); \
     } \
     ATTR static void NAME(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
-            const T* A, Py_ssize_t lda, const T* B, Py_ssize_t ldb, T* C, \
-            Py_ssize_t ldc, int accumulate, int epi, const T* bias, T* cs) { \
+            const T* A, Py_ssize_t lda, const long long* ridx, const T* B, Py_ssize_t ldb, \
+            T* C, Py_ssize_t ldc, int accumulate, int epi, const T* bias, T* cs) { \
         const Py_ssize_t NB = 4 * L; \
         Py_ssize_t asi = kind == FM_TN ? 1 : lda, asp = kind == FM_TN ? lda : 1; \
+        int idx = !ridx ? FM_IDX_NONE : kind == FM_TN ? FM_IDX_DEPTH : FM_IDX_ROWS; \
         T panel[FM_KC * 4 * L] __attribute__((aligned(64))); \
         /* C's vectors spread evenly over the fewest blocks of at most 4 \
            (13 as 4 3 3 3, not 4 4 4 1: a block of one vector runs at a \
@@ -214,7 +234,7 @@ cdef extern from *:
             Py_ssize_t nc = n - j0 < nv * L ? n - j0 : nv * L; \
             MT last = FM_MK_##S((int)(nc - (nv - 1) * L)); \
             if (kind != FM_NT) { \
-                NAME##_block(nv, m, k, A, asi, asp, B + j0, ldb, C + j0, ldc, last, \
+                NAME##_block(nv, m, k, A, asi, asp, idx, ridx, lda, B + j0, ldb, C + j0, ldc, last, \
                              accumulate, epi, bias ? bias + j0 : bias, cs ? cs + j0 : cs); \
                 j0 += nc; \
                 continue; \
@@ -227,7 +247,7 @@ cdef extern from *:
                     const T* src = B + (j0 + jj) * ldb + p0; \
                     for (Py_ssize_t p = 0; p < kc; p++) panel[p * NB + jj] = src[p]; \
                 } \
-                NAME##_block(nv, m, kc, A + p0 * asp, asi, asp, panel, NB, C + j0, ldc, \
+                NAME##_block(nv, m, kc, A + p0 * asp, asi, asp, FM_IDX_NONE, NULL, 0, panel, NB, C + j0, ldc, \
                              last, accumulate || p0 > 0, p0 + kc >= k ? epi : FM_EPI_NONE, \
                              bias ? bias + j0 : bias, cs ? cs + j0 : cs); \
             } \
@@ -251,11 +271,18 @@ cdef extern from *:
     #define FM_SG_PICK(NAME, ...)
     #endif
     #define FM_DEFINE_SG_ENTRY(NAME, T) \
+    static int fm_small_gemm_idx_##T(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
+            const T* A, Py_ssize_t lda, const long long* ridx, const T* B, Py_ssize_t ldb, \
+            T* C, Py_ssize_t ldc, int accumulate, int epi, const T* bias, T* cs) { \
+        FM_SG_PICK(NAME, kind, m, n, k, A, lda, ridx, B, ldb, C, ldc, accumulate, epi, bias, \
+                   cs) \
+        return 0; \
+    } \
     static int fm_small_gemm_epi_##T(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
             const T* A, Py_ssize_t lda, const T* B, Py_ssize_t ldb, T* C, \
             Py_ssize_t ldc, int accumulate, int epi, const T* bias, T* cs) { \
-        FM_SG_PICK(NAME, kind, m, n, k, A, lda, B, ldb, C, ldc, accumulate, epi, bias, cs) \
-        return 0; \
+        return fm_small_gemm_idx_##T(kind, m, n, k, A, lda, NULL, B, ldb, C, ldc, accumulate, \
+                                     epi, bias, cs); \
     } \
     static int fm_small_gemm_##T(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
             const T* A, Py_ssize_t lda, const T* B, Py_ssize_t ldb, T* C, \
@@ -278,6 +305,16 @@ cdef extern from *:
         Py_ssize_t lda, const double* B, Py_ssize_t ldb, double* C,
         Py_ssize_t ldc, int accumulate, int epi, const double* bias,
         double* cs) noexcept nogil
+    int fm_small_gemm_idx_d "fm_small_gemm_idx_double"(
+        int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A,
+        Py_ssize_t lda, const long long* ridx, const double* B, Py_ssize_t ldb,
+        double* C, Py_ssize_t ldc, int accumulate, int epi, const double* bias,
+        double* cs) noexcept nogil
+    int fm_small_gemm_idx_f "fm_small_gemm_idx_float"(
+        int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A,
+        Py_ssize_t lda, const long long* ridx, const float* B, Py_ssize_t ldb,
+        float* C, Py_ssize_t ldc, int accumulate, int epi, const float* bias,
+        float* cs) noexcept nogil
     int fm_small_gemm_epi_f "fm_small_gemm_epi_float"(
         int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A,
         Py_ssize_t lda, const float* B, Py_ssize_t ldb, float* C,
@@ -339,7 +376,22 @@ cdef inline int small_gemm_epi(int kind, Py_ssize_t m, Py_ssize_t n,
                                int n_threads) noexcept nogil:
     """small_gemm with an epilogue (FM_EPI_*); column sums (cs) keep the
     rows on one thread, whose order they add them in."""
+    return small_gemm_idx(kind, m, n, k, A, lda, <const long long*>NULL, B,
+                          ldb, C, ldc, accumulate, epi, bias, cs, n_threads)
+
+
+cdef inline int small_gemm_idx(int kind, Py_ssize_t m, Py_ssize_t n,
+                               Py_ssize_t k, const floating* A, Py_ssize_t lda,
+                               const long long* ridx, const floating* B,
+                               Py_ssize_t ldb, floating* C, Py_ssize_t ldc,
+                               int accumulate, int epi, const floating* bias,
+                               floating* cs, int n_threads) noexcept nogil:
+    """small_gemm_epi where, with ridx, A's rows are rows ridx[] of the
+    matrix A of row stride lda (NN: C's m rows; TN: the k rows of the
+    shared dimension): a batch's input rows read in place, not gathered."""
     cdef Py_ssize_t chunk, c, n_chunks, i0, rows
+    cdef const floating* Ai
+    cdef const long long* ri
     if fm_isa() == 0:
         return 0
     if (n_threads > 1 and m * n * k >= SMALL_PAR_MIN and m >= 2 * SMALL_ROW_ALIGN
@@ -350,22 +402,26 @@ cdef inline int small_gemm_epi(int kind, Py_ssize_t m, Py_ssize_t n,
         for c in prange(n_chunks, schedule='static', num_threads=n_threads):
             i0 = c * chunk
             rows = min(chunk, m - i0)
-            if floating is float:
-                fm_small_gemm_epi_f(kind, rows, n, k,
-                                    A + (i0 if kind == FM_TN else i0 * lda), lda,
-                                    B, ldb, C + i0 * ldc, ldc, accumulate, epi,
-                                    bias, cs)
+            ri = ridx
+            if kind == FM_TN:
+                Ai = A + i0
+            elif ridx != NULL:
+                Ai = A
+                ri = ridx + i0
             else:
-                fm_small_gemm_epi_d(kind, rows, n, k,
-                                    A + (i0 if kind == FM_TN else i0 * lda), lda,
-                                    B, ldb, C + i0 * ldc, ldc, accumulate, epi,
-                                    bias, cs)
+                Ai = A + i0 * lda
+            if floating is float:
+                fm_small_gemm_idx_f(kind, rows, n, k, Ai, lda, ri, B, ldb,
+                                    C + i0 * ldc, ldc, accumulate, epi, bias, cs)
+            else:
+                fm_small_gemm_idx_d(kind, rows, n, k, Ai, lda, ri, B, ldb,
+                                    C + i0 * ldc, ldc, accumulate, epi, bias, cs)
         return 1
     if floating is float:
-        return fm_small_gemm_epi_f(kind, m, n, k, A, lda, B, ldb, C, ldc,
+        return fm_small_gemm_idx_f(kind, m, n, k, A, lda, ridx, B, ldb, C, ldc,
                                    accumulate, epi, bias, cs)
     else:
-        return fm_small_gemm_epi_d(kind, m, n, k, A, lda, B, ldb, C, ldc,
+        return fm_small_gemm_idx_d(kind, m, n, k, A, lda, ridx, B, ldb, C, ldc,
                                    accumulate, epi, bias, cs)
 
 

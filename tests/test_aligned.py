@@ -60,7 +60,7 @@ def test_a_fit_trains_on_aligned_parameters_and_buffers():
     est = MLPClassifier((13,), max_iter=2, random_state=0).fit(X, y)
     assert _on_line(est._theta) and _on_line(est._opt_state)
     layout = Layout([7, 13, 1], ["relu", "logistic"])
-    runner = EpochRunner(layout, np.float64, 32, True)
+    runner = EpochRunner(layout, np.float64, 32)
     for name in ("grad", "acts", "tmp", "xbuf", "sp_work"):
         assert _on_line(getattr(runner, name)), name
     assert _on_line(Optimizer("adam", 50, np.float32, learning_rate_init=1e-3).state)

@@ -40,7 +40,7 @@ def masked_objective(layout, theta, X, Y, sw, masks, rates):
 
 def one_epoch(layout, theta, X, Y, sw, rates, lr=0.5, n_threads=1, seed=11, batch=None):
     B = batch or len(X)
-    runner = EpochRunner(layout, theta.dtype, B, True, rates)
+    runner = EpochRunner(layout, theta.dtype, B, rates)
     opt = Optimizer("sgd", layout.n_params, theta.dtype, learning_rate_init=lr, momentum=0.0)
     rows = np.arange(len(X), dtype=np.int64)
     state = np.array([seed], dtype=np.uint64)

@@ -62,7 +62,7 @@ def reference_epoch(layout, theta, X, Y, sw, rows, batch, opt, alpha, l1):
 
 def run(layout, theta, X, Y, sw, rows, batch, opt, alpha=0.0, l1=0.0, n_threads=1,
         shuffle=False, seed=0):
-    runner = EpochRunner(layout, theta.dtype, batch, not sp.issparse(X))
+    runner = EpochRunner(layout, theta.dtype, batch)
     rng_state = np.array([seed], dtype=np.uint64)
     rows = rows.copy()
     loss, finite = runner.run(theta, kernel_input(X), Y, sw, rows, rng_state, shuffle, opt,
@@ -117,6 +117,71 @@ def test_input_layouts_give_the_same_epoch(order):
     got = theta.copy()
     run(layout, got, X2, Y, sw, rows, 8, opt(), alpha=0.1, shuffle=True, seed=3)
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.fixture
+def rows_gathered():
+    """Run the test's epochs with every batch's input rows gathered."""
+    old = _epoch.rows_in_place_enabled(False)
+    try:
+        yield
+    finally:
+        _epoch.rows_in_place_enabled(old)
+
+
+def input_of(X, order):
+    """X in a layout whose rows the first layer reads in place (all but F)."""
+    if order == "strided":  # rows farther apart than their length
+        X2 = np.zeros((X.shape[0], X.shape[1] + 5), X.dtype)
+        X2[:, 2:2 + X.shape[1]] = X
+        return X2[:, 2:2 + X.shape[1]]
+    if order == "reversed":  # a negative row stride
+        return X[::-1].copy()[::-1]
+    return np.asfortranarray(X) if order == "F" else X
+
+
+@pytest.mark.parametrize("order", ["C", "strided", "reversed", "F"])
+@pytest.mark.parametrize("acts", [["tanh", "relu", "softmax"], ["relu", "relu", "softmax"]])
+def test_input_rows_read_in_place_give_the_gathered_bits(order, acts, dtype, every_batch_split,
+                                                         rows_gathered):
+    # A's rows by index in the first layer's kernels (forward, A^T delta, the
+    # two-core epoch's rows and gradient chunks) against a gathered batch.
+    layout, theta, X, Y, sw = split_problem(dtype, [12, 40, 24, 3], acts, n=150)
+    X = input_of(X, order)
+    make = lambda: Optimizer("adam", layout.n_params, dtype, learning_rate_init=0.01)
+    for n_threads in (1, 2):
+        _epoch.rows_in_place_enabled(True)
+        assert _epoch.needs_xbuf(layout.net, 40, kernel_input(X)) == (order == "F")
+        got = epoch_twice(layout, theta, X, Y, sw, 40, make, n_threads, l1=1e-4)
+        _epoch.rows_in_place_enabled(False)
+        assert _epoch.needs_xbuf(layout.net, 40, kernel_input(X))
+        want = epoch_twice(layout, theta, X, Y, sw, 40, make, n_threads, l1=1e-4)
+        assert not np.array_equal(got[0], theta)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        assert got[3] == want[3]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_an_epoch_reading_rows_in_place_keeps_no_input_buffer(n_threads, rows_gathered):
+    layout, theta, X, Y, sw = problem(np.float64, n=64)
+    opt = Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
+    rows = np.arange(64, dtype=np.int64)
+    state = np.array([1], dtype=np.uint64)
+    sizes = []
+    for enabled, Xi in ((True, X), (True, np.asfortranarray(X)), (False, X)):
+        _epoch.rows_in_place_enabled(enabled)
+        runner = EpochRunner(layout, np.float64, 16)
+        runner.run(theta.copy(), kernel_input(Xi), Y, sw, rows, state, True, opt, LOSS_LOG,
+                   0.0, 0.0, n_threads)
+        sizes.append(runner.xbuf.size)
+    assert sizes == [1, 16 * 6, 16 * 6]
+    # a direct call with a too-small buffer where rows are gathered still runs
+    runner = EpochRunner(layout, np.float64, 16)
+    runner.xbuf = runner.xbuf[:1]
+    _epoch.run_epoch(theta.copy(), runner.grad, opt.state, kernel_input(X), Y, sw, rows,
+                     state, True, 16, layout.net, LOSS_LOG, opt.rule(), runner.pieces,
+                     runner.acts, runner.tmp, runner.xbuf, runner.row_loss, runner.part,
+                     opt.step, 0.0, 0.0, n_threads)
 
 
 def test_shuffle_is_seeded():
@@ -201,7 +266,8 @@ def test_class_indices_out_of_range_are_refused():
     regression = Layout([6, 9, 3], ["relu", "identity"])
     with pytest.raises(ValueError, match="class-index targets"):
         run(regression, np.zeros(regression.n_params), X, np.zeros(50, np.int32),
-            None, rows, 10, opt)
+            None, rows, 10,
+            Optimizer("adam", regression.n_params, np.float64, learning_rate_init=0.01))
     # Every width the epoch reads is checked; the one-byte index against
     # 3 classes too (it could hold up to 255).
     for dtype in (np.uint8, np.uint16, np.int64):
@@ -306,7 +372,7 @@ def split_problem(dtype, units, acts, n=150, seed=0):
 def epoch_twice(layout, theta, X, Y, sw, batch, make, n_threads, epochs=3, alpha=1e-3,
                 l1=0.0, loss=LOSS_LOG, idx_dtype=np.int64):
     """theta, optimiser state, step count and losses after a few epochs."""
-    runner = EpochRunner(layout, theta.dtype, batch, True)
+    runner = EpochRunner(layout, theta.dtype, batch)
     opt = make()
     th = theta.copy()
     rows = np.arange(X.shape[0], dtype=idx_dtype)
@@ -449,7 +515,7 @@ def test_backward_needs_tmp_only_where_a_delta_is_not_written_in_place(units, ac
 def test_a_relu_epoch_leaves_tmp_alone_and_others_check_its_size(acts, dtype):
     layout, theta, X, Y, sw = split_problem(dtype, [12, 24, 10, 4], acts)
     make = lambda: Optimizer("adam", layout.n_params, dtype, learning_rate_init=0.01)
-    runner = EpochRunner(layout, dtype, 16, True)
+    runner = EpochRunner(layout, dtype, 16)
     if "tanh" in acts:
         assert runner.tmp.shape[0] == 16 * 24
         runner.tmp = runner.tmp[:1]
@@ -468,3 +534,41 @@ def test_a_relu_epoch_leaves_tmp_alone_and_others_check_its_size(acts, dtype):
     assert np.isnan(runner.tmp).all()
     assert not np.array_equal(th, theta)
     assert np.array_equal(th, ref[0]) and np.array_equal(opt.state, ref[1])
+
+
+def test_run_epoch_names_the_array_it_cannot_use():
+    # The arrays' data are read without memoryviews (_args.array_data): each
+    # is still checked for type, layout, length and writability.
+    layout, theta, X, Y, sw = problem(np.float64, n=20)
+    opt = Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
+    runner = EpochRunner(layout, np.float64, 8)
+    args = dict(grad=runner.grad, opt_state=opt.state, acts=runner.acts, tmp=runner.tmp,
+                xbuf=runner.xbuf, row_loss=runner.row_loss, part=runner.part,
+                step_count=opt.step, rng_state=np.ones(1, np.uint64))
+
+    def call(**change):
+        a = {**args, **change}
+        _epoch.run_epoch(theta.copy(), a["grad"], a["opt_state"], kernel_input(X), Y, sw,
+                         np.arange(20), a["rng_state"], True, 8, layout.net, LOSS_LOG,
+                         opt.rule(), runner.pieces, a["acts"], a["tmp"], a["xbuf"],
+                         a["row_loss"], a["part"], a["step_count"], 0.0, 0.0, 1)
+
+    call()
+    readonly = runner.grad.copy()
+    readonly.flags.writeable = False
+    for change, message in [
+            (dict(grad=runner.grad.astype(np.float32)), "grad must be a writable"),
+            (dict(grad=readonly), "grad must be a writable"),
+            (dict(grad=runner.grad[:-1]), "grad must be .* at least"),
+            (dict(opt_state=opt.state.T.copy()), "opt_state must be 2 x"),
+            (dict(acts=np.zeros(2 * runner.acts.size)[::2]), "acts must be"),
+            (dict(row_loss=np.zeros(3)), "row_loss must be .* 8 entries"),
+            (dict(step_count=np.zeros(1, np.int32)), "step_count must be"),
+            (dict(rng_state=np.ones(1, np.int64)), "rng_state must be"),
+            (dict(part=[0.0] * 10), "part must be")]:
+        with pytest.raises(ValueError, match=message):
+            call(**change)
+    net = list(layout.net)
+    net[0] = net[0].astype(np.int64)
+    with pytest.raises(ValueError, match="units must be"):
+        _epoch.split_applies(tuple(net), 8)

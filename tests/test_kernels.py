@@ -343,3 +343,36 @@ def test_softmax_log_loss_of_non_finite_outputs():
                                      np.arange(3, dtype=np.int64))
     assert np.isnan(loss[0]) and np.isfinite(loss[1]) and not np.isfinite(loss[2])
     assert D[1, 1] == 0 and np.isclose(D[1].sum(), 0)
+
+
+@pytest.mark.parametrize("kind", ["nn", "tn"])
+@pytest.mark.parametrize("shape", [(32, 64, 100), (7, 13, 5), (100, 40, 100), (1, 3, 17),
+                                   (33, 1, 9), (40, 200, 24)])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_rows_by_index_give_the_gathered_products_bits(kind, shape, n_threads, dtype):
+    # A batch's input rows read in place (the first layer's products):
+    # every row order, repeats, a row stride beyond the row's length.
+    if _kernels.isa() == 0:
+        pytest.skip("no AVX2: the products use BLAS")
+    rng = np.random.default_rng(1)
+    b, n_in, n_out = shape
+    X = np.zeros((300, n_in + 3), dtype)[:, 1:1 + n_in]
+    X[:] = rng.standard_normal((300, n_in))
+    rows = rng.integers(0, 300, b).astype(np.int64)
+    B = rng.standard_normal((n_in, n_out) if kind == "nn" else (b, n_out)).astype(dtype)
+    want = np.zeros((b, n_out) if kind == "nn" else (n_in, n_out), dtype)
+    got = np.zeros_like(want)
+    assert _kernels.product(kind, np.ascontiguousarray(X[rows]), B, want, n_threads=n_threads)
+    assert _kernels.product(kind, X, B, got, rows=rows, n_threads=n_threads)
+    assert np.array_equal(got, want)
+    _kernels.product(kind, X, B, got, accumulate=True, rows=rows, n_threads=n_threads)
+    assert np.array_equal(got, 2 * want)
+
+
+def test_rows_by_index_are_checked():
+    X = np.ones((5, 3))
+    C = np.zeros((2, 4))
+    with pytest.raises(ValueError, match="out of range"):
+        _kernels.product("nn", X, np.ones((3, 4)), C, rows=np.array([0, 5]))
+    with pytest.raises(ValueError, match="nn and tn"):
+        _kernels.product("nt", X, np.ones((4, 3)), np.zeros((2, 4)), rows=np.array([0, 1]))

@@ -200,7 +200,7 @@ def test_epoch_updates_survivors_like_the_reference(mode):
     Y = targets("onehot", 70, 3, rng, np.float64)
     rows = np.arange(70, dtype=np.int64)[::-1].copy()
     expected = numpy_adam_epoch(layout, theta, X, Y, rows, 20, 0.01, 0.1)
-    runner = EpochRunner(layout, np.float64, 20, True)
+    runner = EpochRunner(layout, np.float64, 20)
     opt = Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
     assert opt.state.shape == (2, layout.n_params)  # one entry per survivor
     got = theta.copy()
@@ -220,7 +220,7 @@ def test_epochs_are_identical_across_threads_and_reruns():
     results = []
     for n_threads in (1, 2, 2):
         th = theta.copy()
-        runner = EpochRunner(layout, np.float64, 128, True)
+        runner = EpochRunner(layout, np.float64, 128)
         opt = Optimizer("adam", layout.n_params, np.float64, learning_rate_init=1e-3)
         for _ in range(2):
             runner.run(th, X, Y, None, np.arange(600, dtype=np.int64), np.array([3], np.uint64),

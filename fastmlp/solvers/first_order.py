@@ -154,13 +154,11 @@ class EpochRunner:
     layout : Layout
     dtype : numpy dtype
     batch_size : int
-    dense_input : bool
-        False for CSR input, which needs no gather buffer.
     dropout : sequence of float or None
         Dropout rate of each hidden layer (None or all zeros: no dropout).
     """
 
-    def __init__(self, layout, dtype, batch_size, dense_input, dropout=None):
+    def __init__(self, layout, dtype, batch_size, dropout=None):
         B = int(batch_size)
         units = layout.units
         self.layout = layout
@@ -169,7 +167,9 @@ class EpochRunner:
         # small float64 network's epoch).
         self.grad = _aligned.empty(layout.n_params, dtype)
         self.acts = _aligned.empty(B * int(units[1:].sum()), dtype)
-        self.xbuf = _aligned.empty(B * int(units[0]) if dense_input else 1, dtype)
+        # The gathered input batch, where the first layer cannot read the
+        # rows in place (_epoch.needs_xbuf): sized by the first run.
+        self.xbuf = _aligned.empty(1, dtype)
         self.row_loss = np.empty(B)
         self.pieces = layout.pieces()
         self.part = np.empty(3 * max(1, len(self.pieces[3]) - 1))
@@ -233,6 +233,11 @@ class EpochRunner:
             # at one thread already (this then changes nothing); a direct
             # call may not have.
             blas = blas_threads(1, wait=False)
+        if (self.xbuf.shape[0] < self.batch_size * self.layout.units[0]
+                and _epoch.needs_xbuf(self.layout.net, self.batch_size, X)):
+            dtype = self.xbuf.dtype
+            self.xbuf = None
+            self.xbuf = _aligned.empty(self.batch_size * int(self.layout.units[0]), dtype)
         n_rows = self.batch_size * (n_threads if split else 1)
         if self.rows_buf is None or self.rows_buf.shape[0] < n_rows:
             self.rows_buf = None
