@@ -565,8 +565,10 @@ def main(argv=None):
                   "(hidden + output units) + parameters x (2 + 2 Adam moments)). The "
                   "activations of a batch are its input rows x_0 and every layer's output "
                   "x_{l+1} = phi(W_l x_l + b_l), as scikit-learn's `activations` list holds "
-                  "them; x_0 (the shuffled rows gathered into one block for the products; X "
-                  "itself is not counted) is counted once, having no delta, each layer "
+                  "them; x_0 (the batch's rows: gathered into one block where the first "
+                  "layer needs it, read from X in place where its kernels take row "
+                  "indices; X itself is not counted) is counted once, having no delta, "
+                  "each layer "
                   "output twice (it and its delta). strict bound: the same without x_0. "
                   "traced: tracemalloc peak (every numpy allocation); RSS: growth of the "
                   "peak resident set."]

@@ -13,6 +13,10 @@
 # restarted per panel and added to the output), whatever the block, the
 # thread split or the ISA (AVX2 and AVX-512 give the same bits).
 #
+# The left-hand operand of NN and TN may also be given as row indices into
+# a larger matrix (small_gemm_idx: a batch's input rows read from X in
+# place, no gathered copy), with the same chains and so the same bits.
+#
 # The kernels exist for AVX2+FMA and AVX-512 (src/_simd.pxd picks one at run
 # time); on other CPUs, and outside the measured crossovers (SMALL_MAX_WORK
 # and the TN band below, benchmarks/small_gemm.py), the products go to BLAS
