@@ -9,15 +9,18 @@ from _sparse_layers cimport TILE_MAX, ALIGN_SLACK
 
 cdef inline void* array_data(object a, int typ, Py_ssize_t n, bint write,
                              str name) except NULL:
-    """The data of a: a C-contiguous, aligned, native-order ndarray of numpy
-    type typ with at least max(n, 1) entries, writable if write. The
+    """The data of a: a C-contiguous, native-order ndarray of numpy type typ
+    (or an equivalent one) with at least max(n, 1) entries, writable if
+    write; unaligned data is accepted, as memoryviews accept it (arrays
+    rebuilt from pickle buffers: the Dask workers' parts). The
     pointer comes straight from the array: a typed memoryview would
     allocate an object on every call (with two dozen arguments, a few KB of
     an epoch's transient memory, and a microsecond of a predict)."""
-    if (not cnp.PyArray_Check(a) or cnp.PyArray_TYPE(<cnp.ndarray>a) != typ
+    if (not cnp.PyArray_Check(a)
+            or not cnp.PyArray_EquivTypenums(cnp.PyArray_TYPE(<cnp.ndarray>a), typ)
             or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
-            or not (cnp.PyArray_ISBEHAVED(<cnp.ndarray>a) if write
-                    else cnp.PyArray_ISBEHAVED_RO(<cnp.ndarray>a))
+            or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a)
+            or (write and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a))
             or cnp.PyArray_SIZE(<cnp.ndarray>a) < max(n, 1)):
         raise ValueError(
             f"{name} must be a {'writable ' if write else ''}C-contiguous "
@@ -77,24 +80,32 @@ cdef inline object new_sparse_work(tuple net, Py_ssize_t B, object dtype):
 
 cdef inline int unpack_input(object X, Csr* csr, const floating** ptr,
                              Py_ssize_t* s0, Py_ssize_t* s1) except -1:
-    """X is a 2-D ndarray (any strides) or (data, indices, indptr) of CSR."""
-    cdef const floating[:, :] Xd
-    cdef const floating[::1] data
-    cdef const int[::1] indices
-    cdef const int[::1] indptr
+    """X is a 2-D ndarray (any strides) or (data, indices, indptr) of CSR,
+    read without memoryview objects (see array_data)."""
+    cdef int ft = cnp.NPY_FLOAT32 if floating is float else cnp.NPY_FLOAT64
+    cdef cnp.ndarray Xa
+    cdef Py_ssize_t isz = sizeof(floating)
     csr.data = NULL
     ptr[0] = NULL
     if isinstance(X, tuple):
-        data = X[0]
-        indices = X[1]
-        indptr = X[2]
+        if len(X) != 3:
+            raise ValueError("a CSR input is (data, indices, indptr)")
+        csr.indptr = <const int*>array_data(X[2], cnp.NPY_INT32, 1, False, "indptr")
         # A CSR matrix with no stored values still needs non-NULL pointers.
-        csr.data = &data[0] if data.shape[0] > 0 else <const void*>&indptr[0]
-        csr.indices = &indices[0] if indices.shape[0] > 0 else &indptr[0]
-        csr.indptr = &indptr[0]
-    else:
-        Xd = X
-        ptr[0] = &Xd[0, 0]
-        s0[0] = Xd.strides[0] // <Py_ssize_t>sizeof(floating)
-        s1[0] = Xd.strides[1] // <Py_ssize_t>sizeof(floating)
+        csr.data = (array_data(X[0], ft, 1, False, "data") if array_len(X[0])
+                    else <const void*>csr.indptr)
+        csr.indices = (<const int*>array_data(X[1], cnp.NPY_INT32, 1, False, "indices")
+                       if array_len(X[1]) else csr.indptr)
+        return 0
+    if (not cnp.PyArray_Check(X) or cnp.PyArray_NDIM(<cnp.ndarray>X) != 2
+            or not cnp.PyArray_EquivTypenums(cnp.PyArray_TYPE(<cnp.ndarray>X), ft)
+            or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>X)):
+        raise ValueError(f"X must be a 2-D {'float32' if floating is float else 'float64'} "
+                         "array in native byte order")
+    Xa = <cnp.ndarray>X
+    if cnp.PyArray_STRIDE(Xa, 0) % isz or cnp.PyArray_STRIDE(Xa, 1) % isz:
+        raise ValueError("X's strides must be whole elements")
+    ptr[0] = <const floating*>cnp.PyArray_DATA(Xa)
+    s0[0] = cnp.PyArray_STRIDE(Xa, 0) // isz
+    s1[0] = cnp.PyArray_STRIDE(Xa, 1) // isz
     return 0

@@ -743,68 +743,54 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
     unpack_input(X, &csr, &X_ptr, &s0, &s1)
 
     cdef const floating* sw = NULL
-    cdef const floating[:, ::1] Y_mat
-    cdef const unsigned char[::1] c8
-    cdef const unsigned short[::1] c16
-    cdef const int[::1] c32
-    cdef const long long[::1] c64
     cdef const floating* Yp = NULL
     cdef Classes cls
+    cdef int ytyp
     cls.p = NULL
     cls.size = 0
-    if Y.ndim == 1:
+    cdef Py_ssize_t n = array_len(idx), n_y = array_len(Y), start, b, i
+    if cnp.PyArray_NDIM(<cnp.ndarray>Y) == 1:
         if loss != LOSS_LOG or nt.act[nt.n_layers - 1] not in (ACT_SOFTMAX,
                                                                 ACT_LOGISTIC):
             raise ValueError("class-index targets need the log loss of a "
                              "softmax or logistic output")
-        if Y.dtype == np.uint8:
-            c8 = Y
-            cls.p = &c8[0] if c8.shape[0] else NULL
-        elif Y.dtype == np.uint16:
-            c16 = Y
-            cls.p = &c16[0] if c16.shape[0] else NULL
-        elif Y.dtype == np.int32:
-            c32 = Y
-            cls.p = &c32[0] if c32.shape[0] else NULL
-        elif Y.dtype == np.int64:
-            c64 = Y
-            cls.p = &c64[0] if c64.shape[0] else NULL
+        ytyp = cnp.PyArray_TYPE(<cnp.ndarray>Y)
+        for typ in (cnp.NPY_UINT8, cnp.NPY_UINT16, cnp.NPY_INT32, cnp.NPY_INT64):
+            if cnp.PyArray_EquivTypenums(ytyp, typ):
+                break
         else:
             raise ValueError("class indices must be uint8, uint16, int32 or "
                              f"int64, not {Y.dtype}")
-        cls.size = Y.dtype.itemsize
-        if cls.p == NULL and idx.shape[0]:
+        cls.size = cnp.PyArray_ITEMSIZE(<cnp.ndarray>Y)
+        if n_y:
+            cls.p = array_data(Y, ytyp, n_y, False, "class indices")
+        elif n:
             raise ValueError("no class indices for the rows")
         # The kernel indexes the output row with these: refuse what would
         # read outside it (a compiled pass, no temporaries).
         if cls.p != NULL and not classes_in_range(
-                cls, Y.shape[0], max(2, nt.units[nt.n_layers])):
+                cls, n_y, max(2, nt.units[nt.n_layers])):
             raise ValueError("class indices out of range for the output layer")
     else:
-        Y_mat = Y
-        Yp = &Y_mat[0, 0]
+        Yp = <const floating*>array_data(Y, ft, 1, False, "Y")
     if sample_weight is not None:
         sw = <const floating*>array_data(sample_weight, ft, 1, False, "sample_weight")
 
     # A uint16 or int32 idx is a quarter or half the memory of int64; the
     # kernels read each batch's rows widened into rows_buf.
-    cdef unsigned short[::1] idx16
-    cdef int[::1] idx32
-    cdef long long[::1] idx64
     cdef unsigned short* p16 = NULL
     cdef int* p32 = NULL
     cdef long long* p64 = NULL
     cdef const long long* rows
-    cdef Py_ssize_t n = idx.shape[0], start, b, i
-    if idx.dtype == np.uint16:
-        idx16 = idx
-        p16 = &idx16[0] if n else NULL
-    elif idx.dtype == np.int32:
-        idx32 = idx
-        p32 = &idx32[0] if n else NULL
+    cdef int ityp = cnp.PyArray_TYPE(<cnp.ndarray>idx)
+    if cnp.PyArray_EquivTypenums(ityp, cnp.NPY_UINT16):
+        p16 = <unsigned short*>array_data(idx, ityp, 1, True, "idx") if n else NULL
+    elif cnp.PyArray_EquivTypenums(ityp, cnp.NPY_INT32):
+        p32 = <int*>array_data(idx, ityp, 1, True, "idx") if n else NULL
+    elif cnp.PyArray_EquivTypenums(ityp, cnp.NPY_INT64):
+        p64 = <long long*>array_data(idx, ityp, 1, True, "idx") if n else NULL
     else:
-        idx64 = idx
-        p64 = &idx64[0] if n else NULL
+        raise ValueError(f"idx must be uint16, int32 or int64, not {idx.dtype}")
     cdef bint x_in_place = (X_ptr != NULL and ROWS_IN_PLACE
                             and rows_in_place(&nt, batch_size, s1, sizeof(floating)))
     if X_ptr != NULL and not x_in_place and array_len(xbuf) < batch_size * n_feat:
@@ -865,7 +851,7 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
         S.s0 = s0
         S.s1 = s1
         S.n_feat = n_feat
-        S.n = idx.shape[0]
+        S.n = n
         S.B = batch_size
         S.idx16 = p16
         S.idx32 = p32

@@ -137,10 +137,15 @@ def input_of(X, order):
         return X2[:, 2:2 + X.shape[1]]
     if order == "reversed":  # a negative row stride
         return X[::-1].copy()[::-1]
+    if order == "unaligned":  # as arrays rebuilt from pickle buffers can be
+        Xu = np.frombuffer(bytearray(X.nbytes + 1), X.dtype, X.size, 1).reshape(X.shape)
+        Xu[:] = X
+        assert not Xu.flags.aligned
+        return Xu
     return np.asfortranarray(X) if order == "F" else X
 
 
-@pytest.mark.parametrize("order", ["C", "strided", "reversed", "F"])
+@pytest.mark.parametrize("order", ["C", "strided", "reversed", "unaligned", "F"])
 @pytest.mark.parametrize("acts", [["tanh", "relu", "softmax"], ["relu", "relu", "softmax"]])
 def test_input_rows_read_in_place_give_the_gathered_bits(order, acts, dtype, every_batch_split,
                                                          rows_gathered):
@@ -546,10 +551,12 @@ def test_run_epoch_names_the_array_it_cannot_use():
                 xbuf=runner.xbuf, row_loss=runner.row_loss, part=runner.part,
                 step_count=opt.step, rng_state=np.ones(1, np.uint64))
 
+    args.update(X=kernel_input(X), Y=Y, idx=np.arange(20))
+
     def call(**change):
         a = {**args, **change}
-        _epoch.run_epoch(theta.copy(), a["grad"], a["opt_state"], kernel_input(X), Y, sw,
-                         np.arange(20), a["rng_state"], True, 8, layout.net, LOSS_LOG,
+        _epoch.run_epoch(theta.copy(), a["grad"], a["opt_state"], a["X"], a["Y"], sw,
+                         a["idx"], a["rng_state"], True, 8, layout.net, LOSS_LOG,
                          opt.rule(), runner.pieces, a["acts"], a["tmp"], a["xbuf"],
                          a["row_loss"], a["part"], a["step_count"], 0.0, 0.0, 1)
 
@@ -565,7 +572,15 @@ def test_run_epoch_names_the_array_it_cannot_use():
             (dict(row_loss=np.zeros(3)), "row_loss must be .* 8 entries"),
             (dict(step_count=np.zeros(1, np.int32)), "step_count must be"),
             (dict(rng_state=np.ones(1, np.int64)), "rng_state must be"),
-            (dict(part=[0.0] * 10), "part must be")]:
+            (dict(part=[0.0] * 10), "part must be"),
+            (dict(X=X.astype(np.float32)), "X must be a 2-D float64"),
+            (dict(X=X[:, :, None]), "X must be a 2-D"),
+            (dict(X=(np.zeros(3), np.zeros(3, np.int64), np.zeros(21, np.int32))),
+             "indices must be"),
+            (dict(Y=Y.astype(np.float32)), "Y must be"),
+            (dict(Y=np.zeros(20, np.float64)), "class indices must be"),
+            (dict(idx=np.arange(20.0)), "idx must be uint16, int32 or int64"),
+            (dict(idx=np.arange(20)[::-1]), "idx must be a writable C-contiguous")]:
         with pytest.raises(ValueError, match=message):
             call(**change)
     net = list(layout.net)
