@@ -10,6 +10,9 @@ Run it under a sampling profiler for the epoch's breakdown, e.g.::
 (``-D`` skips most of the start-up and data generation.) One thread for OpenMP
 and BLAS, so that every sample is the fit's own work.
 
+``--call-cost`` does the same on the epoch's first row only: one step of one
+row, mostly what a call of the compiled epoch costs besides its batches.
+
 ``--epoch-only`` runs the compiled epoch alone, ``--epochs`` times on the
 arguments of one fit's last epoch (no Python between epochs, no fit around
 them), and prints its CPU time per epoch: the figure to profile an epoch's
@@ -29,6 +32,7 @@ Usage::
     python benchmarks/profile_fit.py W3 float64 --overhead --epochs 5 --fits 21
     python benchmarks/profile_fit.py W2 float32 --cprofile --fits 100
     python benchmarks/profile_fit.py W2 float64 --epoch-only --epochs 2000
+    python benchmarks/profile_fit.py W2 float32 --call-cost --epochs 20000
 """
 
 import argparse
@@ -70,10 +74,11 @@ def epoch_times(workload, X, y, params):
     return epochs, total
 
 
-def epoch_only(X, y, params, epochs):
+def epoch_only(X, y, params, epochs, one_row=False):
     """CPU seconds per call of _epoch.run_epoch on the arguments a 3-epoch
     fit passed it last (the weights keep training; the batches are reshuffled
-    each call, as in a fit)."""
+    each call, as in a fit). With one_row, on the first row of the epoch
+    only: one step of one row, so mostly the call's own cost."""
     from benchmarks.common import fit_quietly
     from fastmlp import MLPClassifier, _epoch
 
@@ -90,6 +95,9 @@ def epoch_only(X, y, params, epochs):
     finally:
         _epoch.run_epoch = run
     a, kw = last
+    if one_row:
+        a = list(a)
+        a[6] = a[6][:1].copy()  # the row order (see run_epoch)
     t0 = time.process_time()
     for _ in range(epochs):
         run(*a, **kw)
@@ -163,6 +171,9 @@ def main(argv=None):
                       help="cProfile's top functions of --fits one-epoch fits")
     what.add_argument("--epoch-only", action="store_true",
                       help="CPU time per compiled epoch alone, over --epochs calls")
+    what.add_argument("--call-cost", action="store_true",
+                      help="CPU time per call of the compiled epoch on one row (one "
+                           "step: the call's fixed cost and one update), over --epochs calls")
     args = parser.parse_args(argv)
 
     X, y, _, _ = make_data(args.workload)
@@ -174,11 +185,11 @@ def main(argv=None):
         cprofile(args.workload, X, y, args.fits)
         return 0
     params = {**estimator_params(args.workload, args.epochs), "n_threads": 1}
-    if args.epoch_only:
+    if args.epoch_only or args.call_cost:
         for _ in range(args.fits):
-            t = epoch_only(X, y, params, args.epochs)
-            print(f"{args.workload} {args.dtype}: {t * 1e3:.4f} ms per compiled epoch",
-                  flush=True)
+            t = epoch_only(X, y, params, args.epochs, one_row=args.call_cost)
+            what = "call on one row" if args.call_cost else "compiled epoch"
+            print(f"{args.workload} {args.dtype}: {t * 1e3:.4f} ms per {what}", flush=True)
         return 0
     for _ in range(args.fits):
         epochs, total = epoch_times(args.workload, X, y, params)

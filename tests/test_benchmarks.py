@@ -246,6 +246,9 @@ def test_profile_fit_runs_the_compiled_epoch_alone(capsys):
     assert out.startswith("W2 float64: ") and out.rstrip().endswith("ms per compiled epoch")
     assert float(out.split()[2]) > 0
     assert _epoch.run_epoch is run  # the fit's hook is taken out again
+    assert profile_fit.main(["W2", "float32", "--call-cost", "--epochs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("ms per call on one row") and float(out.split()[2]) > 0
 
 
 def test_fit_memory_lists_allocation_sites(child_env, tmp_path):
