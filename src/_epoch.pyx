@@ -614,7 +614,9 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
     arrays (grad, opt_state, acts, tmp, xbuf, sp_work, deltas, sample_weight)
     of theta's dtype, the rest float64 (row_loss, part, timing), int64
     (step_count, split_state, rows_buf) or uint64 (rng_state). Their data
-    is read straight from them (_args.array_data): no memoryview objects.
+    is read straight from them (_args.array_data), with no memoryview
+    object; theta, whose dtype picks the float32 or float64 code, is the one
+    typed memoryview.
 
     Parameters
     ----------
