@@ -751,6 +751,8 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
     cls.p = NULL
     cls.size = 0
     cdef Py_ssize_t n = array_len(idx), n_y = array_len(Y), start, b, i
+    if cnp.PyArray_NDIM(<cnp.ndarray>Y) not in (1, 2):
+        raise ValueError("Y must be class indices (1-D) or targets (2-D)")
     if cnp.PyArray_NDIM(<cnp.ndarray>Y) == 1:
         if loss != LOSS_LOG or nt.act[nt.n_layers - 1] not in (ACT_SOFTMAX,
                                                                 ACT_LOGISTIC):
@@ -773,9 +775,9 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
         if cls.p != NULL and not classes_in_range(
                 cls, n_y, max(2, nt.units[nt.n_layers])):
             raise ValueError("class indices out of range for the output layer")
-    else:
+    elif n_y or n:  # an epoch of no rows may have no targets (as before)
         Yp = <const floating*>array_data(Y, ft, 1, False, "Y")
-    if sample_weight is not None:
+    if sample_weight is not None and (n or array_len(sample_weight)):
         sw = <const floating*>array_data(sample_weight, ft, 1, False, "sample_weight")
 
     # A uint16 or int32 idx is a quarter or half the memory of int64; the

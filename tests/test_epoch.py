@@ -180,13 +180,21 @@ def test_an_epoch_reading_rows_in_place_keeps_no_input_buffer(n_threads, rows_ga
                    0.0, 0.0, n_threads)
         sizes.append(runner.xbuf.size)
     assert sizes == [1, 16 * 6, 16 * 6]
-    # a direct call with a too-small buffer where rows are gathered still runs
-    runner = EpochRunner(layout, np.float64, 16)
-    runner.xbuf = runner.xbuf[:1]
-    _epoch.run_epoch(theta.copy(), runner.grad, opt.state, kernel_input(X), Y, sw, rows,
-                     state, True, 16, layout.net, LOSS_LOG, opt.rule(), runner.pieces,
-                     runner.acts, runner.tmp, runner.xbuf, runner.row_loss, runner.part,
-                     opt.step, 0.0, 0.0, n_threads)
+    # A direct call whose buffer is too small for the gather gets one of its
+    # own: the same epoch as with the runner's.
+    results = []
+    for xbuf_len in (1, 16 * 6):
+        runner = EpochRunner(layout, np.float64, 16)
+        o = Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
+        th = theta.copy()
+        _epoch.run_epoch(th, runner.grad, o.state, kernel_input(X), Y, sw, rows.copy(),
+                         np.array([1], dtype=np.uint64), True, 16, layout.net, LOSS_LOG,
+                         o.rule(), runner.pieces, runner.acts, runner.tmp,
+                         np.zeros(xbuf_len), runner.row_loss, runner.part, o.step, 0.0, 0.0,
+                         n_threads)
+        results.append(th)
+    assert not np.array_equal(results[0], theta)
+    assert np.array_equal(results[0], results[1])
 
 
 def test_shuffle_is_seeded():
@@ -579,6 +587,7 @@ def test_run_epoch_names_the_array_it_cannot_use():
              "indices must be"),
             (dict(Y=Y.astype(np.float32)), "Y must be"),
             (dict(Y=np.zeros(20, np.float64)), "class indices must be"),
+            (dict(Y=Y[:, :, None].copy()), "Y must be class indices .1-D. or targets"),
             (dict(idx=np.arange(20.0)), "idx must be uint16, int32 or int64"),
             (dict(idx=np.arange(20)[::-1]), "idx must be a writable C-contiguous")]:
         with pytest.raises(ValueError, match=message):
