@@ -16,6 +16,7 @@ wall clock, median of 5) on one and two threads instead, which is what a
 user meets: the compiled epoch plus what runs between epochs.
 
     python benchmarks/thread_split.py [--epochs 200] [--workloads W2,W3] [--gather]
+                                      [--separate-update]
     python benchmarks/thread_split.py --fits 10,50 --workloads W3
     python benchmarks/thread_split.py --fits 2 --workloads W1 [--dropout 0.2] [--busy]
     python benchmarks/thread_split.py --fits 10 --workloads W1 --solver lbfgs [--busy]
@@ -140,9 +141,15 @@ def main(argv=None):
     parser.add_argument("--gather", action="store_true",
                         help="gather every batch's input rows into a buffer, also where "
                              "the first layer can read them in place (the comparison)")
+    parser.add_argument("--separate-update", action="store_true",
+                        help="take Adam's step on the first layer's weights in its own "
+                             "pass, also where float32 fuses it into their gradient's "
+                             "product (the comparison)")
     args = parser.parse_args(argv)
     if args.gather:
         _epoch.rows_in_place_enabled(False)
+    if args.separate_update:
+        _epoch.w0_fused_enabled(False)
     if (args.dropout or args.busy or args.solver != "adam") and not args.fits:
         parser.error("--dropout, --busy and --solver go with --fits")
     print(f"load average {os.getloadavg()[0]:.2f}; {len(os.sched_getaffinity(0))} cores")

@@ -52,6 +52,7 @@ cdef inline Net unpack_net(tuple net) except *:
     nt.drop = NULL
     nt.exact_tn = False
     nt.xrows = NULL
+    nt.w0_fused = False
     nt.b_off = <const long long*>array_data(net[4], cnp.NPY_INT64, L, False, "b_off")
     nt.sp.mode = <const int*>array_data(net[5], cnp.NPY_INT32, L, False, "sp_mode")
     nt.sp.off = <const long long*>array_data(net[6], cnp.NPY_INT64, 2 * L, False, "sp_off")

@@ -53,6 +53,64 @@ cdef extern from *:
     #else
     #define FM_SPAN_BAD_PICK(NAME, g, n)
     #endif
+    /* sum x^2 in double lanes (float widened), for the bound on a fused
+       weight gradient (src/_epoch.pyx); -1 without a kernel. */
+    #ifdef FM_HAVE_X86_KERNELS
+    FM_TARGET_AVX512 static double fm_sumsq_d_avx512(const double* x, Py_ssize_t n) {
+        __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd(), v;
+        Py_ssize_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            v = _mm512_loadu_pd(x + i); a0 = _mm512_fmadd_pd(v, v, a0);
+            v = _mm512_loadu_pd(x + i + 8); a1 = _mm512_fmadd_pd(v, v, a1);
+        }
+        if (i + 8 <= n) { v = _mm512_loadu_pd(x + i); a0 = _mm512_fmadd_pd(v, v, a0); i += 8; }
+        v = _mm512_maskz_loadu_pd((__mmask8)((1u << (n - i)) - 1u), x + i);
+        a1 = _mm512_fmadd_pd(v, v, a1);
+        return _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    }
+    FM_TARGET_AVX512 static double fm_sumsq_f_avx512(const float* x, Py_ssize_t n) {
+        __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd(), v;
+        Py_ssize_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i)); a0 = _mm512_fmadd_pd(v, v, a0);
+            v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)); a1 = _mm512_fmadd_pd(v, v, a1);
+        }
+        for (; i < n; i++) { double d = x[i]; a0 = _mm512_add_pd(a0, _mm512_set_pd(0, 0, 0, 0, 0, 0, 0, d * d)); }
+        return _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    }
+    FM_TARGET_AVX2 static double fm_sumsq_d_avx2(const double* x, Py_ssize_t n) {
+        __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd(), v;
+        double lanes[4], s = 0;
+        Py_ssize_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            v = _mm256_loadu_pd(x + i); a0 = _mm256_fmadd_pd(v, v, a0);
+            v = _mm256_loadu_pd(x + i + 4); a1 = _mm256_fmadd_pd(v, v, a1);
+        }
+        _mm256_storeu_pd(lanes, _mm256_add_pd(a0, a1));
+        for (; i < n; i++) s += x[i] * x[i];
+        return s + lanes[0] + lanes[1] + lanes[2] + lanes[3];
+    }
+    FM_TARGET_AVX2 static double fm_sumsq_f_avx2(const float* x, Py_ssize_t n) {
+        __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd(), v;
+        double lanes[4], s = 0;
+        Py_ssize_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            v = _mm256_cvtps_pd(_mm_loadu_ps(x + i)); a0 = _mm256_fmadd_pd(v, v, a0);
+            v = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4)); a1 = _mm256_fmadd_pd(v, v, a1);
+        }
+        _mm256_storeu_pd(lanes, _mm256_add_pd(a0, a1));
+        for (; i < n; i++) s += (double)x[i] * x[i];
+        return s + lanes[0] + lanes[1] + lanes[2] + lanes[3];
+    }
+    #endif
+    static double fm_sumsq_double(const double* x, Py_ssize_t n) {
+        FM_SPAN_BAD_PICK(fm_sumsq_d, x, n)
+        return -1;
+    }
+    static double fm_sumsq_float(const float* x, Py_ssize_t n) {
+        FM_SPAN_BAD_PICK(fm_sumsq_f, x, n)
+        return -1;
+    }
     static int fm_span_bad_double(const double* g, Py_ssize_t n) {
         FM_SPAN_BAD_PICK(fm_span_bad_d, g, n)
         return -1;
@@ -64,6 +122,8 @@ cdef extern from *:
     """
     int fm_span_bad_d "fm_span_bad_double"(const double* g, Py_ssize_t n) noexcept nogil
     int fm_span_bad_f "fm_span_bad_float"(const float* g, Py_ssize_t n) noexcept nogil
+    double fm_sumsq_d "fm_sumsq_double"(const double* x, Py_ssize_t n) noexcept nogil
+    double fm_sumsq_f "fm_sumsq_float"(const float* x, Py_ssize_t n) noexcept nogil
 
 
 cdef enum:
@@ -109,3 +169,15 @@ cdef inline bint all_finite(const floating* g, Py_ssize_t n,
         bad = span_bad(g, n)
     return bad == 0
 
+
+
+cdef inline double sum_squares(const floating* x, Py_ssize_t n) noexcept nogil:
+    """sum x^2 in double (inf or NaN if any x is, or the sum overflows)."""
+    cdef Py_ssize_t i
+    cdef double s = 0
+    if fm_isa() != 0:
+        return fm_sumsq_f(<const float*>x, n) if floating is float \
+            else fm_sumsq_d(<const double*>x, n)
+    for i in range(n):
+        s += <double>x[i] * x[i]
+    return s

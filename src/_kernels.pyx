@@ -12,11 +12,11 @@ import numpy as np
 
 from _blas cimport mm_nn, mm_tn, mm_nt
 from _simd cimport fm_isa, fm_set_isa
-from _small_gemm cimport (small_gemm, small_gemm_idx, nn_takes, FM_NN, FM_TN, FM_NT,
-                          FM_EPI_NONE, SMALL_MAX_WORK, TN_MAX_WORK)
+from _small_gemm cimport (small_gemm, small_gemm_idx, nn_takes, tn_adam, FM_NN, FM_TN,
+                          FM_NT, FM_EPI_NONE, SMALL_MAX_WORK, TN_MAX_WORK)
 from _adam_simd cimport adam_span
 from _vexp cimport fm_exp_shift
-from _guard cimport all_finite
+from _guard cimport all_finite, sum_squares
 from _losses cimport Classes, output_loss_delta, LOSS_LOG
 from _activations cimport ACT_SOFTMAX
 
@@ -133,6 +133,49 @@ def adam(floating[::1] theta, floating[::1] grad, floating[::1] m,
                      <floating>l2, <floating>l1, out):
         return None
     return out[0], out[1], int(out[2])
+
+
+def adam_product(const floating[:, :] A, const floating[:, ::1] D,
+                 floating[:, ::1] theta, floating[:, ::1] m, floating[:, ::1] v,
+                 double lr, double beta1, double beta2, double eps,
+                 double l2=0.0, rows=None):
+    """Adam's step on the weights theta with the gradient A^T D computed
+    and consumed block by block (tn_adam, the float32 epoch's first layer);
+    A's rows are rows[] of A when rows is given. Returns (sum theta^2
+    before the step (0 when l2 is), n_bad), or None if this CPU has no
+    kernel."""
+    cdef Py_ssize_t k = D.shape[0], n_in = theta.shape[0], n_out = theta.shape[1]
+    cdef long long[::1] r
+    cdef const long long* rp = NULL
+    cdef double sq = 0
+    cdef int bad
+    if A.strides[1] != sizeof(floating):
+        raise ValueError("A needs unit column stride")
+    if rows is not None:
+        r = np.ascontiguousarray(rows, dtype=np.int64)
+        if r.shape[0] != k or (k and (np.min(r) < 0 or np.max(r) >= A.shape[0])):
+            raise ValueError("rows must hold D's row count of A's row indices")
+        rp = &r[0] if k else NULL
+    elif A.shape[0] != k:
+        raise ValueError("A and D need the same number of rows")
+    if (A.shape[1] != n_in or D.shape[1] != n_out or tuple(m.shape) != tuple(theta.shape)
+            or tuple(v.shape) != tuple(theta.shape)):
+        raise ValueError("shapes differ")
+    if n_in == 0 or n_out == 0 or k == 0:
+        raise ValueError("empty operands")
+    bad = tn_adam(&A[0, 0], A.strides[0] // sizeof(floating), rp, n_in, n_out, k,
+                  &D[0, 0], &theta[0, 0], &m[0, 0], &v[0, 0], lr, beta1, beta2, eps,
+                  l2, &sq)
+    if bad < 0:
+        return None
+    return sq, bad
+
+
+def squares(const floating[::1] x):
+    """sum x^2 in double, as the fused step's gradient bound takes it."""
+    if x.shape[0] == 0:
+        return 0.0
+    return sum_squares(&x[0], x.shape[0])
 
 
 def finite(const floating[::1] g, int n_threads=1):

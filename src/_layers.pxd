@@ -37,6 +37,8 @@ cdef struct Net:
                                 # where a batch may split (rows_split): set by the epoch
     const long long* xrows      # not NULL: the first layer's input is rows xrows[]
                                 # of X0 (row stride ld0), read in place (rows_in_place)
+    bint w0_fused               # backward leaves the first layer's weight gradient
+                                # to the update (the epoch's tn_adam step)
 
 
 cdef struct Csr:                # sparse X in CSR form (NULL data when dense)
@@ -248,7 +250,9 @@ cdef inline void backward(const Net* net, const floating* theta,
     """Gradient of the batch loss, given the output delta in the last slot.
 
     Writes (or with accumulate, adds) dW_l = A_{l-1}.T delta_l and
-    db_l = sum_rows delta_l into grad, which has theta's layout.
+    db_l = sum_rows delta_l into grad, which has theta's layout; with
+    net.w0_fused, all but the first layer's dW (the epoch's tn_adam step
+    computes it from the first layer's delta, left in its slot).
     """
     cdef int l, L = net.n_layers
     cdef Py_ssize_t n_in, n_out
@@ -281,7 +285,9 @@ cdef inline void backward(const Net* net, const floating* theta,
             if net.sp.mode[l] == SP_GEMM:  # dense copies; forward filled W
                 W = sp_dense_w(&net.sp, l, W)
                 dW = <floating*>W + n_in * n_out
-            if l == 0 and Xs.data != NULL:
+            if l == 0 and net.w0_fused:
+                pass
+            elif l == 0 and Xs.data != NULL:
                 csr_grad(Xs, rows, B, D, n_in, n_out, dW,
                          accumulate and net.sp.mode[l] != SP_GEMM, n_threads)
             elif l == 0 and net.xrows != NULL:

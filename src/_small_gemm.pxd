@@ -25,6 +25,9 @@ from cython cimport floating
 from cython.parallel cimport prange
 from _blas cimport mm_nn, mm_tn, mm_nt
 from _simd cimport fm_isa
+# For its C: the Adam epilogue below uses _adam_simd's vector macros, which
+# this cimport places ahead of this file's C in every module.
+from _adam_simd cimport adam_span
 from libc.string cimport memset
 
 cdef extern from *:
@@ -46,6 +49,26 @@ cdef extern from *:
     #define FM_EPI_NONE 0
     #define FM_EPI_BIAS_RELU 1
     #define FM_EPI_RELU_GRAD 2
+    /* FM_EPI_ADAM (TN only, fm_small_gemm_adam_*): the sums are a weight
+       gradient, and Adam's step is applied to the parameters and moments at
+       the same offsets as C's (which is not written) while the block is in
+       registers: the gradient is never stored and read back. */
+    #define FM_EPI_ADAM 3
+
+    /* The step's arguments and results (FM_EPI_ADAM). th, s1, s2: theta and
+       Adam's two moments at C's first element, c0 the C pointer given. */
+    typedef struct {
+        void* th;
+        void* s1;
+        void* s2;
+        const void* c0;
+        double lr, b1, b2, eps, l2;
+        /* the blocks' running sums, in vector lanes (reduced once, by the
+           caller): th^2 before the step (when l2 != 0) in double lanes, and
+           th * 0 after it in the dtype's lanes (0 unless non-finite) */
+        double sqv[8] __attribute__((aligned(64)));
+        unsigned char badv[64] __attribute__((aligned(64)));
+    } fm_adam_epi;
 
     #ifdef FM_HAVE_X86_KERNELS
     /* Vector operations, by suffix: Z = AVX-512, Y = AVX2; D/F = double/float.
@@ -98,6 +121,72 @@ cdef extern from *:
     #define FM_RELU_YF(x) _mm256_max_ps(x, _mm256_setzero_ps())
     #define FM_POS_YF(o, x) _mm256_and_ps(_mm256_cmp_ps(o, _mm256_setzero_ps(), _CMP_GT_OQ), x)
 
+    /* Adam (src/_adam_simd.pxd's arithmetic) on one block of weight
+       gradients g, MR rows of NV vectors held row by row (the last vector
+       masked by `last`); the parameters at offset off, row stride ldc. In
+       float64 with AVX-512 the second vector of each row takes the
+       divider's exact quotient, the others Newton steps (the separate
+       kernel: one vector in three); elsewhere all are exact, and the bits
+       are the separate kernel's. */
+    #define FM_ADAM_TILE_VEC(S, MK, STEP) do { \
+                t = FM_LDM_##S(MK, th + o); \
+                gi = FM_LD_##S(gr + v * LN); \
+                if (PEN) { \
+                    FM_ADAM_SUMS_##S(t, sq, ab, 0); \
+                    gi = FM_ADAM_FMA_##S(vl2, t, gi); \
+                } \
+                m = FM_ADAM_FMA_##S(vb1, FM_LDM_##S(MK, s1 + o), FM_ADAM_MUL_##S(vc1, gi)); \
+                w = FM_ADAM_FMA_##S(vb2, FM_LDM_##S(MK, s2 + o), \
+                                    FM_ADAM_MUL_##S(FM_ADAM_MUL_##S(vc2, gi), gi)); \
+                FM_STM_##S(s1 + o, MK, m); \
+                FM_STM_##S(s2 + o, MK, w); \
+                t = FM_ADAM_SUB_##S(t, STEP(FM_ADAM_MUL_##S(vlr, m), w, veps)); \
+                FM_STM_##S(th + o, MK, t); \
+                bad = FM_ADAM_FMA_##S(t, zero, bad); } while (0)
+    #define FM_DEFINE_ADAM_TILE(NAME, T, S, L, MT, DV, SD, ATTR) \
+    static inline __attribute__((always_inline)) ATTR void NAME##_adam_rows(const int NV, \
+            const int PEN, const T* g, int MR, MT last, T* th, T* s1, T* s2, Py_ssize_t ldc, \
+            fm_adam_epi* ep) { \
+        __typeof__(FM_ADAM_SET_##S(0)) vb1 = FM_ADAM_SET_##S((T)ep->b1), \
+            vc1 = FM_ADAM_SET_##S(1 - (T)ep->b1), vb2 = FM_ADAM_SET_##S((T)ep->b2), \
+            vc2 = FM_ADAM_SET_##S(1 - (T)ep->b2), vlr = FM_ADAM_SET_##S((T)ep->lr), \
+            veps = FM_ADAM_SET_##S((T)ep->eps), vl2 = FM_ADAM_SET_##S((T)ep->l2), \
+            zero = FM_ADAM_SET_##S(0), bad = FM_ADAM_LD_##S((T*)ep->badv), t, gi, m, w; \
+        DV sq = FM_ADAM_LD_##SD(ep->sqv), ab = FM_ADAM_SET_##SD(0); \
+        MT full = FM_MK_##S(L); \
+        const Py_ssize_t LN = L; \
+        for (int i = 0; i < MR; i++) { \
+            const T* gr = g + i * NV * L; \
+            Py_ssize_t o = i * ldc; \
+            int v = 0; \
+            if (NV > 1) { FM_ADAM_TILE_VEC(S, full, FM_ADAM_STEP_##S); v++; o += L; } \
+            if (NV > 2) { FM_ADAM_TILE_VEC(S, full, FM_ADAM_STEPX_##S); v++; o += L; } \
+            if (NV > 3) { FM_ADAM_TILE_VEC(S, full, FM_ADAM_STEP_##S); v++; o += L; } \
+            FM_ADAM_TILE_VEC(S, last, FM_ADAM_STEP_##S); \
+        } \
+        (void)full; \
+        FM_ADAM_ST_##S((T*)ep->badv, bad); \
+        if (PEN) FM_ADAM_ST_##SD(ep->sqv, sq); \
+        (void)ab; \
+    } \
+    static __attribute__((noinline)) ATTR void NAME##_adam_tile(const T* g, int MR, int NV, \
+            MT last, Py_ssize_t off, Py_ssize_t ldc, fm_adam_epi* ep) { \
+        T* th = (T*)ep->th + off; \
+        T* s1 = (T*)ep->s1 + off; \
+        T* s2 = (T*)ep->s2 + off; \
+        int pen = ep->l2 != 0; \
+        switch (NV * 2 + pen) { \
+            case 2: NAME##_adam_rows(1, 0, g, MR, last, th, s1, s2, ldc, ep); break; \
+            case 3: NAME##_adam_rows(1, 1, g, MR, last, th, s1, s2, ldc, ep); break; \
+            case 4: NAME##_adam_rows(2, 0, g, MR, last, th, s1, s2, ldc, ep); break; \
+            case 5: NAME##_adam_rows(2, 1, g, MR, last, th, s1, s2, ldc, ep); break; \
+            case 6: NAME##_adam_rows(3, 0, g, MR, last, th, s1, s2, ldc, ep); break; \
+            case 7: NAME##_adam_rows(3, 1, g, MR, last, th, s1, s2, ldc, ep); break; \
+            case 8: NAME##_adam_rows(4, 0, g, MR, last, th, s1, s2, ldc, ep); break; \
+            default: NAME##_adam_rows(4, 1, g, MR, last, th, s1, s2, ldc, ep); break; \
+        } \
+    }
+
     /* One MR x NV-vector block of C (MR, NV constants after inlining: the
        accumulators live in registers). The last vector is masked by `last`.
        The epilogue (FM_EPI_*, no accumulate) works on the finished sums in
@@ -107,7 +196,7 @@ cdef extern from *:
             const int MR, const int NV, const int IDX, Py_ssize_t k, const T* a, \
             Py_ssize_t asi, Py_ssize_t asp, const long long* ridx, Py_ssize_t rs, \
             const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, \
-            MT last, int accumulate, int epi, const T* bias, T* cs) { \
+            MT last, int accumulate, int epi, const T* bias, T* cs, fm_adam_epi* ep) { \
         __typeof__(FM_ZERO_##S()) acc[8][4], bv[4], x; \
         const T* arow[8]; \
         if (IDX == FM_IDX_ROWS) \
@@ -152,6 +241,17 @@ cdef extern from *:
                 } \
             } \
         } \
+        if (epi == FM_EPI_ADAM) { \
+            /* the sums leave the registers for a tile on the stack, which \
+               one update loop (not unrolled into every block shape) reads: \
+               the gradient never reaches memory that outlives the block */ \
+            T tile[8 * 4 * L] __attribute__((aligned(64))); \
+            _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) \
+                    FM_ST_##S(tile + (i * NV + v) * L, acc[i][v]); \
+            NAME##_adam_tile(tile, MR, NV, last, c - (T*)ep->c0, ldc, ep); \
+            return; \
+        } \
         _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) { \
             T* cp = c + i * ldc; \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV - 1; v++) { \
@@ -170,7 +270,7 @@ cdef extern from *:
     #define FM_UKR_AT(NAME, MRR, NV) \
         NAME##_ukr(MRR, NV, IDX, k, IDX == FM_IDX_ROWS ? a : a + i * asi, asi, asp, \
                    IDX == FM_IDX_ROWS ? ridx + i : ridx, rs, b, ldb, c + i * ldc, ldc, \
-                   last, acc, epi, bias, cs)
+                   last, acc, epi, bias, cs, ep)
     #define FM_ROWS(NAME, MRF, NV) do { \
         for (; i + MRF <= m; i += MRF) \
             FM_UKR_AT(NAME, MRF, NV); \
@@ -186,12 +286,14 @@ cdef extern from *:
 
     /* MR1..MR4: rows per block for blocks of 1..4 vectors (as many
        accumulators as the register file holds beside the B vectors). */
-    #define FM_DEFINE_SMALL_GEMM(NAME, T, S, L, MT, ATTR, MR1, MR2, MR3, MR4) \
+    #define FM_DEFINE_SMALL_GEMM(NAME, T, S, L, MT, DV, SD, ATTR, MR1, MR2, MR3, MR4) \
+    FM_DEFINE_ADAM_TILE(NAME, T, S, L, MT, DV, SD, ATTR) \
     FM_DEFINE_UKR(NAME, T, S, L, MT, ATTR) \
     static inline __attribute__((always_inline)) ATTR void NAME##_rows(const int IDX, \
             int nv, Py_ssize_t m, Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, \
             const long long* ridx, Py_ssize_t rs, const T* b, Py_ssize_t ldb, T* c, \
-            Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs) { \
+            Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs, \
+            fm_adam_epi* ep) { \
         Py_ssize_t i = 0; \
         switch (nv) { \
             case 1: FM_ROWS(NAME, MR1, 1); break; \
@@ -207,23 +309,24 @@ cdef extern from *:
     ATTR static void NAME##_block(int nv, Py_ssize_t m, Py_ssize_t k, const T* a, \
             Py_ssize_t asi, Py_ssize_t asp, int idx, const long long* ridx, Py_ssize_t rs, \
             const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, MT last, int acc, int epi, \
-            const T* bias, T* cs) { \
+            const T* bias, T* cs, fm_adam_epi* ep) { \
         if (idx == FM_IDX_DEPTH) \
             NAME##_rows(FM_IDX_DEPTH, nv, m, k, a, 1, 0, ridx, rs, b, ldb, c, ldc, last, \
-                        acc, epi, bias, cs); \
+                        acc, epi, bias, cs, ep); \
         else if (idx == FM_IDX_ROWS) \
             NAME##_rows(FM_IDX_ROWS, nv, m, k, a, 0, 1, ridx, rs, b, ldb, c, ldc, last, \
-                        acc, epi, bias, cs); \
+                        acc, epi, bias, cs, ep); \
         else if (asi == 1) \
             NAME##_rows(FM_IDX_NONE, nv, m, k, a, 1, asp, ridx, rs, b, ldb, c, ldc, last, \
-                        acc, epi, bias, cs); \
+                        acc, epi, bias, cs, ep); \
         else \
             NAME##_rows(FM_IDX_NONE, nv, m, k, a, asi, 1, ridx, rs, b, ldb, c, ldc, last, \
-                        acc, epi, bias, cs); \
+                        acc, epi, bias, cs, ep); \
     } \
     ATTR static void NAME(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
             const T* A, Py_ssize_t lda, const long long* ridx, const T* B, Py_ssize_t ldb, \
-            T* C, Py_ssize_t ldc, int accumulate, int epi, const T* bias, T* cs) { \
+            T* C, Py_ssize_t ldc, int accumulate, int epi, const T* bias, T* cs, \
+            fm_adam_epi* ep) { \
         const Py_ssize_t NB = 4 * L; \
         Py_ssize_t asi = kind == FM_TN ? 1 : lda, asp = kind == FM_TN ? lda : 1; \
         int idx = !ridx ? FM_IDX_NONE : kind == FM_TN ? FM_IDX_DEPTH : FM_IDX_ROWS; \
@@ -239,7 +342,7 @@ cdef extern from *:
             MT last = FM_MK_##S((int)(nc - (nv - 1) * L)); \
             if (kind != FM_NT) { \
                 NAME##_block(nv, m, k, A, asi, asp, idx, ridx, lda, B + j0, ldb, C + j0, ldc, last, \
-                             accumulate, epi, bias ? bias + j0 : bias, cs ? cs + j0 : cs); \
+                             accumulate, epi, bias ? bias + j0 : bias, cs ? cs + j0 : cs, ep); \
                 j0 += nc; \
                 continue; \
             } \
@@ -253,16 +356,16 @@ cdef extern from *:
                 } \
                 NAME##_block(nv, m, kc, A + p0 * asp, asi, asp, FM_IDX_NONE, NULL, 0, panel, NB, C + j0, ldc, \
                              last, accumulate || p0 > 0, p0 + kc >= k ? epi : FM_EPI_NONE, \
-                             bias ? bias + j0 : bias, cs ? cs + j0 : cs); \
+                             bias ? bias + j0 : bias, cs ? cs + j0 : cs, ep); \
             } \
             j0 += nc; \
         } \
     }
 
-    FM_DEFINE_SMALL_GEMM(fm_sg_d_avx512, double, ZD, 8, __mmask8, FM_TARGET_AVX512, 8, 8, 8, 6)
-    FM_DEFINE_SMALL_GEMM(fm_sg_f_avx512, float, ZF, 16, __mmask16, FM_TARGET_AVX512, 8, 8, 8, 6)
-    FM_DEFINE_SMALL_GEMM(fm_sg_d_avx2, double, YD, 4, __m256i, FM_TARGET_AVX2, 8, 6, 4, 3)
-    FM_DEFINE_SMALL_GEMM(fm_sg_f_avx2, float, YF, 8, __m256i, FM_TARGET_AVX2, 8, 6, 4, 3)
+    FM_DEFINE_SMALL_GEMM(fm_sg_d_avx512, double, ZD, 8, __mmask8, __m512d, ZD, FM_TARGET_AVX512, 8, 8, 8, 6)
+    FM_DEFINE_SMALL_GEMM(fm_sg_f_avx512, float, ZF, 16, __mmask16, __m512d, ZD, FM_TARGET_AVX512, 8, 8, 8, 6)
+    FM_DEFINE_SMALL_GEMM(fm_sg_d_avx2, double, YD, 4, __m256i, __m256d, YD, FM_TARGET_AVX2, 8, 6, 4, 3)
+    FM_DEFINE_SMALL_GEMM(fm_sg_f_avx2, float, YF, 8, __m256i, __m256d, YD, FM_TARGET_AVX2, 8, 6, 4, 3)
     #endif
 
     /* C (+)= op(A) op(B) (see FM_NN...) on m x n C, shared dimension k.
@@ -279,7 +382,14 @@ cdef extern from *:
             const T* A, Py_ssize_t lda, const long long* ridx, const T* B, Py_ssize_t ldb, \
             T* C, Py_ssize_t ldc, int accumulate, int epi, const T* bias, T* cs) { \
         FM_SG_PICK(NAME, kind, m, n, k, A, lda, ridx, B, ldb, C, ldc, accumulate, epi, bias, \
-                   cs) \
+                   cs, NULL) \
+        return 0; \
+    } \
+    static int fm_small_gemm_adam_##T(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
+            const T* A, Py_ssize_t lda, const long long* ridx, const T* B, T* C, \
+            fm_adam_epi* ep) { \
+        FM_SG_PICK(NAME, FM_TN, m, n, k, A, lda, ridx, B, n, C, n, 0, FM_EPI_ADAM, NULL, \
+                   NULL, ep) \
         return 0; \
     } \
     static int fm_small_gemm_epi_##T(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
@@ -304,6 +414,21 @@ cdef extern from *:
     int FM_EPI_NONE
     int FM_EPI_BIAS_RELU
     int FM_EPI_RELU_GRAD
+    int FM_EPI_ADAM
+    ctypedef struct fm_adam_epi:
+        void* th
+        void* s1
+        void* s2
+        const void* c0
+        double lr, b1, b2, eps, l2
+        double sqv[8]
+        unsigned char badv[64]
+    int fm_small_gemm_adam_d "fm_small_gemm_adam_double"(
+        Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A, Py_ssize_t lda,
+        const long long* ridx, const double* B, double* C, fm_adam_epi* ep) noexcept nogil
+    int fm_small_gemm_adam_f "fm_small_gemm_adam_float"(
+        Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A, Py_ssize_t lda,
+        const long long* ridx, const float* B, float* C, fm_adam_epi* ep) noexcept nogil
     int fm_small_gemm_epi_d "fm_small_gemm_epi_double"(
         int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A,
         Py_ssize_t lda, const double* B, Py_ssize_t ldb, double* C,
@@ -427,6 +552,47 @@ cdef inline int small_gemm_idx(int kind, Py_ssize_t m, Py_ssize_t n,
     else:
         return fm_small_gemm_idx_d(kind, m, n, k, A, lda, ridx, B, ldb, C, ldc,
                                    accumulate, epi, bias, cs)
+
+
+cdef inline int tn_adam(const floating* A, Py_ssize_t lda,
+                        const long long* ridx, Py_ssize_t m, Py_ssize_t n,
+                        Py_ssize_t k, const floating* D, floating* th,
+                        floating* s1, floating* s2, double lr, double b1,
+                        double b2, double eps, double l2,
+                        double* sq) noexcept nogil:
+    """Adam's step on the m x n weights th (moments s1, s2, row-major) with
+    the gradient A^T D (+ l2 th) computed block by block in registers (A: k
+    rows of stride lda, or rows ridx[] of it; D: k x n): the gradient is
+    never stored. sq += sum th^2 before the step (with l2 != 0). Returns 1
+    if the step made a parameter non-finite, 0 if not, -1 (nothing done)
+    without a kernel. On one thread."""
+    cdef fm_adam_epi ep
+    cdef int done, h
+    cdef const floating* bad
+    ep.th = th
+    ep.s1 = s1
+    ep.s2 = s2
+    ep.c0 = th
+    ep.lr = lr
+    ep.b1 = b1
+    ep.b2 = b2
+    ep.eps = eps
+    ep.l2 = l2
+    memset(ep.sqv, 0, sizeof(ep.sqv))
+    memset(ep.badv, 0, sizeof(ep.badv))
+    if floating is float:
+        done = fm_small_gemm_adam_f(m, n, k, A, lda, ridx, D, th, &ep)
+    else:
+        done = fm_small_gemm_adam_d(m, n, k, A, lda, ridx, D, th, &ep)
+    if not done:
+        return -1
+    bad = <const floating*>ep.badv
+    done = 0
+    for h in range(64 // sizeof(floating)):
+        done |= bad[h] != 0
+    for h in range(8):
+        sq[0] += ep.sqv[h]
+    return done
 
 
 cdef inline bint nn_takes(Py_ssize_t work, Py_ssize_t c,

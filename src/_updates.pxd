@@ -144,13 +144,17 @@ cdef inline void step_span(floating* th, floating* g, floating* s1,
 cdef inline void step_chunk(floating* th, floating* g, floating* s1,
                             floating* s2, const Pieces* pc, Py_ssize_t c,
                             const Rule* rule, floating l2, floating l1,
-                            double* out) noexcept nogil:
+                            double* out, Py_ssize_t first=0) noexcept nogil:
+    """Chunk c's pieces, those from theta[first] on (first on a piece's
+    start: the others' step was taken elsewhere)."""
     cdef Py_ssize_t p, lo, n
     out[0] = 0
     out[1] = 0
     out[2] = 0
     for p in range(pc.chunk_ptr[c], pc.chunk_ptr[c + 1]):
         lo = pc.lo[p]
+        if lo < first:
+            continue
         n = pc.hi[p] - lo
         if pc.is_weight[p]:
             step_span(th + lo, g + lo, s1 + lo, s2 + lo, n, rule, l2, l1, out)
@@ -161,8 +165,10 @@ cdef inline void step_chunk(floating* th, floating* g, floating* s1,
 cdef inline bint apply_step(floating* th, floating* g, floating* s1,
                             floating* s2, const Pieces* pc, const Rule* rule,
                             floating l2, floating l1, double* part,
-                            double* sq, double* ab, int n_threads) noexcept nogil:
-    """One update of all of theta. Returns False if it went non-finite.
+                            double* sq, double* ab, int n_threads,
+                            Py_ssize_t first=0) noexcept nogil:
+    """One update of theta[first:] (first on a piece's start). Returns
+    False if it went non-finite.
 
     part: scratch of 3 * n_chunks doubles. sq, ab receive the weights'
     sum of squares and of magnitudes before the step.
@@ -170,9 +176,10 @@ cdef inline bint apply_step(floating* th, floating* g, floating* s1,
     cdef Py_ssize_t c
     if n_threads > 1 and pc.n_chunks > 1 and pc.n_chunks * CHUNK >= PAR_MIN_UPDATE:
         for c in prange(pc.n_chunks, schedule='static', num_threads=n_threads):
-            step_chunk(th, g, s1, s2, pc, c, rule, l2, l1, part + 3 * c)
+            step_chunk(th, g, s1, s2, pc, c, rule, l2, l1, part + 3 * c, first)
     else:
-        step_chunks(th, g, s1, s2, pc, 0, pc.n_chunks, rule, l2, l1, part)
+        for c in range(pc.n_chunks):
+            step_chunk(th, g, s1, s2, pc, c, rule, l2, l1, part + 3 * c, first)
     return sum_parts(part, pc.n_chunks, sq, ab)
 
 

@@ -596,3 +596,80 @@ def test_run_epoch_names_the_array_it_cannot_use():
     net[0] = net[0].astype(np.int64)
     with pytest.raises(ValueError, match="units must be"):
         _epoch.split_applies(tuple(net), 8)
+
+
+# ------------------------------ Adam fused into the first layer's A^T delta
+@pytest.fixture
+def fused_off_after():
+    yield
+    _epoch.w0_fused_enabled(True)
+    _epoch.w0_bound_enabled(True)
+
+
+FUSED_LAYOUTS = [([12, 40, 24, 3], ["relu", "relu", "softmax"]),
+                 ([12, 40, 3], ["tanh", "softmax"]),
+                 ([12, 3], ["softmax"])]
+
+
+@pytest.mark.parametrize("units,acts", FUSED_LAYOUTS, ids=lambda v: str(v))
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("alpha", [0.0, 1e-3])
+@pytest.mark.parametrize("bound", [True, False])
+def test_fused_first_layer_step_gives_the_separate_steps_bits(units, acts, order, alpha, bound,
+                                                              dtype, fused_off_after):
+    # float32: the first layer's weights take Adam's step inside their
+    # gradient's product, rows read in place (C) or gathered (F), with the
+    # gradient's bound or (bound off) computed and scanned first: the
+    # parameters, moments and steps of the separate update, on 1 and 2
+    # threads. float64 keeps the separate update.
+    layout, theta, X, Y, sw = split_problem(dtype, units, acts, n=150)
+    X = input_of(X, order)
+    assert _epoch.w0_fused(layout.net, 32, dtype) == (dtype == np.float32)
+    assert not _epoch.w0_fused(layout.net, 32, dtype, rule="sgd")
+    assert not _epoch.w0_fused(layout.net, 32, dtype, l1=1e-4)
+    make = lambda: Optimizer("adam", layout.n_params, dtype, learning_rate_init=0.01)
+    _epoch.w0_bound_enabled(bound)
+    for n_threads in (1, 2):
+        _epoch.w0_fused_enabled(True)
+        got = epoch_twice(layout, theta, X, Y, sw, 32, make, n_threads, alpha=alpha)
+        _epoch.w0_fused_enabled(False)
+        want = epoch_twice(layout, theta, X, Y, sw, 32, make, n_threads, alpha=alpha)
+        assert not np.array_equal(got[0], theta)
+        assert got[2] == want[2]
+        if order == "C":  # both products in the kernels: the same chains
+            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        else:  # the separate step's gathered batch may take BLAS's A^T delta
+            np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got[1], want[1], rtol=1e-4, atol=1e-9)
+        # the loss's sum of squared weights is added in another order
+        np.testing.assert_allclose(got[3], want[3], rtol=1e-6 if order == "F" else 1e-13)
+
+
+@pytest.mark.parametrize("bound", [True, False])
+def test_fused_first_layer_step_stops_before_a_non_finite_gradient(bound, fused_off_after):
+    # A feature near float32's largest value, whose first-layer weights are
+    # zero: the forward pass and the deltas stay finite, its weights'
+    # gradient overflows. The fused epoch stops at the same batch as the
+    # separate one, theta and the moments untouched by that step.
+    layout, theta, X, Y, sw = split_problem(np.float32, [12, 40, 3], ["tanh", "softmax"], n=150)
+    W0 = theta[layout.coef_slice(0)].reshape(12, 40)
+    W0[5] = 0
+    theta[layout.coef_slice(1)] *= 1000  # deltas of the hidden layer up to ~100
+    X[:, 5] = np.float32(3e38)
+    X[:64, 5] = 0  # two finite steps first
+    _epoch.w0_bound_enabled(bound)
+    results = []
+    for fused in (True, False):
+        _epoch.w0_fused_enabled(fused)
+        opt = Optimizer("adam", layout.n_params, np.float32, learning_rate_init=0.01)
+        th = theta.copy()
+        runner = EpochRunner(layout, np.float32, 32)
+        loss, finite = runner.run(th, kernel_input(X), Y, sw, np.arange(150, dtype=np.int64),
+                                  np.array([5], dtype=np.uint64), False, opt, LOSS_LOG, 1e-3,
+                                  0.0, 1)
+        results.append((th, opt.state.copy(), int(opt.step[0]), finite))
+    assert results[0][3] is False and results[1][3] is False
+    assert results[0][2] == results[1][2] == 2
+    assert np.array_equal(results[0][0], results[1][0])
+    assert np.array_equal(results[0][1], results[1][1])
+    assert np.isfinite(results[0][0]).all()

@@ -376,3 +376,86 @@ def test_rows_by_index_are_checked():
         _kernels.product("nn", X, np.ones((3, 4)), C, rows=np.array([0, 5]))
     with pytest.raises(ValueError, match="nn and tn"):
         _kernels.product("nt", X, np.ones((4, 3)), np.zeros((2, 4)), rows=np.array([0, 1]))
+
+
+# ------------------------------------------- Adam fused into A^T delta (tn_adam)
+@needs_kernels
+@pytest.mark.parametrize("shape", [(32, 64, 100), (7, 9, 17), (1, 3, 5), (40, 13, 33),
+                                   (100, 40, 100), (5, 100, 8)], ids=str)
+@pytest.mark.parametrize("l2", [0.0, 1e-3])
+@pytest.mark.parametrize("by_index", [False, True])
+def test_adam_fused_into_the_product_is_the_separate_step(isa_cap, shape, l2, by_index, dtype):
+    # The weight gradient A^T D is consumed in registers: float32 gives the
+    # bits of the product then the separate kernel (exact square root and
+    # quotient both); float64's Newton-step quotients fall on other vectors,
+    # each within a few ulp of the exact one.
+    k, n_in, n_out = shape
+    rng = np.random.default_rng(k * n_in + n_out)
+    X = rng.standard_normal((3 * k + 2, n_in)).astype(dtype)
+    rows = rng.permutation(X.shape[0])[:k].astype(np.int64)
+    A = X if by_index else X[rows]
+    D = (rng.standard_normal((k, n_out)) * 0.1).astype(dtype)
+    th = rng.standard_normal((n_in, n_out)).astype(dtype)
+    m = (rng.standard_normal((n_in, n_out)) * 1e-2).astype(dtype)
+    v = (rng.random((n_in, n_out)) * 1e-3).astype(dtype)
+    v.flat[:3] = 0
+    hyper = (1e-3, 0.9, 0.999, 1e-8)
+    g = np.zeros((n_in, n_out), dtype)
+    _kernels.product("tn", X[rows], D, g)
+    want = [a.ravel().copy() for a in (th, m, v)]
+    sq_want = _kernels.adam(want[0], g.ravel().copy(), want[1], want[2], *hyper, l2)[0]
+    got = [a.copy() for a in (th, m, v)]
+    sq, bad = _kernels.adam_product(A, D, *got, *hyper, l2, rows=rows if by_index else None)
+    assert bad == 0
+    assert not np.array_equal(got[0], th)
+    np.testing.assert_allclose(sq, sq_want if l2 else 0.0, rtol=1e-12)
+    if dtype == np.float32:
+        for a, b in zip(got, want):
+            assert np.array_equal(a.ravel(), b)
+    else:
+        assert np.array_equal(got[1].ravel(), want[1]) and np.array_equal(got[2].ravel(), want[2])
+        step = np.abs(want[0] - th.ravel())
+        assert np.all(np.abs(got[0].ravel() - want[0]) <= 8 * np.finfo(dtype).eps * step
+                      + np.finfo(dtype).eps * np.abs(want[0]))
+
+
+@needs_kernels
+@pytest.mark.parametrize("where", [(0, 0), (3, 30), (6, 99), (63, 97)])
+def test_adam_fused_into_the_product_reports_non_finite_parameters(isa_cap, where, dtype):
+    # A row of the first, an inner and the last (masked) vector of a block
+    k, n_in, n_out = 32, 64, 100
+    A, D = np.ones((k, n_in), dtype), np.ones((k, n_out), dtype)
+    th, m, v = (np.ones((n_in, n_out), dtype) for _ in range(3))
+    assert _kernels.adam_product(A, D, th, m, v, 1e-3, 0.9, 0.999, 1e-8)[1] == 0
+    th[where] = np.nan
+    assert _kernels.adam_product(A, D, th, m, v, 1e-3, 0.9, 0.999, 1e-8)[1] == 1
+    th, m, v = (np.ones((n_in, n_out), dtype) for _ in range(3))
+    A[5, where[0]] = np.inf
+    assert _kernels.adam_product(A, D, th, m, v, 1e-3, 0.9, 0.999, 1e-8)[1] == 1
+
+
+def test_adam_fused_into_the_product_checks_its_operands():
+    a = np.ones((4, 3))
+    with pytest.raises(ValueError, match="same number of rows"):
+        _kernels.adam_product(a, np.ones((5, 2)), *(np.ones((3, 2)) for _ in range(3)),
+                              1e-3, 0.9, 0.999, 1e-8)
+    with pytest.raises(ValueError, match="row indices"):
+        _kernels.adam_product(a, np.ones((2, 2)), *(np.ones((3, 2)) for _ in range(3)),
+                              1e-3, 0.9, 0.999, 1e-8, rows=[0, 4])
+    with pytest.raises(ValueError, match="shapes differ"):
+        _kernels.adam_product(a, np.ones((4, 2)), np.ones((3, 2)), np.ones((3, 2)),
+                              np.ones((2, 2)), 1e-3, 0.9, 0.999, 1e-8)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 15, 16, 17, 100, 1001])
+def test_sum_of_squares_agrees_with_numpy(n, dtype):
+    x = np.random.default_rng(n).standard_normal(n).astype(dtype) * 1e3
+    np.testing.assert_allclose(_kernels.squares(x), (x.astype(np.float64) ** 2).sum(),
+                               rtol=1e-12)
+    if n:
+        x[n // 2] = np.nan
+        assert np.isnan(_kernels.squares(x))
+        x[n // 2] = np.finfo(dtype).max
+        # float32 squares in double do not overflow; float64's largest does
+        got = _kernels.squares(x)
+        assert np.isinf(got) if dtype == np.float64 else got > float(np.finfo(dtype).max)
