@@ -103,22 +103,16 @@ cdef extern from *:
         return s + lanes[0] + lanes[1] + lanes[2] + lanes[3];
     }
     #endif
-    static double fm_sumsq_double(const double* x, Py_ssize_t n) {
-        FM_SPAN_BAD_PICK(fm_sumsq_d, x, n)
-        return -1;
+    /* NAME_T(x, n): kernel K for this CPU, or -1 without one */
+    #define FM_GUARD_ENTRY(RET, NAME, K, T) \
+    static RET NAME##_##T(const T* x, Py_ssize_t n) { \
+        FM_SPAN_BAD_PICK(K, x, n) \
+        return -1; \
     }
-    static double fm_sumsq_float(const float* x, Py_ssize_t n) {
-        FM_SPAN_BAD_PICK(fm_sumsq_f, x, n)
-        return -1;
-    }
-    static int fm_span_bad_double(const double* g, Py_ssize_t n) {
-        FM_SPAN_BAD_PICK(fm_span_bad_d, g, n)
-        return -1;
-    }
-    static int fm_span_bad_float(const float* g, Py_ssize_t n) {
-        FM_SPAN_BAD_PICK(fm_span_bad_f, g, n)
-        return -1;
-    }
+    FM_GUARD_ENTRY(double, fm_sumsq, fm_sumsq_d, double)
+    FM_GUARD_ENTRY(double, fm_sumsq, fm_sumsq_f, float)
+    FM_GUARD_ENTRY(int, fm_span_bad, fm_span_bad_d, double)
+    FM_GUARD_ENTRY(int, fm_span_bad, fm_span_bad_f, float)
     """
     int fm_span_bad_d "fm_span_bad_double"(const double* g, Py_ssize_t n) noexcept nogil
     int fm_span_bad_f "fm_span_bad_float"(const float* g, Py_ssize_t n) noexcept nogil
