@@ -193,9 +193,9 @@ cdef extern from *:
        registers: `bias`, `cs` are offset to the block's first column. */
     #define FM_DEFINE_UKR(NAME, T, S, L, MT, ATTR) \
     static inline __attribute__((always_inline)) ATTR void NAME##_ukr( \
-            const int MR, const int NV, const int IDX, Py_ssize_t k, const T* a, \
-            Py_ssize_t asi, Py_ssize_t asp, const long long* ridx, Py_ssize_t rs, \
-            const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, \
+            const int MR, const int NV, const int IDX, const int ADAM, Py_ssize_t k, \
+            const T* a, Py_ssize_t asi, Py_ssize_t asp, const long long* ridx, \
+            Py_ssize_t rs, const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, \
             MT last, int accumulate, int epi, const T* bias, T* cs, fm_adam_epi* ep) { \
         __typeof__(FM_ZERO_##S()) acc[8][4], bv[4], x; \
         const T* arow[8]; \
@@ -241,7 +241,7 @@ cdef extern from *:
                 } \
             } \
         } \
-        if (epi == FM_EPI_ADAM) { \
+        if (ADAM) { /* epi == FM_EPI_ADAM, known where inlined */ \
             /* the sums leave the registers for a tile on the stack, which \
                one update loop (not unrolled into every block shape) reads: \
                the gradient never reaches memory that outlives the block */ \
@@ -268,7 +268,7 @@ cdef extern from *:
     /* All m rows of one column block: blocks of MRF rows, then 4, 2, 1, in
        order (the column sums of FM_EPI_RELU_GRAD add the rows in order). */
     #define FM_UKR_AT(NAME, MRR, NV) \
-        NAME##_ukr(MRR, NV, IDX, k, IDX == FM_IDX_ROWS ? a : a + i * asi, asi, asp, \
+        NAME##_ukr(MRR, NV, IDX, ADAM, k, IDX == FM_IDX_ROWS ? a : a + i * asi, asi, asp, \
                    IDX == FM_IDX_ROWS ? ridx + i : ridx, rs, b, ldb, c + i * ldc, ldc, \
                    last, acc, epi, bias, cs, ep)
     #define FM_ROWS(NAME, MRF, NV) do { \
@@ -290,7 +290,7 @@ cdef extern from *:
     FM_DEFINE_ADAM_TILE(NAME, T, S, L, MT, DV, SD, ATTR) \
     FM_DEFINE_UKR(NAME, T, S, L, MT, ATTR) \
     static inline __attribute__((always_inline)) ATTR void NAME##_rows(const int IDX, \
-            int nv, Py_ssize_t m, Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, \
+            const int ADAM, int nv, Py_ssize_t m, Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, \
             const long long* ridx, Py_ssize_t rs, const T* b, Py_ssize_t ldb, T* c, \
             Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs, \
             fm_adam_epi* ep) { \
@@ -310,17 +310,24 @@ cdef extern from *:
             Py_ssize_t asi, Py_ssize_t asp, int idx, const long long* ridx, Py_ssize_t rs, \
             const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, MT last, int acc, int epi, \
             const T* bias, T* cs, fm_adam_epi* ep) { \
-        if (idx == FM_IDX_DEPTH) \
-            NAME##_rows(FM_IDX_DEPTH, nv, m, k, a, 1, 0, ridx, rs, b, ldb, c, ldc, last, \
+        if (epi == FM_EPI_ADAM) { /* TN only: A's rows in place or by index */ \
+            if (idx == FM_IDX_DEPTH) \
+                NAME##_rows(FM_IDX_DEPTH, 1, nv, m, k, a, 1, 0, ridx, rs, b, ldb, c, ldc, \
+                            last, 0, epi, NULL, NULL, ep); \
+            else \
+                NAME##_rows(FM_IDX_NONE, 1, nv, m, k, a, 1, asp, ridx, rs, b, ldb, c, ldc, \
+                            last, 0, epi, NULL, NULL, ep); \
+        } else if (idx == FM_IDX_DEPTH) \
+            NAME##_rows(FM_IDX_DEPTH, 0, nv, m, k, a, 1, 0, ridx, rs, b, ldb, c, ldc, last, \
                         acc, epi, bias, cs, ep); \
         else if (idx == FM_IDX_ROWS) \
-            NAME##_rows(FM_IDX_ROWS, nv, m, k, a, 0, 1, ridx, rs, b, ldb, c, ldc, last, \
+            NAME##_rows(FM_IDX_ROWS, 0, nv, m, k, a, 0, 1, ridx, rs, b, ldb, c, ldc, last, \
                         acc, epi, bias, cs, ep); \
         else if (asi == 1) \
-            NAME##_rows(FM_IDX_NONE, nv, m, k, a, 1, asp, ridx, rs, b, ldb, c, ldc, last, \
+            NAME##_rows(FM_IDX_NONE, 0, nv, m, k, a, 1, asp, ridx, rs, b, ldb, c, ldc, last, \
                         acc, epi, bias, cs, ep); \
         else \
-            NAME##_rows(FM_IDX_NONE, nv, m, k, a, asi, 1, ridx, rs, b, ldb, c, ldc, last, \
+            NAME##_rows(FM_IDX_NONE, 0, nv, m, k, a, asi, 1, ridx, rs, b, ldb, c, ldc, last, \
                         acc, epi, bias, cs, ep); \
     } \
     ATTR static void NAME(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
