@@ -666,8 +666,8 @@ cdef inline bint w0_fused_applies(const Net* nt, Py_ssize_t B, int rule,
 
 
 cdef bint w0_grad_finite(const Net* nt, const floating* X0, int ld0,
-                         const long long* rows, Py_ssize_t B, floating* acts,
-                         floating* grad, int n_threads) noexcept nogil:
+                         Py_ssize_t B, floating* acts, floating* grad,
+                         int n_threads) noexcept nogil:
     """True if the first layer's weight gradient X0^T delta (never stored
     by the fused step) is finite: every entry is at most
     |X0's column| |delta's column| <= sqrt(sum X0^2) sqrt(sum delta^2), so
@@ -1040,8 +1040,7 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
                          n_threads)
                 if nt.w0_fused:
                     if (not all_finite(gr + w0n, n_params - w0n, n_threads)
-                            or not w0_grad_finite(&nt, X0, ld0, rows, b, ac, gr,
-                                                  n_threads)):
+                            or not w0_grad_finite(&nt, X0, ld0, b, ac, gr, n_threads)):
                         finite = False
                         break
                 elif not all_finite(gr, n_params, n_threads):
