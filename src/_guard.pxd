@@ -75,8 +75,9 @@ cdef extern from *:
             v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i)); a0 = _mm512_fmadd_pd(v, v, a0);
             v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)); a1 = _mm512_fmadd_pd(v, v, a1);
         }
-        for (; i < n; i++) { double d = x[i]; a0 = _mm512_add_pd(a0, _mm512_set_pd(0, 0, 0, 0, 0, 0, 0, d * d)); }
-        return _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+        double s = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+        for (; i < n; i++) s += (double)x[i] * x[i];
+        return s;
     }
     FM_TARGET_AVX2 static double fm_sumsq_d_avx2(const double* x, Py_ssize_t n) {
         __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd(), v;

@@ -55,13 +55,13 @@ cdef extern from *:
        registers: the gradient is never stored and read back. */
     #define FM_EPI_ADAM 3
 
-    /* The step's arguments and results (FM_EPI_ADAM). th, s1, s2: theta and
-       Adam's two moments at C's first element, c0 the C pointer given. */
+    /* The step's arguments and results (FM_EPI_ADAM). th, s1, s2: the
+       weights and Adam's two moments; C is th itself, never written (the
+       blocks' offsets in C are theirs). */
     typedef struct {
         void* th;
         void* s1;
         void* s2;
-        const void* c0;
         double lr, b1, b2, eps, l2;
         /* the blocks' running sums, in vector lanes (reduced once, by the
            caller): th^2 before the step (when l2 != 0) in double lanes, and
@@ -249,7 +249,7 @@ cdef extern from *:
             _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) \
                 _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) \
                     FM_ST_##S(tile + (i * NV + v) * L, acc[i][v]); \
-            NAME##_adam_tile(tile, MR, NV, last, c - (T*)ep->c0, ldc, ep); \
+            NAME##_adam_tile(tile, MR, NV, last, c - (T*)ep->th, ldc, ep); \
             return; \
         } \
         _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) { \
@@ -393,10 +393,10 @@ cdef extern from *:
         return 0; \
     } \
     static int fm_small_gemm_adam_##T(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
-            const T* A, Py_ssize_t lda, const long long* ridx, const T* B, T* C, \
+            const T* A, Py_ssize_t lda, const long long* ridx, const T* B, \
             fm_adam_epi* ep) { \
-        FM_SG_PICK(NAME, FM_TN, m, n, k, A, lda, ridx, B, n, C, n, 0, FM_EPI_ADAM, NULL, \
-                   NULL, ep) \
+        FM_SG_PICK(NAME, FM_TN, m, n, k, A, lda, ridx, B, n, (T*)ep->th, n, 0, FM_EPI_ADAM, \
+                   NULL, NULL, ep) \
         return 0; \
     } \
     static int fm_small_gemm_epi_##T(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
@@ -426,16 +426,15 @@ cdef extern from *:
         void* th
         void* s1
         void* s2
-        const void* c0
         double lr, b1, b2, eps, l2
         double sqv[8]
         unsigned char badv[64]
     int fm_small_gemm_adam_d "fm_small_gemm_adam_double"(
         Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A, Py_ssize_t lda,
-        const long long* ridx, const double* B, double* C, fm_adam_epi* ep) noexcept nogil
+        const long long* ridx, const double* B, fm_adam_epi* ep) noexcept nogil
     int fm_small_gemm_adam_f "fm_small_gemm_adam_float"(
         Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A, Py_ssize_t lda,
-        const long long* ridx, const float* B, float* C, fm_adam_epi* ep) noexcept nogil
+        const long long* ridx, const float* B, fm_adam_epi* ep) noexcept nogil
     int fm_small_gemm_epi_d "fm_small_gemm_epi_double"(
         int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* A,
         Py_ssize_t lda, const double* B, Py_ssize_t ldb, double* C,
@@ -579,7 +578,6 @@ cdef inline int tn_adam(const floating* A, Py_ssize_t lda,
     ep.th = th
     ep.s1 = s1
     ep.s2 = s2
-    ep.c0 = th
     ep.lr = lr
     ep.b1 = b1
     ep.b2 = b2
@@ -588,9 +586,9 @@ cdef inline int tn_adam(const floating* A, Py_ssize_t lda,
     memset(ep.sqv, 0, sizeof(ep.sqv))
     memset(ep.badv, 0, sizeof(ep.badv))
     if floating is float:
-        done = fm_small_gemm_adam_f(m, n, k, A, lda, ridx, D, th, &ep)
+        done = fm_small_gemm_adam_f(m, n, k, A, lda, ridx, D, &ep)
     else:
-        done = fm_small_gemm_adam_d(m, n, k, A, lda, ridx, D, th, &ep)
+        done = fm_small_gemm_adam_d(m, n, k, A, lda, ridx, D, &ep)
     if not done:
         return -1
     bad = <const floating*>ep.badv
