@@ -14,6 +14,7 @@ Usage::
     python benchmarks/small_gemm.py            # about half a minute
     python benchmarks/small_gemm.py --nn-grid  # about five minutes
     python benchmarks/small_gemm.py --quick    # a few shapes (CI)
+    python benchmarks/small_gemm.py --no-pack  # deep products read B in place
 """
 
 import argparse
@@ -35,16 +36,24 @@ LAYERS = {
     "W3": [(100, 40, 100), (100, 100, 100), (100, 100, 10)],
 }
 LADDER = [(64, 64, 64), (128, 128, 128), (160, 160, 160), (200, 200, 200),
-          (256, 256, 256), (320, 320, 320), (200, 512, 256)]
+          (256, 256, 256), (320, 320, 320), (200, 512, 256), (400, 400, 400),
+          (512, 512, 512), (200, 1024, 512)]
 GRID_ROWS = (50, 100, 200, 400)
 GRID_INPUTS = (128, 256, 512, 784, 1024)
 GRID_OUTPUTS = (64, 128, 256, 384, 512)
 
 
 def operands(kind, batch, n_in, n_out, dtype, rng):
-    """(A, B, C) of the product a layer of this shape does."""
+    """(A, B, C) of the product a layer of this shape does, on 64-byte
+    boundaries as training's weights, activations and deltas are
+    (fastmlp._aligned): numpy's own arrays start 16 bytes past one, and
+    every vector load of an unaligned row splits a cache line."""
+    from fastmlp import _aligned
+
     def r(*shape):
-        return rng.standard_normal(shape).astype(dtype)
+        out = _aligned.empty(shape, dtype)
+        out[...] = rng.standard_normal(shape)
+        return out
     if kind == "nn":        # Z = A W
         return r(batch, n_in), r(n_in, n_out), r(batch, n_out)
     if kind == "tn":        # dW = A^T D
@@ -70,6 +79,9 @@ def main(argv=None):
     parser.add_argument("--min-time", type=float, default=0.05)
     parser.add_argument("--nn-grid", action="store_true",
                         help="A W over a grid of shapes: BLAS time / kernels time")
+    parser.add_argument("--no-pack", action="store_true",
+                        help="the kernels read a deep NN or TN product's B in place "
+                             "instead of packing it in panels")
     args = parser.parse_args(argv)
 
     import threadpoolctl
@@ -80,6 +92,7 @@ def main(argv=None):
         print("This CPU has no AVX2: the products use BLAS, nothing to compare.")
         return 0
     isa = {1: "AVX2", 2: "AVX-512"}[_products.isa()]
+    _products.pack_deep_enabled(not args.no_pack)
     rng = np.random.default_rng(0)
     shapes = [(w, s) for w, ls in LAYERS.items() for s in ls]
     shapes += [("-", s) for s in LADDER]

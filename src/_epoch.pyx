@@ -301,8 +301,7 @@ def needs_xbuf(tuple net, Py_ssize_t batch_size, X):
     cdef Net nt = unpack_net(net)
     return not (ROWS_IN_PLACE and X.ndim == 2
                 and rows_in_place(&nt, batch_size,
-                                  X.strides[1] // X.itemsize if X.shape[1] > 1 else 1,
-                                  X.itemsize))
+                                  X.strides[1] // X.itemsize if X.shape[1] > 1 else 1))
 
 
 def split_min_work(Py_ssize_t work):
@@ -884,7 +883,7 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
     else:
         raise ValueError(f"idx must be uint16, int32 or int64, not {idx.dtype}")
     cdef bint x_in_place = (X_ptr != NULL and ROWS_IN_PLACE
-                            and rows_in_place(&nt, batch_size, s1, sizeof(floating)))
+                            and rows_in_place(&nt, batch_size, s1))
     if X_ptr != NULL and not x_in_place and array_len(xbuf) < batch_size * n_feat:
         xbuf = np.empty(batch_size * n_feat, dtype=fdt)
     cdef floating* xb = <floating*>array_data(xbuf, ft, 1, True, "xbuf")

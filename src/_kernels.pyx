@@ -12,8 +12,9 @@ import numpy as np
 
 from _blas cimport mm_nn, mm_tn, mm_nt
 from _simd cimport fm_isa, fm_set_isa
-from _small_gemm cimport (small_gemm, small_gemm_idx, nn_takes, tn_adam, FM_NN, FM_TN,
-                          FM_NT, FM_EPI_NONE, SMALL_MAX_WORK, TN_MAX_WORK)
+from _small_gemm cimport (small_gemm_idx, tn_adam, FM_NN, FM_TN,
+                          FM_NT, FM_EPI_NONE, FM_EPI_BIAS_RELU, SMALL_MAX_WORK, FM_KC,
+                          FM_PACK_MIN_ROWS, fm_pack_deep)
 from _adam_simd cimport adam_span
 from _vexp cimport fm_exp_shift
 from _guard cimport all_finite, sum_squares
@@ -21,10 +22,8 @@ from _losses cimport Classes, output_loss_delta, LOSS_LOG
 from _activations cimport ACT_SOFTMAX
 
 KINDS = {"nn": 0, "tn": 1, "nt": 2}
-# Multiply-adds beyond which a product goes to BLAS (TN: A^T delta; A W
-# also runs wider products of narrow rows: nn_in_kernels).
+# Multiply-adds beyond which a product goes to BLAS.
 MAX_WORK = SMALL_MAX_WORK
-TN_MAX = TN_MAX_WORK
 
 
 def isa():
@@ -37,25 +36,45 @@ def set_isa_cap(int cap):
     return fm_set_isa(cap)
 
 
-def nn_in_kernels(Py_ssize_t rows, Py_ssize_t n_in, Py_ssize_t n_out, dtype):
-    """True if training's A W of this shape runs in the kernels (on a CPU
-    that has them), False if in BLAS."""
-    return bool(nn_takes(rows * n_in * n_out, n_out, np.dtype(dtype).itemsize))
+def pack_deep_enabled(bint on):
+    """Whether this module's NN and TN products pack B in aligned panels
+    (deeper than PACK_DEPTH or of rows 2 KiB apart or more, over
+    PACK_MIN_ROWS rows or more); returns the previous setting. Off, they
+    read B in place: the same bits (tests, benchmarks/small_gemm.py)."""
+    global fm_pack_deep
+    cdef bint was = fm_pack_deep != 0
+    fm_pack_deep = on
+    return was
+
+
+PACK_DEPTH = FM_KC
+PACK_MIN_ROWS = FM_PACK_MIN_ROWS
 
 
 def product(str kind, const floating[:, :] A, const floating[:, ::1] B,
             floating[:, ::1] C, bint accumulate=False, int n_threads=1,
-            bint blas=False, int repeat=1, const long long[::1] rows=None):
+            bint blas=False, int repeat=1, const long long[::1] rows=None,
+            const floating[::1] bias=None):
     """C (+)= A @ B ("nn"), A.T @ B ("tn") or A @ B.T ("nt"), in place.
 
     A may have any row stride (unit column stride), as the layer inputs do.
     With rows ("nn", "tn"), A[rows] takes A's place, read in place (a
-    batch's input rows). With blas, scipy's BLAS does the product (the
-    fallback path; not with rows). repeat runs it that many times (for
-    timing without Python in the loop). Returns False if the kernels were
-    asked for but this CPU has none.
+    batch's input rows). With bias ("nn", kernels, no accumulate), C =
+    max(A @ B + bias, 0): a relu layer's forward pass. With blas, scipy's
+    BLAS does the product (the fallback path; not with rows). repeat runs
+    it that many times (for timing without Python in the loop). Returns
+    False if the kernels were asked for but this CPU has none.
     """
     cdef int kd = KINDS[kind]
+    cdef int epi = FM_EPI_NONE
+    cdef const floating* bp = NULL
+    if bias is not None:
+        if kd != FM_NN or blas or accumulate:
+            raise ValueError("bias is for the kernels' nn product, without accumulate")
+        if bias.shape[0] != B.shape[1]:
+            raise ValueError("bias needs one value per column of C")
+        epi = FM_EPI_BIAS_RELU
+        bp = &bias[0] if bias.shape[0] else NULL
     if A.shape[1] > 1 and A.strides[1] != sizeof(floating):
         raise ValueError("A needs unit column stride")
     cdef Py_ssize_t lda = A.strides[0] // sizeof(floating) if A.shape[0] > 1 else A.shape[1]
@@ -102,13 +121,10 @@ def product(str kind, const floating[:, :] A, const floating[:, ::1] B,
                     mm_tn(a, <int>lda, b, c, <int>k, <int>m, <int>n, beta)
                 else:
                     mm_nt(a, b, c, <int>m, <int>k, <int>n, beta)
-            elif ridx != NULL:
-                ok = small_gemm_idx(kd, m, n, k, a, lda, ridx, b, B.shape[1], c,
-                                    n, accumulate, FM_EPI_NONE, <floating*>NULL,
-                                    <floating*>NULL, n_threads)
             else:
-                ok = small_gemm(kd, m, n, k, a, lda, b, B.shape[1], c, n,
-                                accumulate, n_threads)
+                ok = small_gemm_idx(kd, m, n, k, a, lda, ridx, b, B.shape[1], c,
+                                    n, accumulate, epi, bp, <floating*>NULL,
+                                    n_threads)
     return bool(ok)
 
 

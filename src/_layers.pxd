@@ -10,11 +10,12 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 from _small_gemm cimport (prod_nn, prod_tn, prod_nt, small_gemm, kernels_take,
-                          prod_nn_bias_relu, prod_nt_relu_grad, nn_takes, FM_KC,
-                          FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK, TN_MAX_WORK,
+                          prod_nn_bias_relu, prod_nt_relu_grad, FM_KC,
+                          FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK,
                           small_gemm_epi, small_gemm_idx, FM_EPI_NONE,
                           FM_EPI_BIAS_RELU, FM_EPI_RELU_GRAD)
 from _blas cimport gemm, mm_nn, mm_nt
+from _cache cimport prefetch
 from _simd cimport fm_isa
 from _activations cimport bias_act, deriv_set, deriv_mul, PAR_MIN, ACT_RELU
 from _dropout cimport (Dropout, dropout_forward, dropout_backward, dropout_rows,
@@ -33,7 +34,7 @@ cdef struct Net:
     const Dropout* drop         # NULL: no dropout (all but the training epoch)
     const long long* b_off      # b_l at theta[b_off[l]]
     SpNet sp                    # pruned layers (_sparse_layers.pxd)
-    bint exact_tn               # A^T delta in the small kernels up to TN_MAX_WORK
+    bint exact_tn               # A^T delta in the small kernels up to SMALL_MAX_WORK
                                 # where a batch may split (rows_split): set by the epoch
     const long long* xrows      # not NULL: the first layer's input is rows xrows[]
                                 # of X0 (row stride ld0), read in place (rows_in_place)
@@ -57,6 +58,26 @@ cdef inline floating* slot(const Net* net, floating* acts, Py_ssize_t B,
     return acts + B * off
 
 
+cdef enum:
+    # Rows ahead of the copy whose lines gather_rows asks for: a shuffled
+    # batch's rows lie anywhere in X, often beyond the caches, and each
+    # row's first lines would otherwise wait on memory in turn.
+    GATHER_AHEAD = 2
+
+
+cdef inline void prefetch_row(const floating* X, Py_ssize_t s0,
+                              Py_ssize_t n_feat, const long long* rows,
+                              Py_ssize_t B, Py_ssize_t r) noexcept nogil:
+    """Ask for the cache lines of X[rows[r], :n_feat] (unit column stride),
+    if r < B."""
+    cdef Py_ssize_t j
+    cdef const char* p
+    if r < B:
+        p = <const char*>(X + rows[r] * s0)
+        for j in range(0, n_feat * <Py_ssize_t>sizeof(floating), 64):
+            prefetch(p + j)
+
+
 cdef inline void gather_rows(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
                              const long long* rows, Py_ssize_t B,
                              Py_ssize_t n_feat, floating* out,
@@ -67,10 +88,12 @@ cdef inline void gather_rows(const floating* X, Py_ssize_t s0, Py_ssize_t s1,
     if s1 == 1:
         if n_threads > 1 and B * n_feat >= PAR_MIN:
             for r in prange(B, schedule='static', num_threads=n_threads):
+                prefetch_row(X, s0, n_feat, rows, B, r + GATHER_AHEAD)
                 memcpy(out + r * n_feat, X + rows[r] * s0,
                        n_feat * sizeof(floating))
         else:
             for r in range(B):
+                prefetch_row(X, s0, n_feat, rows, B, r + GATHER_AHEAD)
                 memcpy(out + r * n_feat, X + rows[r] * s0,
                        n_feat * sizeof(floating))
     else:
@@ -404,15 +427,25 @@ cdef inline bint rows_split(const Net* net, Py_ssize_t B,
     return work >= min_work
 
 
+cdef enum:
+    # Above this many multiply-adds in the first layer's product, its batch
+    # is gathered: W1's (200 x 784 x 256, X of 63-125 MB) runs 3-9% faster
+    # from a gathered copy than with rows read in place twice from memory
+    # (benchmarks/thread_split.py --workloads W1, with and without
+    # --gather); W2's and W3's, whose X stays in the caches, are no faster.
+    ROWS_IN_PLACE_MAX_WORK = 8388608
+
+
 cdef inline bint rows_in_place(const Net* net, Py_ssize_t B,
-                                Py_ssize_t s1, size_t itemsize) noexcept nogil:
-    """True if the first layer can read a batch's input rows in place,
-    by index, instead of gathered into a buffer: dense input of unit column
+                                Py_ssize_t s1) noexcept nogil:
+    """True if the first layer reads a batch's input rows in place, by
+    index, instead of gathered into a buffer: dense input of unit column
     stride s1 and a dense first layer whose products (A W, A^T delta) both
-    run in the small kernels, which take the rows' indices."""
+    run in the small kernels, which take the rows' indices, and up to
+    ROWS_IN_PLACE_MAX_WORK."""
     cdef Py_ssize_t work = B * net.units[0] * net.units[1]
     return (s1 == 1 and fm_isa() != 0 and net.sp.mode[0] == SP_DENSE
-            and nn_takes(work, net.units[1], itemsize) and work <= TN_MAX_WORK)
+            and work <= ROWS_IN_PLACE_MAX_WORK)
 
 
 cdef inline void forward_rows(const Net* net, const floating* theta,
@@ -450,11 +483,11 @@ cdef inline void forward_rows(const Net* net, const floating* theta,
                 bias_act(Z, theta + net.b_off[l], nr, n_out, net.act[l],
                          <floating>net.slope, 1)
         elif not (l < L - 1 and net.act[l] == ACT_RELU
-                and nn_takes(B * n_in * n_out, n_out, sizeof(floating))
+                and B * n_in * n_out <= SMALL_MAX_WORK
                 and prod_nn_bias_relu(A, <int>lda, theta + net.w_off[l], Z,
                                       <int>nr, <int>n_in, <int>n_out,
                                       theta + net.b_off[l], 1)):
-            if (not nn_takes(B * n_in * n_out, n_out, sizeof(floating))
+            if (B * n_in * n_out > SMALL_MAX_WORK
                     or not small_gemm(FM_NN, nr, n_out, n_in, A, lda,
                                       theta + net.w_off[l], n_out, Z, n_out,
                                       0, 1)):
@@ -540,7 +573,7 @@ cdef inline void grad_block(const floating* A, Py_ssize_t lda,
     columns, A n_in; with ridx, A's rows are rows ridx[] of A, whose
     products rows_in_place keeps in the kernels)."""
     # prod_tn's choice with exact set, made for the whole product
-    if (B * n_in * n_out > TN_MAX_WORK
+    if (B * n_in * n_out > SMALL_MAX_WORK
             or not small_gemm_idx(FM_TN, i1 - i0, j1 - j0, B, A + i0, lda, ridx,
                                   D + j0, n_out, dW + i0 * n_out + j0, n_out, 0,
                                   FM_EPI_NONE, <const floating*>NULL,

@@ -3,15 +3,18 @@
 # For products of a few hundred rows and columns (a batch of 32-100 rows
 # times a 64x100 layer) OpenBLAS's per-call cost (argument checks, the
 # choice of kernel, packing both operands into its blocked layout) is a
-# large part of the time. The kernels here pack nothing but a transposed
-# weight panel: each output block of MR rows x NV vectors is held in
-# registers while the shared dimension streams past, the rows of the
-# right-hand operand read in place.
+# large part of the time. The kernels here pack only the right-hand
+# operand, and only where it would not stay in L1 in place: each output
+# block of MR rows x NV vectors is held in registers while the shared
+# dimension streams past, reading that operand's rows in place in a small
+# product, or from an aligned panel at most FM_KC deep (B^T always; B when
+# deeper than a panel or of rows 2 KiB apart, which fall on few L1 sets).
 #
 # Every output element is one chain of fused multiply-adds over the shared
 # dimension in index order (with the NT product, in chains of FM_KC
-# restarted per panel and added to the output), whatever the block, the
-# thread split or the ISA (AVX2 and AVX-512 give the same bits).
+# restarted per panel and added to the output; NN and TN go on from the
+# last panel's sums), whatever the block, the packing, the thread split or
+# the ISA (AVX2 and AVX-512 give the same bits).
 #
 # The left-hand operand of NN and TN may also be given as row indices into
 # a larger matrix (small_gemm_idx: a batch's input rows read from X in
@@ -35,7 +38,15 @@ cdef extern from *:
     #define FM_NN 0   /* C = A B:     a(i, p) = A[i * lda + p], b(p, j) = B[p * ldb + j] */
     #define FM_TN 1   /* C = A^T B:   a(i, p) = A[p * lda + i], b(p, j) = B[p * ldb + j] */
     #define FM_NT 2   /* C = A B^T:   a(i, p) = A[i * lda + p], b(p, j) = B[j * ldb + p] */
-    #define FM_KC 128 /* depth of one packed panel of B^T (NT) */
+    #define FM_KC 128 /* depth of one packed panel of B^T (NT), or of B (deep NN, TN) */
+    /* NN and TN pack B in panels (when deeper than FM_KC or of rows
+       FM_PACK_ROW_BYTES apart or more) for this many of C's rows or more
+       (fewer would not repay the copy); fm_pack_deep = 0 turns it off
+       (tests, benchmarks). */
+    #define FM_PACK_MIN_ROWS 16
+    #define FM_PACK_ROW_BYTES 2048
+    #define FM_ACC_CHAIN 2
+    static int fm_pack_deep = 1;
     /* Epilogues, on the finished sums (accumulate off):
        FM_EPI_BIAS_RELU: C = max(sum + bias[j], 0), a relu layer's forward;
        FM_EPI_RELU_GRAD: C = C_old > 0 ? sum : 0 (the delta through a relu,
@@ -201,8 +212,14 @@ cdef extern from *:
         const T* arow[8]; \
         if (IDX == FM_IDX_ROWS) \
             _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) arow[i] = a + ridx[i] * rs; \
+        /* accumulate == FM_ACC_CHAIN: C holds the chains' sums over the \
+           shared dimension so far (an earlier packed panel), and they go on \
+           from there: the bits of one unbroken chain */ \
         _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] = FM_ZERO_##S(); \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) \
+                acc[i][v] = accumulate != FM_ACC_CHAIN ? FM_ZERO_##S() \
+                    : v < NV - 1 ? FM_LD_##S(c + i * ldc + v * L) \
+                                 : FM_LDM_##S(last, c + i * ldc + v * L); \
         for (Py_ssize_t p = 0; p < k; p++) { \
             const T* bp = b + p * ldb; \
             const T* ap = IDX == FM_IDX_DEPTH ? a + ridx[p] * rs : a + p * asp; \
@@ -256,11 +273,11 @@ cdef extern from *:
             T* cp = c + i * ldc; \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV - 1; v++) { \
                 x = acc[i][v]; \
-                if (accumulate) x = FM_ADD_##S(x, FM_LD_##S(cp + v * L)); \
+                if (accumulate == 1) x = FM_ADD_##S(x, FM_LD_##S(cp + v * L)); \
                 FM_ST_##S(cp + v * L, x); \
             } \
             x = acc[i][NV - 1]; \
-            if (accumulate) x = FM_ADD_##S(x, FM_LDM_##S(last, cp + (NV - 1) * L)); \
+            if (accumulate == 1) x = FM_ADD_##S(x, FM_LDM_##S(last, cp + (NV - 1) * L)); \
             FM_STM_##S(cp + (NV - 1) * L, last, x); \
         } \
     }
@@ -343,13 +360,40 @@ cdef extern from *:
            quarter of the multiply-add rate, its row broadcasts the bound), \
            the larger blocks first so the masked vector ends the last. */ \
         Py_ssize_t nv_all = (n + L - 1) / L, n_blk = (nv_all + 3) / 4; \
+        /* NN and TN pack B when it would not stay in L1 read in place: \
+           deeper than one panel, or rows 2 KiB apart or more (which fall on \
+           few L1 sets); and when C has the rows to repay the copy. An \
+           unaligned B also splits a cache line in every load in place. \
+           The chains go on across panels only from C's plain sums: not \
+           with accumulate, nor an epilogue that reads C. */ \
+        int pack = fm_pack_deep && kind != FM_NT && m >= FM_PACK_MIN_ROWS && !accumulate \
+                   && (epi == FM_EPI_NONE || epi == FM_EPI_BIAS_RELU) \
+                   && (k > FM_KC || ldb * (Py_ssize_t)sizeof(T) >= FM_PACK_ROW_BYTES); \
         for (Py_ssize_t j0 = 0, blk = 0; j0 < n; blk++) { \
             int nv = (int)(nv_all / n_blk + (blk < nv_all % n_blk)); \
             Py_ssize_t nc = n - j0 < nv * L ? n - j0 : nv * L; \
             MT last = FM_MK_##S((int)(nc - (nv - 1) * L)); \
-            if (kind != FM_NT) { \
+            if (kind != FM_NT && !pack) { \
                 NAME##_block(nv, m, k, A, asi, asp, idx, ridx, lda, B + j0, ldb, C + j0, ldc, last, \
                              accumulate, epi, bias ? bias + j0 : bias, cs ? cs + j0 : cs, ep); \
+                j0 += nc; \
+                continue; \
+            } \
+            if (kind != FM_NT) { \
+                /* B's columns j0.. in aligned panels of equal depth (at most \
+                   FM_KC) that stay in L1 while every row block streams past, \
+                   each chain going on from the last panel's sums in C. */ \
+                Py_ssize_t n_pan = (k + FM_KC - 1) / FM_KC, kc0 = (k + n_pan - 1) / n_pan; \
+                for (Py_ssize_t p0 = 0; p0 < k; p0 += kc0) { \
+                    Py_ssize_t kc = k - p0 < kc0 ? k - p0 : kc0; \
+                    for (Py_ssize_t p = 0; p < kc; p++) \
+                        memcpy(panel + p * NB, B + (p0 + p) * ldb + j0, nc * sizeof(T)); \
+                    NAME##_block(nv, m, kc, \
+                                 idx == FM_IDX_NONE ? A + p0 * asp : idx == FM_IDX_ROWS ? A + p0 : A, \
+                                 asi, asp, idx, idx == FM_IDX_DEPTH ? ridx + p0 : ridx, lda, panel, NB, \
+                                 C + j0, ldc, last, p0 > 0 ? FM_ACC_CHAIN : 0, \
+                                 p0 + kc >= k ? epi : FM_EPI_NONE, bias ? bias + j0 : bias, cs, ep); \
+                } \
                 j0 += nc; \
                 continue; \
             } \
@@ -418,6 +462,8 @@ cdef extern from *:
     int FM_TN
     int FM_NT
     int FM_KC
+    int FM_PACK_MIN_ROWS
+    int fm_pack_deep
     int FM_EPI_NONE
     int FM_EPI_BIAS_RELU
     int FM_EPI_RELU_GRAD
@@ -466,24 +512,17 @@ cdef extern from *:
 
 cdef enum:
     # Multiply-adds above which BLAS is used: the crossover measured with
-    # benchmarks/small_gemm.py (README, "Small products"). The NN and NT
-    # kernels match or beat OpenBLAS 0.3.30 up to 256^3 and more; its TN
-    # kernel is 5-25% faster than ours above ~8M multiply-adds, so TN uses
-    # BLAS there. Below ~1M OpenBLAS's small-matrix TN kernel is also a
-    # little faster and is used, except where a network's epoch may run
-    # split (prod_tn's exact): the kernels here give the same bits for any
-    # split of the output's columns; OpenBLAS does not (src/_epoch.pyx).
-    SMALL_MAX_WORK = 16777216
+    # benchmarks/small_gemm.py (README, "Small products"), on operands
+    # aligned as training's are. With deep or wide B packed in panels, the
+    # kernels beat OpenBLAS 0.3.30 on all three products up to 400^3 and
+    # W1's 200 x 784 x 256 (both dtypes); at 512^3 its TN is faster, and
+    # so is its float64 NN above ~400 x 1024 x 256. Below ~1M OpenBLAS's
+    # small-matrix TN kernel is a little faster and is used, except where a
+    # network's epoch may run split (prod_tn's exact): the kernels here
+    # give the same bits for any split of the output's columns; OpenBLAS
+    # does not (src/_epoch.pyx).
+    SMALL_MAX_WORK = 67108864
     TN_MIN_WORK = 1048576
-    TN_MAX_WORK = 8388608
-    # A W also runs in the kernels up to NN_WIDE_MAX_WORK when W's rows are
-    # at most NN_NARROW_ROW bytes (float32: 256 outputs, float64: 128): the
-    # kernels read W's rows in place, and rows 2 KiB apart or more fall on
-    # few L1 sets (BLAS, packing W, is then faster); narrower, the kernels
-    # beat OpenBLAS up to 400 x 1024 x 256 (float32;
-    # benchmarks/small_gemm.py --nn-grid).
-    NN_WIDE_MAX_WORK = 67108864
-    NN_NARROW_ROW = 1024
     # Multiply-adds above which the rows are split over threads.
     SMALL_PAR_MIN = 262144
     SMALL_ROW_ALIGN = 8     # thread row splits fall on whole row blocks
@@ -600,14 +639,6 @@ cdef inline int tn_adam(const floating* A, Py_ssize_t lda,
     return done
 
 
-cdef inline bint nn_takes(Py_ssize_t work, Py_ssize_t c,
-                          Py_ssize_t itemsize) noexcept nogil:
-    """True where A W of work multiply-adds and c outputs runs in the
-    kernels (if the CPU has them)."""
-    return work <= SMALL_MAX_WORK or (work <= NN_WIDE_MAX_WORK
-                                      and c * itemsize <= NN_NARROW_ROW)
-
-
 # The products of forward and backward (src/_layers.pxd), row-major, with the
 # signatures of _blas.mm_nn, mm_tn, mm_nt plus the thread count: the
 # kernels above for small products, BLAS for large ones and on CPUs without
@@ -616,7 +647,7 @@ cdef inline void prod_nn(const floating* A, int lda, const floating* B,
                          floating* C, int r, int k, int c, floating beta,
                          int n_threads) noexcept nogil:
     """C[r, c] = A[r, k] @ B[k, c] + beta C."""
-    if (not nn_takes(<Py_ssize_t>r * k * c, c, sizeof(floating))
+    if (<Py_ssize_t>r * k * c > SMALL_MAX_WORK
             or not small_gemm(FM_NN, r, c, k, A, lda, B, c, C, c,
                               beta != 0, n_threads)):
         mm_nn(A, lda, B, C, r, k, c, beta)
@@ -626,10 +657,10 @@ cdef inline void prod_tn(const floating* A, int lda, const floating* B,
                          floating* C, int r, int k, int c, floating beta,
                          int n_threads, bint exact) noexcept nogil:
     """C[k, c] = A[r, k].T @ B[r, c] + beta C. exact: in the kernels here
-    below TN_MAX_WORK, which give the same bits for any split of C's columns
+    up to SMALL_MAX_WORK, which give the same bits for any split of C's columns
     (the two-core epoch's), though OpenBLAS is faster below TN_MIN_WORK."""
     cdef Py_ssize_t work = <Py_ssize_t>r * k * c
-    if (work > TN_MAX_WORK or (work <= TN_MIN_WORK and not exact)
+    if (work > SMALL_MAX_WORK or (work <= TN_MIN_WORK and not exact)
             or not small_gemm(FM_TN, k, c, r, A, lda, B, c, C, c,
                               beta != 0, n_threads)):
         mm_tn(A, lda, B, C, r, k, c, beta)
@@ -652,7 +683,7 @@ cdef inline bint prod_nn_bias_relu(const floating* A, int lda,
     """C[r, c] = max(A[r, k] @ B[k, c] + bias, 0) in the kernels, the bias
     and relu applied to the sums in registers (bias_act's arithmetic, one
     pass over C fewer). False, doing nothing, where prod_nn would use BLAS."""
-    return (nn_takes(<Py_ssize_t>r * k * c, c, sizeof(floating))
+    return (<Py_ssize_t>r * k * c <= SMALL_MAX_WORK
             and small_gemm_epi(FM_NN, r, c, k, A, lda, B, c, C, c, 0,
                                FM_EPI_BIAS_RELU, bias, <floating*>NULL,
                                n_threads) != 0)
@@ -683,4 +714,4 @@ cdef inline bint kernels_take(Py_ssize_t r, Py_ssize_t k,
     outputs on r rows all run in the kernels above (none goes to BLAS), for
     r and any fewer rows."""
     cdef Py_ssize_t work = r * k * c
-    return fm_isa() != 0 and work <= SMALL_MAX_WORK and work <= TN_MAX_WORK
+    return fm_isa() != 0 and work <= SMALL_MAX_WORK

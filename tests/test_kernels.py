@@ -17,6 +17,11 @@ needs_kernels = pytest.mark.skipif(not ISAS, reason="this CPU has no AVX2: BLAS 
 # than one NT panel (FM_KC = 128).
 SHAPES = [(1, 1, 1), (1, 64, 100), (2, 3, 5), (7, 9, 17), (32, 64, 100), (33, 15, 31),
           (13, 200, 65), (100, 100, 10), (9, 257, 3), (50, 1, 129)]
+# Products whose B the kernels pack in panels (NN, TN: 16 rows of C or more,
+# deeper than one panel or rows 2 KiB apart): one panel and a bit, uneven
+# panels, a masked last vector, rows 2 KiB apart in float32 and float64.
+PACKED_SHAPES = [(16, 129, 17), (40, 300, 70), (203, 150, 77), (17, 385, 64),
+                 (24, 9, 520), (20, 5, 300)]
 
 
 @pytest.fixture(params=ISAS, ids=lambda c: {1: "avx2", 2: "avx512"}[c])
@@ -55,18 +60,6 @@ def test_products_agree_with_numpy(isa_cap, kind, shape, dtype):
         np.testing.assert_allclose((C - 1) / scale, ref / scale, rtol=0, atol=tol)
 
 
-def test_forward_products_of_narrow_rows_run_in_the_kernels_up_to_2_26():
-    # benchmarks/small_gemm.py --nn-grid: the kernels beat BLAS on A W up to
-    # 2^26 multiply-adds while W's rows are at most 1 KiB (W1's first layer
-    # in float32); up to 2^24 whatever the rows.
-    assert _kernels.nn_in_kernels(200, 784, 256, np.float32)
-    assert _kernels.nn_in_kernels(400, 1024, 128, np.float64)
-    assert not _kernels.nn_in_kernels(200, 784, 256, np.float64)  # 2 KiB rows
-    assert not _kernels.nn_in_kernels(400, 784, 256, np.float32)  # > 2^26
-    assert _kernels.nn_in_kernels(256, 256, 256, np.float64)  # 2^24
-    assert not _kernels.nn_in_kernels(200, 300, 300, np.float32)
-
-
 @needs_kernels
 @pytest.mark.parametrize("kind", ["nn", "tn", "nt"])
 def test_products_same_bits_for_any_thread_count_and_isa(kind, dtype):
@@ -86,6 +79,71 @@ def test_products_same_bits_for_any_thread_count_and_isa(kind, dtype):
             _kernels.set_isa_cap(old)
     for C in out[1:]:
         np.testing.assert_array_equal(C, out[0])
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", ["nn", "tn"])
+@pytest.mark.parametrize("shape", PACKED_SHAPES, ids=str)
+def test_packed_products_agree_with_numpy(isa_cap, kind, shape, dtype):
+    rng = np.random.default_rng(sum(shape))
+    m, k, n = shape
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    A, B, ref = operands(kind, m, k, n, dtype, rng, lda_pad=3)
+    scale = np.abs(ref).max() + 1
+    C = np.full((m, n), np.nan, dtype)
+    assert _kernels.product(kind, A, B, C)
+    np.testing.assert_allclose(C / scale, ref / scale, rtol=0, atol=tol)
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", ["nn", "tn", "nn+bias"])
+@pytest.mark.parametrize("shape", PACKED_SHAPES + [(15, 300, 40), (64, 128, 64)], ids=str)
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("by_index", [False, True])
+def test_packed_products_give_the_in_place_products_bits(isa_cap, kind, shape, n_threads,
+                                                         by_index, dtype):
+    """Packing B changes the memory the chains read, never a chain: each
+    goes on from the last panel's sums in C, so every output has the bits
+    of B read in place, with the bias and relu of the forward pass, A's
+    rows by index, on either thread count. (15 rows and depth 128 are the
+    edges where nothing is packed.)"""
+    rng = np.random.default_rng(sum(shape) + n_threads)
+    m, k, n = shape
+    op = kind[:2]
+    A, B, _ = operands(op, m, k, n, dtype, rng, lda_pad=3)
+    # B unaligned (numpy's arrays start 16 bytes past 64): packing aligns it
+    B = np.ascontiguousarray(B)
+    bias = rng.standard_normal(n).astype(dtype) if kind == "nn+bias" else None
+    rows = None
+    if by_index:
+        X = rng.standard_normal((A.shape[0] + 50, A.shape[1] + 2)).astype(dtype)[:, :A.shape[1]]
+        rows = rng.permutation(X.shape[0])[:A.shape[0]].astype(np.int64)
+        A = X
+    out = []
+    for pack in (False, True):
+        was = _kernels.pack_deep_enabled(pack)
+        try:
+            C = np.full((m, n), np.nan, dtype)
+            assert _kernels.product(op, A, B, C, n_threads=n_threads, rows=rows, bias=bias)
+            out.append(C)
+        finally:
+            _kernels.pack_deep_enabled(was)
+    np.testing.assert_array_equal(out[1], out[0])
+    A_rows = A[rows] if by_index else A
+    ref = (A_rows.T @ B) if op == "tn" else A_rows @ B
+    if bias is not None:
+        ref = np.maximum(ref + bias, 0)
+    tol = 1e-10 if dtype == np.float64 else 1e-3
+    np.testing.assert_allclose(out[1], ref, rtol=tol, atol=tol)
+
+
+@needs_kernels
+def test_product_bias_is_checked():
+    A, B = np.ones((3, 4)), np.ones((4, 2))
+    with pytest.raises(ValueError, match="one value per column"):
+        _kernels.product("nn", A, B, np.empty((3, 2)), bias=np.ones(3))
+    with pytest.raises(ValueError, match="nn product"):
+        _kernels.product("tn", A, np.ones((3, 2)), np.empty((4, 2)), bias=np.ones(2))
 
 
 @needs_kernels
