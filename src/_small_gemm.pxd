@@ -366,7 +366,7 @@ cdef extern from *:
            unaligned B also splits a cache line in every load in place. \
            The chains go on across panels only from C's plain sums: not \
            with accumulate, nor an epilogue that reads C. */ \
-        int pack = fm_pack_deep && kind != FM_NT && m >= FM_PACK_MIN_ROWS && !accumulate \
+        int pack = fm_pack_deep && kind != FM_NT && m >= FM_PACK_MIN_ROWS && k > 0 && !accumulate \
                    && (epi == FM_EPI_NONE || epi == FM_EPI_BIAS_RELU) \
                    && (k > FM_KC || ldb * (Py_ssize_t)sizeof(T) >= FM_PACK_ROW_BYTES); \
         for (Py_ssize_t j0 = 0, blk = 0; j0 < n; blk++) { \

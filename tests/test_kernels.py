@@ -19,9 +19,10 @@ SHAPES = [(1, 1, 1), (1, 64, 100), (2, 3, 5), (7, 9, 17), (32, 64, 100), (33, 15
           (13, 200, 65), (100, 100, 10), (9, 257, 3), (50, 1, 129)]
 # Products whose B the kernels pack in panels (NN, TN: 16 rows of C or more,
 # deeper than one panel or rows 2 KiB apart): one panel and a bit, uneven
-# panels, a masked last vector, rows 2 KiB apart in float32 and float64.
+# panels, a masked last vector, rows 2 KiB apart in float32 and float64,
+# and no shared dimension at all.
 PACKED_SHAPES = [(16, 129, 17), (40, 300, 70), (203, 150, 77), (17, 385, 64),
-                 (24, 9, 520), (20, 5, 300)]
+                 (24, 9, 520), (20, 5, 300), (16, 0, 520)]
 
 
 @pytest.fixture(params=ISAS, ids=lambda c: {1: "avx2", 2: "avx512"}[c])
