@@ -9,7 +9,12 @@ flags) three ways:
 - scipy's BLAS (``scipy.linalg.blas``: the OpenBLAS build fastmlp's kernels
   call through ``scipy.linalg.cython_blas``), column-major calls on the
   row-major buffers exactly as ``src/_blas.pxd`` makes them;
-- PyTorch (``torch.mm``: its own CPU GEMM, MKL or oneDNN in the wheels).
+- PyTorch (``torch.mm``: its own CPU GEMM, MKL or oneDNN in the wheels);
+- fastmlp's own kernels (``fastmlp._kernels.product``: src/_small_gemm.pxd,
+  every product in them, as training runs a layer up to 2^26
+  multiply-adds; none on a CPU without AVX2).
+
+The buffers start on 64-byte boundaries, as training's do.
 
 It answers whether a gap between fastmlp and PyTorch is overhead around the
 products or the products themselves: PyTorch's epoch can only be k times
@@ -52,12 +57,20 @@ class Buffers:
     """A batch of inputs, the weights and every product's output."""
 
     def __init__(self, units, B, dtype, seed=0):
+        from fastmlp import _aligned
+
         rng = np.random.default_rng(seed)
-        self.X = rng.standard_normal((B, units[0])).astype(dtype)
-        self.W = [rng.standard_normal((a, b)).astype(dtype) for a, b in zip(units[:-1], units[1:])]
-        self.Z = [np.empty((B, b), dtype) for b in units[1:]]
-        self.dW = [np.empty_like(w) for w in self.W]
-        self.dA = [np.empty((B, a), dtype) for a in units[1:-1]]
+
+        def normal(*shape):
+            out = _aligned.empty(shape, dtype)
+            out[...] = rng.standard_normal(shape)
+            return out
+
+        self.X = normal(B, units[0])
+        self.W = [normal(a, b) for a, b in zip(units[:-1], units[1:])]
+        self.Z = [_aligned.empty((B, b), dtype) for b in units[1:]]
+        self.dW = [_aligned.empty(w.shape, dtype) for w in self.W]
+        self.dA = [_aligned.empty((B, a), dtype) for a in units[1:-1]]
 
 
 def numpy_batch(buf):
@@ -111,6 +124,20 @@ def torch_batch_fn(torch, buf):
     return run
 
 
+def fastmlp_batch_fn(kernels, buf):
+    def run():
+        acts = [buf.X]
+        for W, Z in zip(buf.W, buf.Z):
+            kernels.product("nn", acts[-1], W, Z)
+            acts.append(Z)
+        for l in range(len(buf.W) - 1, -1, -1):
+            kernels.product("tn", acts[l], buf.Z[l], buf.dW[l])
+            if l > 0:
+                kernels.product("nt", buf.Z[l], buf.W[l], buf.dA[l - 1])
+
+    return run
+
+
 def check_same_products(fns, buf):
     """Every library computes the same dW (guards the scipy call's flags)."""
     results = []
@@ -156,24 +183,33 @@ def main(argv=None):
                    if i["user_api"] == "blas"})
     print(f"{cpu}; one thread, CPU time, median of {args.repeats}; BLAS: {'; '.join(blas)}; "
           f"PyTorch {torch.__version__ if torch else 'not installed'}.\n")
-    print("| workload | dtype | numpy (floor) | scipy BLAS (fastmlp's) | PyTorch "
-          "| scipy / numpy | numpy / PyTorch |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    from fastmlp import _kernels
+
+    print("| workload | dtype | numpy (floor) | scipy BLAS (fastmlp's) | fastmlp kernels "
+          "| PyTorch | scipy / numpy | numpy / PyTorch | numpy / kernels | PyTorch / kernels |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     with threadpool_limits(1):
         for w in args.workloads.split(","):
             units, B, n = shapes(w)
             for d in args.dtypes.split(","):
                 buf = Buffers(units, B, np.dtype(d))
                 fns = {"numpy": lambda: numpy_batch(buf), "scipy": scipy_batch_fn(buf)}
+                if _kernels.isa():
+                    fns["kernels"] = fastmlp_batch_fn(_kernels, buf)
                 if torch is not None:
                     fns["torch"] = torch_batch_fn(torch, buf)
                 check_same_products(fns, buf)
                 sec = {k: epoch_seconds(f, n // B, args.repeats) for k, f in fns.items()}
-                tc = sec.get("torch")
-                torch_s = "—" if tc is None else f"{tc:.3f} s"
-                ratio = "—" if tc is None else f"{sec['numpy'] / tc:.2f}"
+                tc, kc = sec.get("torch"), sec.get("kernels")
+
+                def cell(x, fmt="{:.3f} s"):
+                    return "—" if x is None else fmt.format(x)
+
                 print(f"| {w} | {d} | {sec['numpy']:.3f} s | {sec['scipy']:.3f} s | "
-                      f"{torch_s} | {sec['scipy'] / sec['numpy']:.2f} | {ratio} |", flush=True)
+                      f"{cell(kc)} | {cell(tc)} | {sec['scipy'] / sec['numpy']:.2f} | "
+                      f"{cell(tc and sec['numpy'] / tc, '{:.2f}')} | "
+                      f"{cell(kc and sec['numpy'] / kc, '{:.2f}')} | "
+                      f"{cell(tc and kc and tc / kc, '{:.2f}')} |", flush=True)
     return 0
 
 
