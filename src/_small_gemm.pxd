@@ -386,8 +386,13 @@ cdef extern from *:
                 Py_ssize_t n_pan = (k + FM_KC - 1) / FM_KC, kc0 = (k + n_pan - 1) / n_pan; \
                 for (Py_ssize_t p0 = 0; p0 < k; p0 += kc0) { \
                     Py_ssize_t kc = k - p0 < kc0 ? k - p0 : kc0; \
-                    for (Py_ssize_t p = 0; p < kc; p++) \
-                        memcpy(panel + p * NB, B + (p0 + p) * ldb + j0, nc * sizeof(T)); \
+                    for (Py_ssize_t p = 0; p < kc; p++) { \
+                        const T* src = B + (p0 + p) * ldb + j0; \
+                        for (int v = 0; v < nv - 1; v++) \
+                            FM_ST_##S(panel + p * NB + v * L, FM_LD_##S(src + v * L)); \
+                        FM_STM_##S(panel + p * NB + (nv - 1) * L, last, \
+                                   FM_LDM_##S(last, src + (nv - 1) * L)); \
+                    } \
                     NAME##_block(nv, m, kc, \
                                  idx == FM_IDX_NONE ? A + p0 * asp : idx == FM_IDX_ROWS ? A + p0 : A, \
                                  asi, asp, idx, idx == FM_IDX_DEPTH ? ridx + p0 : ridx, lda, panel, NB, \
