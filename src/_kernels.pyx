@@ -13,8 +13,7 @@ import numpy as np
 from _blas cimport mm_nn, mm_tn, mm_nt
 from _simd cimport fm_isa, fm_set_isa
 from _small_gemm cimport (small_gemm_idx, tn_adam, FM_NN, FM_TN,
-                          FM_NT, FM_EPI_NONE, FM_EPI_BIAS_RELU, SMALL_MAX_WORK, FM_KC,
-                          FM_PACK_MIN_ROWS, fm_pack_deep)
+                          FM_NT, FM_EPI_NONE, FM_EPI_BIAS_RELU, SMALL_MAX_WORK, fm_pack_deep)
 from _adam_simd cimport adam_span
 from _vexp cimport fm_exp_shift
 from _guard cimport all_finite, sum_squares
@@ -38,17 +37,15 @@ def set_isa_cap(int cap):
 
 def pack_deep_enabled(bint on):
     """Whether this module's NN and TN products pack B in aligned panels
-    (deeper than PACK_DEPTH or of rows 2 KiB apart or more, over
-    PACK_MIN_ROWS rows or more); returns the previous setting. Off, they
-    read B in place: the same bits (tests, benchmarks/small_gemm.py)."""
+    where src/_small_gemm.pxd does (deeper than a panel or of rows 2 KiB
+    apart or more, over 16 rows of C or more); returns the previous
+    setting. Off, they read B in place: the same bits (tests,
+    benchmarks/small_gemm.py)."""
     global fm_pack_deep
     cdef bint was = fm_pack_deep != 0
     fm_pack_deep = on
     return was
 
-
-PACK_DEPTH = FM_KC
-PACK_MIN_ROWS = FM_PACK_MIN_ROWS
 
 
 def product(str kind, const floating[:, :] A, const floating[:, ::1] B,

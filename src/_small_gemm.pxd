@@ -467,7 +467,6 @@ cdef extern from *:
     int FM_TN
     int FM_NT
     int FM_KC
-    int FM_PACK_MIN_ROWS
     int fm_pack_deep
     int FM_EPI_NONE
     int FM_EPI_BIAS_RELU
