@@ -3,7 +3,7 @@
 compare.py's "GEMM floor" times an epoch's products with numpy's BLAS. This
 script times the same products (per batch and layer: Z = A W forward,
 dW = A^T D and, but for the first layer, D W^T backward; transposes as
-flags) three ways:
+flags) four ways:
 
 - numpy (``np.matmul``: the OpenBLAS numpy ships, compare.py's floor);
 - scipy's BLAS (``scipy.linalg.blas``: the OpenBLAS build fastmlp's kernels
@@ -11,8 +11,9 @@ flags) three ways:
   row-major buffers exactly as ``src/_blas.pxd`` makes them;
 - PyTorch (``torch.mm``: its own CPU GEMM, MKL or oneDNN in the wheels);
 - fastmlp's own kernels (``fastmlp._kernels.product``: src/_small_gemm.pxd,
-  every product in them, as training runs a layer up to 2^26
-  multiply-adds; none on a CPU without AVX2).
+  every product in them; training runs a layer's products there up to 2^26
+  multiply-adds, but for an ``A^T D`` below 2^20 off the two-core epoch,
+  which goes to OpenBLAS; left out on a CPU without AVX2).
 
 The buffers start on 64-byte boundaries, as training's do.
 
