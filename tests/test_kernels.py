@@ -61,6 +61,48 @@ def test_products_agree_with_numpy(isa_cap, kind, shape, dtype):
         np.testing.assert_allclose((C - 1) / scale, ref / scale, rtol=0, atol=tol)
 
 
+def guarded(shape, dtype, fill, guard=16):
+    """An array of `shape` followed in memory by `guard` sentinel values:
+    the kernels' partial last vectors must write none of them."""
+    size = int(np.prod(shape))
+    buf = np.full(size + guard, fill, dtype)
+    buf[size:] = -7.25
+    return buf, buf[:size].reshape(shape)
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind", ["nn", "nn+bias", "tn", "nt"])
+@pytest.mark.parametrize("shape", [(7, 9, 17), (9, 5, 10), (33, 15, 31), (16, 200, 3)], ids=str)
+def test_products_write_no_value_past_the_output(isa_cap, kind, shape, dtype):
+    # Every output row ends in a partial vector (masked with AVX-512, moved
+    # in pieces with AVX2): nothing beyond C's last row may be written.
+    rng = np.random.default_rng(sum(shape))
+    m, k, n = shape
+    A, B, ref = operands(kind[:2], m, k, n, dtype, rng)
+    for accumulate in (False, True):
+        if kind == "nn+bias" and accumulate:
+            continue
+        buf, C = guarded((m, n), dtype, 0.0)
+        bias = np.zeros(n, dtype) if kind == "nn+bias" else None
+        assert _kernels.product(kind[:2], A, B, C, accumulate=accumulate, bias=bias)
+        want = np.maximum(ref, 0) if bias is not None else ref
+        np.testing.assert_allclose(C, want, rtol=1e-4, atol=1e-4)
+        assert np.all(buf[m * n:] == dtype.type(-7.25))
+
+
+@needs_kernels
+def test_adam_fused_into_the_product_writes_no_value_past_its_arrays(isa_cap, dtype):
+    rng = np.random.default_rng(3)
+    k, n_in, n_out = 9, 5, 10  # rows of one full and one partial vector
+    A = rng.standard_normal((k, n_in)).astype(dtype)
+    D = rng.standard_normal((k, n_out)).astype(dtype)
+    arrays = [guarded((n_in, n_out), dtype, f) for f in (0.5, 0.01, 0.001)]
+    assert _kernels.adam_product(A, D, *(a for _, a in arrays), 1e-3, 0.9, 0.999, 1e-8)[1] == 0
+    assert np.all(arrays[0][1] != 0.5)  # the step moved every weight
+    for buf, a in arrays:
+        assert np.all(buf[a.size:] == dtype.type(-7.25))
+
+
 @needs_kernels
 @pytest.mark.parametrize("kind", ["nn", "tn", "nt"])
 def test_products_same_bits_for_any_thread_count_and_isa(kind, dtype):
