@@ -80,6 +80,10 @@ class build_ext(_build_ext):
     def finalize_options(self):
         super().finalize_options()
         self.force = self.force or FORCE
+        # The modules that hold the matrix kernels each take minutes to
+        # compile: one per core (pip's wheel build included) unless -j says.
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
 
     def run(self):
         super().run()

@@ -249,7 +249,7 @@ cdef extern from *:
        registers: `bias`, `cs` are offset to the block's first column. */
     #define FM_DEFINE_UKR(NAME, T, S, L, MT, ATTR) \
     static inline __attribute__((always_inline)) ATTR void NAME##_ukr( \
-            const int MR, const int NV, const int IDX, const int ADAM, Py_ssize_t k, \
+            const int MR, const int NV, const int IDX, const int ADAM, const int BF, Py_ssize_t k, \
             const T* a, Py_ssize_t asi, Py_ssize_t asp, const long long* ridx, \
             Py_ssize_t rs, const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, \
             MT last, int accumulate, int epi, const T* bias, T* cs, fm_adam_epi* ep) { \
@@ -269,7 +269,7 @@ cdef extern from *:
             const T* bp = b + p * ldb; \
             const T* ap = IDX == FM_IDX_DEPTH ? a + ridx[p] * rs : a + p * asp; \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV - 1; v++) bv[v] = FM_LD_##S(bp + v * L); \
-            bv[NV - 1] = FM_LDM_##S(last, bp + (NV - 1) * L); \
+            bv[NV - 1] = BF ? FM_LD_##S(bp + (NV - 1) * L) : FM_LDM_##S(last, bp + (NV - 1) * L); \
             _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++) { \
                 x = FM_BC_##S(IDX == FM_IDX_ROWS ? arow[i][p] : ap[i * asi]); \
                 _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) \
@@ -330,7 +330,7 @@ cdef extern from *:
     /* All m rows of one column block: blocks of MRF rows, then 4, 2, 1, in
        order (the column sums of FM_EPI_RELU_GRAD add the rows in order). */
     #define FM_UKR_AT(NAME, MRR, NV) \
-        NAME##_ukr(MRR, NV, IDX, ADAM, k, IDX == FM_IDX_ROWS ? a : a + i * asi, asi, asp, \
+        NAME##_ukr(MRR, NV, IDX, ADAM, BF, k, IDX == FM_IDX_ROWS ? a : a + i * asi, asi, asp, \
                    IDX == FM_IDX_ROWS ? ridx + i : ridx, rs, b, ldb, c + i * ldc, ldc, \
                    last, acc, epi, bias, cs, ep)
     #define FM_ROWS(NAME, MRF, NV) do { \
@@ -347,12 +347,15 @@ cdef extern from *:
     } while (0)
 
     /* MR1..MR4: rows per block for blocks of 1..4 vectors (as many
-       accumulators as the register file holds beside the B vectors). */
-    #define FM_DEFINE_SMALL_GEMM(NAME, T, S, L, MT, DV, SD, ATTR, MR1, MR2, MR3, MR4) \
+       accumulators as the register file holds beside the B vectors); NVX:
+       the most vectors a block has (AVX2: 3, since 3 rows of 4 vectors and
+       the 4 of B take 16 registers before the broadcast, and the compiler
+       spills accumulators); BFD: copies of the kernels for B read whole. */
+    #define FM_DEFINE_SMALL_GEMM(NAME, T, S, L, MT, DV, SD, ATTR, NVX, BFD, MR1, MR2, MR3, MR4) \
     FM_DEFINE_ADAM_TILE(NAME, T, S, L, MT, DV, SD, ATTR) \
     FM_DEFINE_UKR(NAME, T, S, L, MT, ATTR) \
     static inline __attribute__((always_inline)) ATTR void NAME##_rows(const int IDX, \
-            const int ADAM, int nv, Py_ssize_t m, Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, \
+            const int ADAM, const int BF, int nv, Py_ssize_t m, Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, \
             const long long* ridx, Py_ssize_t rs, const T* b, Py_ssize_t ldb, T* c, \
             Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs, \
             fm_adam_epi* ep) { \
@@ -361,36 +364,69 @@ cdef extern from *:
             case 1: FM_ROWS(NAME, MR1, 1); break; \
             case 2: FM_ROWS(NAME, MR2, 2); break; \
             case 3: FM_ROWS(NAME, MR3, 3); break; \
-            default: FM_ROWS(NAME, MR4, 4); break; \
+            default: if (NVX > 3) FM_ROWS(NAME, MR4, 4); break; \
         } \
     } \
     /* One of A's strides is 1 (TN: along C's rows; NN, NT: along the shared \
        dimension): compiled with it constant, the broadcasts' addresses are \
        immediate offsets from one pointer. With ridx, A's rows are rows \
-       ridx[] of a matrix of row stride rs (FM_IDX_*). */ \
-    ATTR static void NAME##_block(int nv, Py_ssize_t m, Py_ssize_t k, const T* a, \
+       ridx[] of a matrix of row stride rs (FM_IDX_*). BF: B's last vector \
+       loads whole (full, or a zero-padded panel's). */ \
+    static inline __attribute__((always_inline)) ATTR void NAME##_block_bf(const int BF, \
+            int nv, Py_ssize_t m, Py_ssize_t k, const T* a, \
             Py_ssize_t asi, Py_ssize_t asp, int idx, const long long* ridx, Py_ssize_t rs, \
             const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc, MT last, int acc, int epi, \
             const T* bias, T* cs, fm_adam_epi* ep) { \
         if (epi == FM_EPI_ADAM) { /* TN only: A's rows in place or by index */ \
             if (idx == FM_IDX_DEPTH) \
-                NAME##_rows(FM_IDX_DEPTH, 1, nv, m, k, a, 1, 0, ridx, rs, b, ldb, c, ldc, \
+                NAME##_rows(FM_IDX_DEPTH, 1, BF, nv, m, k, a, 1, 0, ridx, rs, b, ldb, c, ldc, \
                             last, 0, epi, NULL, NULL, ep); \
             else \
-                NAME##_rows(FM_IDX_NONE, 1, nv, m, k, a, 1, asp, ridx, rs, b, ldb, c, ldc, \
+                NAME##_rows(FM_IDX_NONE, 1, BF, nv, m, k, a, 1, asp, ridx, rs, b, ldb, c, ldc, \
                             last, 0, epi, NULL, NULL, ep); \
         } else if (idx == FM_IDX_DEPTH) \
-            NAME##_rows(FM_IDX_DEPTH, 0, nv, m, k, a, 1, 0, ridx, rs, b, ldb, c, ldc, last, \
+            NAME##_rows(FM_IDX_DEPTH, 0, BF, nv, m, k, a, 1, 0, ridx, rs, b, ldb, c, ldc, last, \
                         acc, epi, bias, cs, ep); \
         else if (idx == FM_IDX_ROWS) \
-            NAME##_rows(FM_IDX_ROWS, 0, nv, m, k, a, 0, 1, ridx, rs, b, ldb, c, ldc, last, \
+            NAME##_rows(FM_IDX_ROWS, 0, BF, nv, m, k, a, 0, 1, ridx, rs, b, ldb, c, ldc, last, \
                         acc, epi, bias, cs, ep); \
         else if (asi == 1) \
-            NAME##_rows(FM_IDX_NONE, 0, nv, m, k, a, 1, asp, ridx, rs, b, ldb, c, ldc, last, \
+            NAME##_rows(FM_IDX_NONE, 0, BF, nv, m, k, a, 1, asp, ridx, rs, b, ldb, c, ldc, last, \
                         acc, epi, bias, cs, ep); \
         else \
-            NAME##_rows(FM_IDX_NONE, 0, nv, m, k, a, asi, 1, ridx, rs, b, ldb, c, ldc, last, \
+            NAME##_rows(FM_IDX_NONE, 0, BF, nv, m, k, a, asi, 1, ridx, rs, b, ldb, c, ldc, last, \
                         acc, epi, bias, cs, ep); \
+    } \
+    /* With AVX2 (BFD) the kernels read a partial last vector of B in pieces, \
+       whose scratch registers made the compiler spill accumulators of the \
+       4 x 3-vector block in every step of the shared dimension: B whole \
+       (bf) gets its own copy of the kernels. */ \
+    /* (two functions, not one: the compiler's time grows faster than the \
+       size of a function) */ \
+    ATTR static __attribute__((noinline)) void NAME##_block_w(int nv, Py_ssize_t m, \
+            Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, int idx, \
+            const long long* ridx, Py_ssize_t rs, const T* b, Py_ssize_t ldb, T* c, \
+            Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs, fm_adam_epi* ep) { \
+        NAME##_block_bf(1, nv, m, k, a, asi, asp, idx, ridx, rs, b, ldb, c, ldc, last, acc, \
+                        epi, bias, cs, ep); \
+    } \
+    ATTR static __attribute__((noinline)) void NAME##_block_p(int nv, Py_ssize_t m, \
+            Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, int idx, \
+            const long long* ridx, Py_ssize_t rs, const T* b, Py_ssize_t ldb, T* c, \
+            Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs, fm_adam_epi* ep) { \
+        NAME##_block_bf(0, nv, m, k, a, asi, asp, idx, ridx, rs, b, ldb, c, ldc, last, acc, \
+                        epi, bias, cs, ep); \
+    } \
+    static inline __attribute__((always_inline)) ATTR void NAME##_block(int bf, int nv, \
+            Py_ssize_t m, Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, int idx, \
+            const long long* ridx, Py_ssize_t rs, const T* b, Py_ssize_t ldb, T* c, \
+            Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs, fm_adam_epi* ep) { \
+        if (BFD && bf) \
+            NAME##_block_w(nv, m, k, a, asi, asp, idx, ridx, rs, b, ldb, c, ldc, last, acc, \
+                           epi, bias, cs, ep); \
+        else \
+            NAME##_block_p(nv, m, k, a, asi, asp, idx, ridx, rs, b, ldb, c, ldc, last, acc, \
+                           epi, bias, cs, ep); \
     } \
     ATTR static void NAME(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, \
             const T* A, Py_ssize_t lda, const long long* ridx, const T* B, Py_ssize_t ldb, \
@@ -400,11 +436,11 @@ cdef extern from *:
         Py_ssize_t asi = kind == FM_TN ? 1 : lda, asp = kind == FM_TN ? lda : 1; \
         int idx = !ridx ? FM_IDX_NONE : kind == FM_TN ? FM_IDX_DEPTH : FM_IDX_ROWS; \
         T panel[FM_KC * 4 * L] __attribute__((aligned(64))); \
-        /* C's vectors spread evenly over the fewest blocks of at most 4 \
+        /* C's vectors spread evenly over the fewest blocks of at most NVX \
            (13 as 4 3 3 3, not 4 4 4 1: a block of one vector runs at a \
            quarter of the multiply-add rate, its row broadcasts the bound), \
            the larger blocks first so the masked vector ends the last. */ \
-        Py_ssize_t nv_all = (n + L - 1) / L, n_blk = (nv_all + 3) / 4; \
+        Py_ssize_t nv_all = (n + L - 1) / L, n_blk = (nv_all + NVX - 1) / NVX; \
         /* NN and TN pack B when it would not stay in L1 read in place: \
            deeper than one panel, or rows 2 KiB apart or more (which fall on \
            few L1 sets); and when C has the rows to repay the copy. An \
@@ -419,7 +455,7 @@ cdef extern from *:
             Py_ssize_t nc = n - j0 < nv * L ? n - j0 : nv * L; \
             MT last = FM_MK_##S((int)(nc - (nv - 1) * L)); \
             if (kind != FM_NT && !pack) { \
-                NAME##_block(nv, m, k, A, asi, asp, idx, ridx, lda, B + j0, ldb, C + j0, ldc, last, \
+                NAME##_block(last == FM_MK_##S(L), nv, m, k, A, asi, asp, idx, ridx, lda, B + j0, ldb, C + j0, ldc, last, \
                              accumulate, epi, bias ? bias + j0 : bias, cs ? cs + j0 : cs, ep); \
                 j0 += nc; \
                 continue; \
@@ -435,10 +471,10 @@ cdef extern from *:
                         const T* src = B + (p0 + p) * ldb + j0; \
                         for (int v = 0; v < nv - 1; v++) \
                             FM_ST_##S(panel + p * NB + v * L, FM_LD_##S(src + v * L)); \
-                        FM_STM_##S(panel + p * NB + (nv - 1) * L, last, \
-                                   FM_LDM_##S(last, src + (nv - 1) * L)); \
+                        FM_ST_##S(panel + p * NB + (nv - 1) * L, \
+                                  FM_LDM_##S(last, src + (nv - 1) * L)); \
                     } \
-                    NAME##_block(nv, m, kc, \
+                    NAME##_block(1, nv, m, kc, \
                                  idx == FM_IDX_NONE ? A + p0 * asp : idx == FM_IDX_ROWS ? A + p0 : A, \
                                  asi, asp, idx, idx == FM_IDX_DEPTH ? ridx + p0 : ridx, lda, panel, NB, \
                                  C + j0, ldc, last, p0 > 0 ? FM_ACC_CHAIN : 0, \
@@ -455,7 +491,9 @@ cdef extern from *:
                     const T* src = B + (j0 + jj) * ldb + p0; \
                     for (Py_ssize_t p = 0; p < kc; p++) panel[p * NB + jj] = src[p]; \
                 } \
-                NAME##_block(nv, m, kc, A + p0 * asp, asi, asp, FM_IDX_NONE, NULL, 0, panel, NB, C + j0, ldc, \
+                for (Py_ssize_t p = 0; p < kc; p++) \
+                    for (Py_ssize_t jj = nc; jj < nv * L; jj++) panel[p * NB + jj] = 0; \
+                NAME##_block(1, nv, m, kc, A + p0 * asp, asi, asp, FM_IDX_NONE, NULL, 0, panel, NB, C + j0, ldc, \
                              last, accumulate || p0 > 0, p0 + kc >= k ? epi : FM_EPI_NONE, \
                              bias ? bias + j0 : bias, cs ? cs + j0 : cs, ep); \
             } \
@@ -463,10 +501,10 @@ cdef extern from *:
         } \
     }
 
-    FM_DEFINE_SMALL_GEMM(fm_sg_d_avx512, double, ZD, 8, __mmask8, __m512d, ZD, FM_TARGET_AVX512, 8, 8, 8, 6)
-    FM_DEFINE_SMALL_GEMM(fm_sg_f_avx512, float, ZF, 16, __mmask16, __m512d, ZD, FM_TARGET_AVX512, 8, 8, 8, 6)
-    FM_DEFINE_SMALL_GEMM(fm_sg_d_avx2, double, YD, 4, int, __m256d, YD, FM_TARGET_AVX2, 8, 6, 4, 3)
-    FM_DEFINE_SMALL_GEMM(fm_sg_f_avx2, float, YF, 8, int, __m256d, YD, FM_TARGET_AVX2, 8, 6, 4, 3)
+    FM_DEFINE_SMALL_GEMM(fm_sg_d_avx512, double, ZD, 8, __mmask8, __m512d, ZD, FM_TARGET_AVX512, 4, 0, 8, 8, 8, 6)
+    FM_DEFINE_SMALL_GEMM(fm_sg_f_avx512, float, ZF, 16, __mmask16, __m512d, ZD, FM_TARGET_AVX512, 4, 0, 8, 8, 8, 6)
+    FM_DEFINE_SMALL_GEMM(fm_sg_d_avx2, double, YD, 4, int, __m256d, YD, FM_TARGET_AVX2, 3, 1, 8, 6, 4, 3)
+    FM_DEFINE_SMALL_GEMM(fm_sg_f_avx2, float, YF, 8, int, __m256d, YD, FM_TARGET_AVX2, 3, 1, 8, 6, 4, 3)
     #endif
 
     /* C (+)= op(A) op(B) (see FM_NN...) on m x n C, shared dimension k.
