@@ -346,6 +346,18 @@ cdef extern from *:
             FM_UKR_AT(NAME, 1, NV); \
     } while (0)
 
+    /* One copy of the block loop with BF constant (NAME##_block_w: B's last
+       vector loads whole; _p: masked, or in pieces). Two functions, not one
+       holding both: the compiler's time grows faster than a function's size. */
+    #define FM_DEFINE_BLOCK_COPY(NAME, T, MT, ATTR, SUF, BF) \
+    ATTR static __attribute__((noinline)) void NAME##_block_##SUF(int nv, Py_ssize_t m, \
+            Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, int idx, \
+            const long long* ridx, Py_ssize_t rs, const T* b, Py_ssize_t ldb, T* c, \
+            Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs, fm_adam_epi* ep) { \
+        NAME##_block_bf(BF, nv, m, k, a, asi, asp, idx, ridx, rs, b, ldb, c, ldc, last, acc, \
+                        epi, bias, cs, ep); \
+    }
+
     /* MR1..MR4: rows per block for blocks of 1..4 vectors (as many
        accumulators as the register file holds beside the B vectors); NVX:
        the most vectors a block has (AVX2: 3, since 3 rows of 4 vectors and
@@ -401,22 +413,8 @@ cdef extern from *:
        whose scratch registers made the compiler spill accumulators of the \
        4 x 3-vector block in every step of the shared dimension: B whole \
        (bf) gets its own copy of the kernels. */ \
-    /* (two functions, not one: the compiler's time grows faster than the \
-       size of a function) */ \
-    ATTR static __attribute__((noinline)) void NAME##_block_w(int nv, Py_ssize_t m, \
-            Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, int idx, \
-            const long long* ridx, Py_ssize_t rs, const T* b, Py_ssize_t ldb, T* c, \
-            Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs, fm_adam_epi* ep) { \
-        NAME##_block_bf(1, nv, m, k, a, asi, asp, idx, ridx, rs, b, ldb, c, ldc, last, acc, \
-                        epi, bias, cs, ep); \
-    } \
-    ATTR static __attribute__((noinline)) void NAME##_block_p(int nv, Py_ssize_t m, \
-            Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, int idx, \
-            const long long* ridx, Py_ssize_t rs, const T* b, Py_ssize_t ldb, T* c, \
-            Py_ssize_t ldc, MT last, int acc, int epi, const T* bias, T* cs, fm_adam_epi* ep) { \
-        NAME##_block_bf(0, nv, m, k, a, asi, asp, idx, ridx, rs, b, ldb, c, ldc, last, acc, \
-                        epi, bias, cs, ep); \
-    } \
+    FM_DEFINE_BLOCK_COPY(NAME, T, MT, ATTR, w, 1) \
+    FM_DEFINE_BLOCK_COPY(NAME, T, MT, ATTR, p, 0) \
     static inline __attribute__((always_inline)) ATTR void NAME##_block(int bf, int nv, \
             Py_ssize_t m, Py_ssize_t k, const T* a, Py_ssize_t asi, Py_ssize_t asp, int idx, \
             const long long* ridx, Py_ssize_t rs, const T* b, Py_ssize_t ldb, T* c, \
