@@ -17,9 +17,16 @@ user meets: the compiled epoch plus what runs between epochs.
 
     python benchmarks/thread_split.py [--epochs 200] [--workloads W2,W3] [--gather]
                                       [--separate-update]
+    python benchmarks/thread_split.py --pair-cuts --epochs 1200 --workloads W3
     python benchmarks/thread_split.py --fits 10,50 --workloads W3
     python benchmarks/thread_split.py --fits 2 --workloads W1 [--dropout 0.2] [--busy]
     python benchmarks/thread_split.py --fits 10 --workloads W1 --solver lbfgs [--busy]
+
+``--pair-cuts`` times two-thread epochs that cut the gradient stage by
+measured time (the default) against epochs that give each thread whole
+update chunks, alternating epoch by epoch in one process so that the
+machine's drift falls on both alike, and prints the median of the paired
+ratios.
 
 ``--solver lbfgs`` (or bfgs, hf) times full-batch fits of that many
 iterations instead: their passes run data parallel (src/_objective.pyx).
@@ -75,6 +82,54 @@ def epochs(layout, X, Y, batch, dtype, n_threads, rounds):
             totals[3] += -(-X.shape[0] // batch)
             timing[:] = 0
     return seconds, totals
+
+
+def paired_cuts(layout, X, Y, batch, dtype, rounds):
+    """Two-thread epochs, (whole chunks, cut by time) in turn: seconds of each."""
+    Xk = kernel_input(X)
+    runs = []
+    for _ in range(2):
+        theta = (np.random.RandomState(0).randn(layout.n_params) * 0.05).astype(dtype)
+        opt = Optimizer("adam", layout.n_params, dtype, learning_rate_init=1e-3)
+        runs.append((theta, EpochRunner(layout, dtype, batch), opt,
+                     np.arange(X.shape[0], dtype=np.int32), np.array([1], dtype=np.uint64)))
+    seconds = ([], [])
+    old = _epoch.grad_cuts_enabled(True)
+    try:
+        with blas_threads(1):
+            for r in range(rounds + 2):  # two to warm up
+                for cuts in ((0, 1) if r % 2 else (1, 0)):
+                    _epoch.grad_cuts_enabled(bool(cuts))
+                    theta, runner, opt, rows, state = runs[cuts]
+                    t0 = perf_counter()
+                    runner.run(theta, Xk, Y, None, rows, state, True, opt, LOSS_LOG, 1e-4,
+                               0.0, 2)
+                    if r >= 2:
+                        seconds[cuts].append(perf_counter() - t0)
+    finally:
+        _epoch.grad_cuts_enabled(old)
+    return seconds
+
+
+def pair_cuts(workloads, epochs):
+    print("| workload | dtype | whole chunks ms (min / median) | cut by time ms (min / median) "
+          "| chunks / cuts, paired (median, quartiles) |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for w in workloads:
+        spec = WORKLOADS[w]
+        X, y = make_data(w)[:2]
+        units = [X.shape[1], *spec["hidden"], 10]
+        layout = Layout(units, ["relu"] * len(spec["hidden"]) + ["softmax"])
+        rounds = max(3, epochs // (4 if w == "W3" else 1) // (20 if w == "W1" else 1))
+        for dtype in (np.float32, np.float64):
+            chunks, cuts = paired_cuts(layout, X.astype(dtype), np.eye(10, dtype=dtype)[y],
+                                       spec["batch_size"], dtype, rounds)
+            ratio = np.array(chunks) / np.array(cuts)
+            q1, q2, q3 = np.percentile(ratio, [25, 50, 75])
+            print(f"| {w} | {np.dtype(dtype).name} "
+                  f"| {min(chunks) * 1e3:.3f} / {median(chunks) * 1e3:.3f} "
+                  f"| {min(cuts) * 1e3:.3f} / {median(cuts) * 1e3:.3f} "
+                  f"| {q2:.3f} ({q1:.3f}-{q3:.3f}) |", flush=True)
 
 
 BUSY_LOOP = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
@@ -145,6 +200,9 @@ def main(argv=None):
                         help="take Adam's step on the first layer's weights in its own "
                              "pass, also where float32 fuses it into their gradient's "
                              "product (the comparison)")
+    parser.add_argument("--pair-cuts", action="store_true",
+                        help="two threads: the gradient stage cut by measured time against "
+                             "whole update chunks, epoch by epoch in turn")
     args = parser.parse_args(argv)
     if args.gather:
         _epoch.rows_in_place_enabled(False)
@@ -156,6 +214,10 @@ def main(argv=None):
     if args.fits:
         fit_times(args.workloads.split(","), [int(e) for e in args.fits.split(",")],
                   args.dropout, args.busy, args.solver)
+        print(f"load average {os.getloadavg()[0]:.2f} at the end")
+        return
+    if args.pair_cuts:
+        pair_cuts(args.workloads.split(","), args.epochs)
         print(f"load average {os.getloadavg()[0]:.2f} at the end")
         return
     if hasattr(_epoch, "barrier_seconds"):

@@ -21,11 +21,17 @@ BLAS on one thread. Per batch:
    them in place by index where its kernels can, _layers.rows_in_place,
    else each thread gathers its rows into xbuf);
 2. barrier; each thread computes, over all rows, the gradient entries of
-   its own range of theta (whole update chunks, src/_updates.pxd), and
-   scans them (the divergence guard, src/_guard.pxd);
+   its own range of theta, and scans them (the divergence guard,
+   src/_guard.pxd). Where every product runs in the small kernels
+   (_layers.grad_cut_free), the ranges are cut where the threads' stages
+   take equal time: thread 0 moves the cuts every CUT_WINDOW batches from
+   the times measured (a parameter's gradient costs more in some layers
+   than in others: the first reads its rows by index). Else each thread
+   takes whole update chunks (src/_updates.pxd), as in stage 3;
 3. barrier; if any gradient was non-finite every thread stops (theta
    untouched, as on one thread); else each thread applies the update rule
-   to its own chunks, whose gradient and optimiser state stay in its cache;
+   to its own share of the update chunks (its optimiser state stays in its
+   cache);
 4. barrier; every thread adds the chunks' sums in chunk order.
 
 With batches of at least IN_PLACE_MIN_WORK forward multiply-adds of relu
@@ -55,7 +61,7 @@ from cython.parallel cimport parallel
 from _layers cimport (Net, Csr, forward, backward, slot, batch_input,
                       rows_contiguous, gather_rows, rows_split, rows_in_place,
                       forward_rows, delta_rows, delta_rows_in_place, grad_range,
-                      backward_uses_tmp)
+                      backward_uses_tmp, grad_cut_free)
 from _args cimport (unpack_net, unpack_input, new_sparse_work, array_data,
                     array_len)
 cimport numpy as cnp
@@ -213,6 +219,11 @@ cdef enum:
     # (the other thread lost its core to another process), thread 0 finishes the epoch alone and the other threads leave: the
     # same results, and no core spent waiting for one that is not running.
     SOLO_CHECK = 16
+    # Batches between moves of the gradient stage's cuts (rebalance_cuts),
+    # and the parameters they are rounded to (a 64-byte line of float32).
+    CUT_WINDOW = 4
+    CUT_ALIGN = 16
+    CUT_MAX_THREADS = 64
 
 cdef double SOLO_SLACK = 200e-6
 # Tests: thread 0 waits for the other threads before the first batch, so
@@ -314,6 +325,32 @@ def split_min_work(Py_ssize_t work):
     return old
 
 
+# Cut the gradient stage where the threads take equal time (split_worker),
+# where the results allow it. Off only in benchmarks, to compare with whole
+# update chunks.
+cdef bint GRAD_CUTS = True
+
+
+def grad_cuts_enabled(bint on):
+    """Let the split epoch cut its gradient stage by measured time (True)
+    or give each thread whole update chunks; returns the previous setting."""
+    global GRAD_CUTS
+    old = GRAD_CUTS
+    GRAD_CUTS = on
+    return old
+
+
+def rebalanced_cuts(cuts, seconds):
+    """rebalance_cuts on copies (for tests): the cuts (n_threads + 1 theta
+    indices) after threads took these seconds for their ranges."""
+    cdef Py_ssize_t[::1] c = np.array(cuts, dtype=np.intp)
+    cdef double[::1] t = np.array(seconds, dtype=np.float64)
+    if c.shape[0] != t.shape[0] + 1 or not 1 <= t.shape[0] <= CUT_MAX_THREADS:
+        raise ValueError("cuts needs one entry more than seconds")
+    rebalance_cuts(&c[0], &t[0], <int>t.shape[0])
+    return np.asarray(c).tolist()
+
+
 def join_at_start(bint wait):
     """Make the split epoch's thread 0 wait for the other threads before
     its first batch (for tests); returns the previous setting."""
@@ -349,6 +386,9 @@ cdef struct Split:
     int loss
     double* row_loss
     double* part
+    bint cut_on            # thread t's gradient stage covers theta[cut[t]:cut[t + 1]]
+    Py_ssize_t cut[CUT_MAX_THREADS + 1]  # (else whole chunks)
+    double grad_s[CUT_MAX_THREADS]       # seconds of each one's stage, this window
     void* scratch          # n_threads x widest hidden layer (dropout)
     Py_ssize_t widest
     unsigned long long d_stream   # the dropout stream at the epoch's start
@@ -400,6 +440,32 @@ cdef inline void layer_chunks(const Net* nt, const Pieces* pc, int l, int tid,
     c1[0] += s
 
 
+cdef void rebalance_cuts(Py_ssize_t* cut, double* grad_s,
+                         int nth) noexcept nogil:
+    """Move the gradient stage's cuts halfway to where each thread's range
+    would take the same time at the rates (parameters a second) measured
+    since the last move; reset the times."""
+    cdef Py_ssize_t n = cut[nth], old_lo, old_hi, c
+    cdef Py_ssize_t least = max(n // (4 * nth), 1 if n >= nth else 0)
+    cdef double total = 0, before = 0
+    cdef int t
+    for t in range(nth):
+        if grad_s[t] <= 0 or cut[t + 1] <= cut[t]:
+            return  # nothing measured: keep the cuts
+        total += (cut[t + 1] - cut[t]) / grad_s[t]
+    old_lo = cut[0]
+    for t in range(nth - 1):
+        old_hi = cut[t + 1]
+        before += (old_hi - old_lo) / grad_s[t]
+        c = old_hi + (<Py_ssize_t>(n * before / total) - old_hi) // 2
+        c = (c + CUT_ALIGN // 2) // CUT_ALIGN * CUT_ALIGN
+        # every range keeps a quarter of an even share, to be measured
+        cut[t + 1] = max(cut[t] + least, min(n - (nth - 1 - t) * least, c))
+        old_lo = old_hi
+    for t in range(nth):
+        grad_s[t] = 0
+
+
 cdef void split_worker(Split* S, floating* theta, floating* grad,
                        floating* m1, floating* m2, const floating* X,
                        const floating* Y, const floating* sw, floating* xbuf,
@@ -426,7 +492,8 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
     cdef Py_ssize_t n_done = 0
     cdef bint finite = True
     cdef long long t
-    cdef double waited = 0, worked = 0, t_batch = 0, wb = 0
+    cdef double waited = 0, worked = 0, t_batch = 0, wb = 0, t_grad
+    cdef Py_ssize_t n_timed = 0
     # Thread 0 starts alone: the others join at a batch boundary once they
     # have all started (waking a sleeping OpenMP thread can take longer than
     # a batch, much longer on a busy machine), or not at all this epoch.
@@ -534,6 +601,15 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
                     delta_rows_in_place(nt, theta, b, r0, r1, acts, l)
                     if not solo:
                         wb += fm_barrier_wait_timed(&S.bar, &sense)
+        elif S.cut_on and not solo:
+            t_grad = now()
+            lo = S.cut[tid]
+            hi = S.cut[tid + 1]
+            if hi > lo:
+                grad_range(nt, X0, ld0, S.csr, rows, b, acts, deltas, grad, lo, hi)
+                if span_bad(grad + lo, hi - lo):
+                    fm_publish(&S.bad, 1)
+            S.grad_s[tid] += now() - t_grad
         elif c1 > c0:
             lo = S.pc.lo[S.pc.chunk_ptr[c0]]
             hi = S.pc.hi[S.pc.chunk_ptr[c1] - 1]
@@ -585,6 +661,12 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
                 if tid != 0:
                     break
                 solo = True
+            elif tid == 0 and S.cut_on:
+                # every thread's time for this batch was written before the
+                # last barrier; none reads the cuts before the next one
+                n_timed += 1
+                if n_timed % CUT_WINDOW == 0:
+                    rebalance_cuts(S.cut, S.grad_s, nth)
         finite = sum_parts(S.part, S.pc.n_chunks, &sq, &ab)
         total += (data_loss + (0.5 * S.alpha * sq + S.l1 * ab) / swsum) * b
         n_done += 1
@@ -734,11 +816,12 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
         seconds working and waiting at the barriers, and the number of
         batches it ran split (the rest it ran alone: SOLO_CHECK), for
         benchmarks/thread_split.py; untouched by the one-thread path.
-    split_state : None, or 2 int64 kept by the caller between epochs (zeros
-        at first): after an epoch that thread 0 finished alone, the next
-        ones run the split epoch on one thread (the same results, no
+    split_state : None, or 2 or 3 int64 kept by the caller between epochs
+        (zeros at first): after an epoch that thread 0 finished alone, the
+        next ones run the split epoch on one thread (the same results, no
         barrier), 1, 2, 4 ... up to 16 epochs while that repeats, before
-        trying two threads again.
+        trying two threads again; the third, where two threads' gradient
+        stages were last cut (see split_worker), the next epoch's start.
     rows_buf : None, or int64 workspace of n_threads x batch_size entries
         (batch_size with one thread) for the batches' rows widened from a
         narrow idx (allocated here when None).
@@ -778,9 +861,11 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
     if timing is not None:
         tmg = <double*>array_data(timing, cnp.NPY_FLOAT64, 3, True, "timing")
     cdef long long* sst = NULL
+    cdef Py_ssize_t n_sst = 0
     if split_state is not None:
         sst = <long long*>array_data(split_state, cnp.NPY_INT64, 2, True,
                                      "split_state")
+        n_sst = array_len(split_state)
     cdef Net nt = unpack_net(net)
     # The one-thread path computes A^T delta as the split path does wherever
     # a batch could run split, so that any thread count gives the same bits.
@@ -961,6 +1046,15 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
         S.n_split = 0
         S.n_done = 0
         S.finite = True
+        S.cut_on = (GRAD_CUTS and 1 < team <= CUT_MAX_THREADS and not S.in_place
+                    and grad_cut_free(&nt, batch_size))
+        if S.cut_on:
+            for i in range(team):
+                S.cut[i] = n_params * i // team // CUT_ALIGN * CUT_ALIGN
+                S.grad_s[i] = 0
+            S.cut[team] = n_params
+            if team == 2 and n_sst >= 3 and 0 < sst[2] < n_params:
+                S.cut[1] = sst[2]  # where the last epoch left it
         S.scratch = NULL
         S.widest = 0
         S.d_stream = S.d_end = 0
@@ -979,6 +1073,8 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
         sc[0] += S.n_done
         if nt.drop != NULL:
             d_state[0] = S.d_end
+        if S.cut_on and team == 2 and n_sst >= 3:
+            sst[2] = S.cut[1]
         if sst != NULL and team > 1:
             if S.solo:
                 sst[1] = min(16, max(1, 2 * sst[1]))

@@ -427,6 +427,18 @@ cdef inline bint rows_split(const Net* net, Py_ssize_t B,
     return work >= min_work
 
 
+cdef inline bint grad_cut_free(const Net* net, Py_ssize_t B) noexcept nogil:
+    """True if grad_range's entries are the same bits whatever range of
+    theta it is asked for: every weight gradient in the small kernels,
+    whose chains do not depend on the block; BLAS (past SMALL_MAX_WORK, or
+    on a CPU without the kernels) may split its sums by the block."""
+    cdef int l
+    for l in range(net.n_layers):
+        if fm_isa() == 0 or B * net.units[l] * net.units[l + 1] > SMALL_MAX_WORK:
+            return False
+    return True
+
+
 cdef enum:
     # Above this many multiply-adds in the first layer's product, its batch
     # is gathered: W1's (200 x 784 x 256, X of 63-125 MB) runs 3-9% faster

@@ -454,6 +454,56 @@ def test_every_batch_size_splits_to_the_same_bits(batch, hidden, every_batch_spl
         assert np.array_equal(one[0], two[0]) and one[2:] == two[2:]
 
 
+def test_the_gradient_stage_gives_the_same_bits_wherever_it_is_cut(dtype, every_batch_split):
+    # Two threads' gradient stage is cut where their measured times match,
+    # wherever the machine's speed puts it: a cut one parameter from either
+    # end, inside a weight row, among the biases, or whole update chunks,
+    # gives the one-thread bits, and the cut is carried to the next epoch.
+    layout, theta, X, Y, sw = split_problem(dtype, [7, 30, 17, 11, 3],
+                                            ["relu", "tanh", "relu", "identity"])
+    n = layout.n_params
+    make = lambda: Optimizer("adam", layout.n_params, dtype, learning_rate_init=0.01)
+
+    def epochs(n_threads, cut=None):
+        runner = EpochRunner(layout, dtype, 20)
+        if cut is not None:
+            runner.split_state[2] = cut
+        opt = make()
+        th = theta.copy()
+        rows = np.arange(X.shape[0])
+        state = np.array([5], dtype=np.uint64)
+        losses = [runner.run(th, kernel_input(X), Y, sw, rows, state, True, opt, LOSS_SQUARED,
+                             1e-3, 1e-4, n_threads)[0] for _ in range(3)]
+        return th, opt.state.copy(), losses, runner.split_state[2]
+
+    one = epochs(1)
+    row_inside = layout.coef_slice(1).start + 30 * 17 // 2 + 5
+    for cut in (1, row_inside, layout.intercept_slice(1).start + 3, n - 1):
+        two = epochs(2, cut)
+        assert np.array_equal(two[0], one[0]) and np.array_equal(two[1], one[1])
+        assert two[2] == one[2]
+        assert 0 < two[3] < n
+    old = _epoch.grad_cuts_enabled(False)
+    try:
+        chunks = epochs(2)
+    finally:
+        _epoch.grad_cuts_enabled(old)
+    assert np.array_equal(chunks[0], one[0]) and chunks[2] == one[2]
+    assert chunks[3] == 0
+
+
+def test_the_gradient_cuts_move_halfway_to_equal_times():
+    # thread 0 took 3 s for 512 parameters, thread 1 1 s for 512: equal
+    # times at 256; halfway there, on a multiple of 16
+    assert _epoch.rebalanced_cuts([0, 512, 1024], [3.0, 1.0]) == [0, 384, 1024]
+    assert _epoch.rebalanced_cuts([0, 512, 1024], [1.0, 1.0]) == [0, 512, 1024]
+    # each range keeps a quarter of an even share, to be measured again
+    assert _epoch.rebalanced_cuts([0, 160, 1024], [1000.0, 1.0]) == [0, 128, 1024]
+    # three threads; nothing measured for one: the cuts stay
+    assert _epoch.rebalanced_cuts([0, 320, 640, 960], [1.0, 2.0, 1.0]) == [0, 352, 608, 960]
+    assert _epoch.rebalanced_cuts([0, 320, 640, 960], [1.0, 0.0, 1.0]) == [0, 320, 640, 960]
+
+
 def test_products_beyond_the_small_kernels_split_over_blas(dtype, every_batch_split):
     # 200 x 580 x 580 multiply-adds exceed the kernels' range: each thread
     # calls BLAS on its own rows and gradient columns. Results agree with

@@ -191,8 +191,9 @@ class EpochRunner:
         # Pruned layers' workspace; zeros, as their dense copies need.
         self.sp_work = _aligned.zeros(layout.work_len(B), dtype)
         # Epochs the two-core epoch runs on one thread after thread 0 had
-        # to finish one alone (a busy machine), and the current back-off.
-        self.split_state = np.zeros(2, dtype=np.int64)
+        # to finish one alone (a busy machine), the current back-off, and
+        # where two threads' gradient stages were last cut.
+        self.split_state = np.zeros(3, dtype=np.int64)
         # The two-core epoch (src/_epoch.pyx) of large batches writes the
         # hidden deltas over the layer outputs where the one-thread epoch
         # does (_epoch.split_in_place); else it keeps them all, batch x (the
