@@ -200,7 +200,7 @@ def finite(const floating[::1] g, int n_threads=1):
 
 def exp_shift(double[::1] z, double m):
     """z[j] = exp(z[j] - m) in place, as the softmax log loss takes it
-    (src/_vexp.pxd). False, doing nothing, without AVX-512."""
+    (src/_vexp.pxd). False, doing nothing, without AVX2."""
     if z.shape[0] == 0:
         return True
     return bool(fm_exp_shift(&z[0], z.shape[0], m))

@@ -207,7 +207,7 @@ cdef inline double output_loss_delta(
             prefetch(sw + rows[r])
     if (floating is double and cls.p != NULL and out_act == ACT_SOFTMAX
             and fm_softmax_lanes_take(k)):
-        # AVX-512, eight rows at a time (src/_vexp.pxd); blocks of them on
+        # a row to a vector lane (src/_vexp.pxd); blocks of eight rows on
         # the threads
         if n_threads > 1 and n_rows > 8 and n_rows * k >= PAR_MIN // 4:
             for c in prange((n_rows + 7) // 8, schedule='static',

@@ -1,31 +1,39 @@
-# The softmax log loss of class-index targets in AVX-512 (float64), exp
-# included.
+# The softmax log loss of class-index targets in AVX-512 and AVX2 (float64),
+# exp included.
 #
 # The softmax of the log loss took one libm exp per output, and its scalar
 # bias add, maximum, sums and scaling: with 10 classes a thirteenth of a W2
 # float64 epoch (digits, batch 32), more than its output layer's products.
-# Here eight rows are done at once, a row per lane, for up to 16 outputs.
+# Here a row goes to a lane, eight rows at once with AVX-512 and four with
+# AVX2, for up to 16 outputs.
 #
 # exp: Cody-Waite reduction x = n ln2 + r (ln2 in two parts, |r| <= ln2/2,
 # n = round(x / ln2)), e^r by its Taylor polynomial to degree 13 (the first
-# term left out, r^14 / 14!, is below 4.3e-18 relative), 2^n by vscalefpd,
-# which gives 0 (subnormals flushed) below the range and keeps NaN: within
-# an ulp of libm's (tests/test_kernels.py). A row's sum runs over its
-# outputs in order, as the scalar loop's does, whatever its lane, so a
-# row's values do not depend on how rows are split over threads.
-# float32, wider rows and CPUs without AVX-512 keep the scalar loop.
+# term left out, r^14 / 14!, is below 4.3e-18 relative), then 2^n: AVX-512
+# by vscalefpd; AVX2 as two products by 2^h and 2^(n-h), h = floor(n/2),
+# each factor a normal number built from its exponent bits, so the first
+# product is exact and the second rounds once, as vscalefpd does: the two
+# give the same bits. Both give 0 below the range (subnormals flushed when
+# the epoch's FTZ mode is on) and keep NaN: within an ulp of libm's
+# (tests/test_kernels.py). A row's sum runs over its outputs in order, as
+# the scalar loop's does, whatever its lane, so a row's values do not depend
+# on how rows are split over threads, nor on the instruction set.
+# float32, wider rows and CPUs without AVX2 keep the scalar loop.
 from _simd cimport fm_isa
 
 cdef extern from *:
     """
     #include <math.h>
     #ifdef FM_HAVE_X86_KERNELS
+    /* 1/13!, ..., 1/2, 1, 1: e^r's Taylor coefficients, highest first */
+    static const double fm_exp_c[14] = {
+        1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0,
+        1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0,
+        1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+
     static inline __attribute__((always_inline)) FM_TARGET_AVX512 __m512d
     fm_exp_zd(__m512d x) {
-        static const double c[14] = {
-            1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0,
-            1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0,
-            1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+        const double* c = fm_exp_c;
         __m512d nf, r, p;
         /* the result is 0 below -746 and 2^1024 (inf) above 710; max and
            min with the bound second keep a NaN x */
@@ -37,6 +45,48 @@ cdef extern from *:
         p = _mm512_set1_pd(c[0]);
         for (int j = 1; j < 14; j++) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(c[j]));
         return _mm512_scalef_pd(p, nf);
+    }
+
+    /* 2^n for integral n in [-1022, 1023]: n + 1023 in the exponent field
+       (added to 2^52 + 1023 it is the integer in the low mantissa bits) */
+    static inline __attribute__((always_inline)) FM_TARGET_AVX2 __m256d
+    fm_pow2_yd(__m256d n) {
+        __m256i bits = _mm256_castpd_si256(_mm256_add_pd(n, _mm256_set1_pd(4503599627371519.0)));
+        return _mm256_castsi256_pd(_mm256_slli_epi64(bits, 52));
+    }
+
+    static inline __attribute__((always_inline)) FM_TARGET_AVX2 __m256d
+    fm_exp_yd(__m256d x) {
+        const double* c = fm_exp_c;
+        __m256d nf, r, p, h;
+        x = _mm256_min_pd(_mm256_set1_pd(710.0), _mm256_max_pd(_mm256_set1_pd(-746.0), x));
+        nf = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(1.4426950408889634)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm256_fnmadd_pd(nf, _mm256_set1_pd(6.93147180369123816490e-01), x);
+        r = _mm256_fnmadd_pd(nf, _mm256_set1_pd(1.90821492927058770002e-10), r);
+        p = _mm256_set1_pd(c[0]);
+        for (int j = 1; j < 14; j++) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(c[j]));
+        /* n in [-1076, 1024]: h and n - h in [-538, 512] */
+        h = _mm256_floor_pd(_mm256_mul_pd(nf, _mm256_set1_pd(0.5)));
+        p = _mm256_mul_pd(p, fm_pow2_yd(h));
+        /* the build's -fassociative-math would multiply the two factors
+           first: 2^1024 overflows where the result does not */
+        __asm__("" : "+x"(p));
+        return _mm256_mul_pd(p, fm_pow2_yd(_mm256_sub_pd(nf, h)));
+    }
+
+    FM_TARGET_AVX2 static void fm_exp_shift_avx2(double* z, Py_ssize_t n, double m) {
+        double t[4] __attribute__((aligned(32)));
+        Py_ssize_t i = 0;
+        for (; i + 4 <= n; i += 4)
+            _mm256_storeu_pd(z + i, fm_exp_yd(_mm256_sub_pd(_mm256_loadu_pd(z + i),
+                                                            _mm256_set1_pd(m))));
+        if (i < n) {
+            int j;
+            for (j = 0; j < 4; j++) t[j] = i + j < n ? z[i + j] : m;
+            _mm256_store_pd(t, fm_exp_yd(_mm256_sub_pd(_mm256_load_pd(t), _mm256_set1_pd(m))));
+            for (j = 0; i + j < n; j++) z[i + j] = t[j];
+        }
     }
 
     FM_TARGET_AVX512 static void fm_exp_shift_avx512(double* z, Py_ssize_t n, double m) {
@@ -115,23 +165,79 @@ cdef extern from *:
                 loss[r0 + r] = wl[r] * ((ml[r] + log(sl[r])) - zl[r]);
         }
     }
+    /* fm_softmax_lanes_avx512 with four rows to a vector. AVX2's gathers
+       and scatters are slow on some CPUs (microcoded on Zen 1): the block
+       of four rows is copied into lanes and back with plain moves. */
+    FM_TARGET_AVX2 static void fm_softmax_lanes_avx2(double* z, const double* b,
+            const void* cls, int cls_size, const double* sw, const long long* rows,
+            double inv_norm, Py_ssize_t n, Py_ssize_t k, double* loss) {
+        double e[16 * 4] __attribute__((aligned(32)));
+        long long tl[4] __attribute__((aligned(32)));
+        double wl[4] __attribute__((aligned(32))), ml[4] __attribute__((aligned(32))),
+               sl[4] __attribute__((aligned(32))), zl[4] __attribute__((aligned(32)));
+        for (Py_ssize_t r0 = 0; r0 < n; r0 += 4) {
+            int nr = n - r0 < 4 ? (int)(n - r0) : 4;
+            double* base = z + r0 * k;
+            for (int r = 0; r < 4; r++) {
+                long long i = rows[r0 + (r < nr ? r : 0)];  /* idle lanes: a real row */
+                tl[r] = fm_class_index(cls, cls_size, i);
+                wl[r] = inv_norm * (sw ? sw[i] : 1.0);
+                for (Py_ssize_t j = 0; j < k; j++)
+                    e[j * 4 + r] = r < nr ? base[r * k + j] : 0.0;
+            }
+            const __m256i ti = _mm256_load_si256((const __m256i*)tl);
+            const __m256d w = _mm256_load_pd(wl);
+            __m256d m = _mm256_set1_pd(-INFINITY), zt = _mm256_setzero_pd(), v, s, inv, is_t;
+            for (Py_ssize_t j = 0; j < k; j++) {
+                v = _mm256_add_pd(_mm256_load_pd(e + j * 4), _mm256_set1_pd(b[j]));
+                _mm256_store_pd(e + j * 4, v);
+                m = _mm256_max_pd(v, m);  /* a NaN v is passed over, as with AVX-512 */
+                is_t = _mm256_castsi256_pd(_mm256_cmpeq_epi64(ti, _mm256_set1_epi64x(j)));
+                zt = _mm256_blendv_pd(zt, v, is_t);
+            }
+            s = _mm256_setzero_pd();
+            for (Py_ssize_t j = 0; j < k; j++) {
+                v = fm_exp_yd(_mm256_sub_pd(_mm256_load_pd(e + j * 4), m));
+                _mm256_store_pd(e + j * 4, v);
+                s = _mm256_add_pd(s, v);
+            }
+            inv = _mm256_div_pd(w, s);
+            for (Py_ssize_t j = 0; j < k; j++) {
+                v = _mm256_mul_pd(_mm256_load_pd(e + j * 4), inv);
+                is_t = _mm256_castsi256_pd(_mm256_cmpeq_epi64(ti, _mm256_set1_epi64x(j)));
+                _mm256_store_pd(e + j * 4, _mm256_blendv_pd(v, _mm256_sub_pd(v, w), is_t));
+            }
+            for (int r = 0; r < nr; r++)
+                for (Py_ssize_t j = 0; j < k; j++)
+                    base[r * k + j] = e[j * 4 + r];
+            _mm256_store_pd(ml, m);
+            _mm256_store_pd(sl, s);
+            _mm256_store_pd(zl, zt);
+            for (int r = 0; r < nr; r++)
+                loss[r0 + r] = wl[r] * ((ml[r] + log(sl[r])) - zl[r]);
+        }
+    }
     #endif
 
-    /* 1 if done, 0 (nothing done) without AVX-512 */
+    /* 1 if done, 0 (nothing done) without AVX2 */
     static int fm_exp_shift(double* z, Py_ssize_t n, double m) {
     #ifdef FM_HAVE_X86_KERNELS
         if (fm_isa() == FM_ISA_AVX512) {
             fm_exp_shift_avx512(z, n, m);
             return 1;
         }
+        if (fm_isa() == FM_ISA_AVX2) {
+            fm_exp_shift_avx2(z, n, m);
+            return 1;
+        }
     #endif
         return 0;
     }
 
-    /* 1 if this CPU has fm_softmax_lanes_avx512 for k outputs */
+    /* 1 if this CPU has a lanes kernel for k outputs */
     static int fm_softmax_lanes_take(Py_ssize_t k) {
     #ifdef FM_HAVE_X86_KERNELS
-        return k <= 16 && fm_isa() == FM_ISA_AVX512;
+        return k <= 16 && fm_isa() >= FM_ISA_AVX2;
     #else
         return 0;
     #endif
@@ -140,7 +246,10 @@ cdef extern from *:
             const double* sw, const long long* rows, double inv_norm, Py_ssize_t n,
             Py_ssize_t k, double* loss) {
     #ifdef FM_HAVE_X86_KERNELS
-        fm_softmax_lanes_avx512(z, b, cls, cls_size, sw, rows, inv_norm, n, k, loss);
+        if (fm_isa() == FM_ISA_AVX512)
+            fm_softmax_lanes_avx512(z, b, cls, cls_size, sw, rows, inv_norm, n, k, loss);
+        else
+            fm_softmax_lanes_avx2(z, b, cls, cls_size, sw, rows, inv_norm, n, k, loss);
     #endif
     }
     """

@@ -357,27 +357,56 @@ def test_guard_finds_any_non_finite_value(n, dtype):
                 assert not _kernels.finite(h, threads), (bad, where, threads)
 
 
-def test_vector_exp_agrees_with_libm():
-    """The softmax's exp (float64, AVX-512) to an ulp or two of numpy's, over
-    the range a shifted logit takes, and its limits: 0 below the range,
-    NaN kept, the row's tail lengths (masked vectors)."""
+@pytest.mark.parametrize("cap", [2, 1])
+def test_vector_exp_agrees_with_libm(cap):
+    """The softmax's exp (float64; AVX-512, and AVX2 with its 2^n in two
+    products) to an ulp of numpy's, over the range a shifted logit takes,
+    and its limits: 0 below the range, NaN kept, inf above, the row's tail
+    lengths (partial vectors)."""
+    if _kernels.isa() < cap:
+        pytest.skip("the CPU lacks this instruction set")
     rng = np.random.default_rng(0)
     x = np.concatenate([-rng.random(4000) * 750, -rng.random(4000) * 2,
-                        -np.logspace(-300, 3, 997), [0.0, -0.0, -1e-320]])
-    for n in (len(x), 1, 7, 10, 17):
-        z = x[:n] + 3.0
-        expected = np.exp(z - 3.0)
-        if not _kernels.exp_shift(z, 3.0):
-            pytest.skip("no AVX-512")
-        tiny = np.finfo(np.float64).tiny
-        normal = expected >= tiny
-        ulp = np.spacing(expected[normal])
-        assert np.all(np.abs(z[normal] - expected[normal]) <= ulp)
-        assert np.all(z[~normal] <= tiny)  # subnormals may flush to 0
-    z = np.array([np.nan, -np.inf, -800.0, 0.0, 1.0])
-    _kernels.exp_shift(z, 0.0)
-    assert np.isnan(z[0]) and z[1] == 0 and z[2] == 0 and z[3] == 1
-    assert z[4] == pytest.approx(np.e, rel=1e-15)
+                        -np.logspace(-300, 3, 997), [0.0, -0.0, -1e-320],
+                        rng.random(50) * 709.7, [709.78, -708.4, -744.0]])
+    old = _kernels.set_isa_cap(cap)
+    try:
+        for n in (len(x), 1, 3, 7, 10, 17):
+            z = x[:n] + 3.0
+            expected = np.exp(z - 3.0)
+            assert _kernels.exp_shift(z, 3.0)
+            tiny = np.finfo(np.float64).tiny
+            normal = expected >= tiny
+            ulp = np.spacing(expected[normal])
+            assert np.all(np.abs(z[normal] - expected[normal]) <= ulp)
+            assert np.all(z[~normal] <= tiny)  # subnormals may flush to 0
+        z = np.array([np.nan, -np.inf, -800.0, 0.0, 1.0, 711.0, np.inf])
+        _kernels.exp_shift(z, 0.0)
+        assert np.isnan(z[0]) and z[1] == 0 and z[2] == 0 and z[3] == 1
+        assert z[4] == pytest.approx(np.e, rel=1e-15)
+        assert z[5] == np.inf and z[6] == np.inf
+    finally:
+        _kernels.set_isa_cap(old)
+
+
+def test_vector_exp_same_bits_on_avx2_and_avx512():
+    """vscalefpd's 2^n and AVX2's two products round alike, subnormal
+    results included."""
+    if _kernels.isa() < 2:
+        pytest.skip("no AVX-512 to compare with")
+    rng = np.random.default_rng(1)
+    x = np.concatenate([-rng.random(5000) * 750, rng.random(500) * 710,
+                        np.linspace(-746, -700, 999), [np.nan, -np.inf, np.inf]])
+    out = []
+    for cap in (2, 1):
+        old = _kernels.set_isa_cap(cap)
+        try:
+            z = x.copy()
+            assert _kernels.exp_shift(z, 0.0)
+        finally:
+            _kernels.set_isa_cap(old)
+        out.append(z.tobytes())
+    assert out[0] == out[1]
 
 
 def softmax_reference(Z, b, t, w):
@@ -394,10 +423,10 @@ def softmax_reference(Z, b, t, w):
 @pytest.mark.parametrize("k", [2, 10, 16, 17])
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 32, 101])
 def test_softmax_log_loss_rows_against_numpy_and_the_scalar_loop(n, k):
-    """The class-index softmax loss and delta, eight rows to a vector on
-    AVX-512 (k <= 16; lanes left idle by the last rows), against numpy and
-    against the plain loop, for every class-index width, with and without
-    sample weights."""
+    """The class-index softmax loss and delta, a row to a vector lane on
+    AVX-512 and AVX2 (k <= 16; lanes left idle by the last rows), against
+    numpy and against the plain loop, for every class-index width, with and
+    without sample weights; the two instruction sets give the same bits."""
     rng = np.random.default_rng(n * k)
     n_all = 3 * n + 5
     rows = rng.permutation(n_all)[:n].astype(np.int64)
@@ -408,7 +437,8 @@ def test_softmax_log_loss_rows_against_numpy_and_the_scalar_loop(n, k):
         w = 0.25 * (sw[rows] if sw is not None else np.ones(n))
         want_loss, want_delta = softmax_reference(Z, b, labels[rows], w)
         for cls_dtype in (np.uint8, np.uint16, np.int32, np.int64):
-            for cap in (2, 0):
+            bits = {}
+            for cap in (2, 1, 0):
                 old = _kernels.set_isa_cap(cap)
                 try:
                     D = Z.copy()
@@ -418,6 +448,9 @@ def test_softmax_log_loss_rows_against_numpy_and_the_scalar_loop(n, k):
                     _kernels.set_isa_cap(old)
                 np.testing.assert_allclose(loss, want_loss, rtol=1e-13, atol=1e-15)
                 np.testing.assert_allclose(D, want_delta, rtol=1e-13, atol=1e-16)
+                bits[min(cap, _kernels.isa())] = (loss.tobytes(), D.tobytes())
+            if k <= 16 and 1 in bits and 2 in bits:
+                assert bits[1] == bits[2]
 
 
 def test_softmax_log_loss_same_bits_on_any_thread_count():
