@@ -18,6 +18,7 @@ user meets: the compiled epoch plus what runs between epochs.
     python benchmarks/thread_split.py [--epochs 200] [--workloads W2,W3] [--gather]
                                       [--separate-update]
     python benchmarks/thread_split.py --pair-cuts --epochs 1200 --workloads W3
+    python benchmarks/thread_split.py --join-wait 0,30,100 --epochs 800 --workloads W3
     python benchmarks/thread_split.py --fits 10,50 --workloads W3
     python benchmarks/thread_split.py --fits 2 --workloads W1 [--dropout 0.2] [--busy]
     python benchmarks/thread_split.py --fits 10 --workloads W1 --solver lbfgs [--busy]
@@ -26,7 +27,9 @@ user meets: the compiled epoch plus what runs between epochs.
 measured time (the default) against epochs that give each thread whole
 update chunks, alternating epoch by epoch in one process so that the
 machine's drift falls on both alike, and prints the median of the paired
-ratios.
+ratios. ``--join-wait 0,30,100`` does the same for how long thread 0 waits
+for the other thread before an epoch's first batch (0: it starts alone and
+the other joins at a later batch).
 
 ``--solver lbfgs`` (or bfgs, hf) times full-batch fits of that many
 iterations instead: their passes run data parallel (src/_objective.pyx).
@@ -84,52 +87,86 @@ def epochs(layout, X, Y, batch, dtype, n_threads, rounds):
     return seconds, totals
 
 
-def paired_cuts(layout, X, Y, batch, dtype, rounds):
-    """Two-thread epochs, (whole chunks, cut by time) in turn: seconds of each."""
+def paired(layout, X, Y, batch, dtype, rounds, setters):
+    """Two-thread epochs of one fit per setter, in turn epoch by epoch (each
+    setter called before its fit's epoch): seconds of each."""
     Xk = kernel_input(X)
     runs = []
-    for _ in range(2):
+    for _ in setters:
         theta = (np.random.RandomState(0).randn(layout.n_params) * 0.05).astype(dtype)
         opt = Optimizer("adam", layout.n_params, dtype, learning_rate_init=1e-3)
         runs.append((theta, EpochRunner(layout, dtype, batch), opt,
                      np.arange(X.shape[0], dtype=np.int32), np.array([1], dtype=np.uint64)))
-    seconds = ([], [])
-    old = _epoch.grad_cuts_enabled(True)
-    try:
-        with blas_threads(1):
-            for r in range(rounds + 2):  # two to warm up
-                for cuts in ((0, 1) if r % 2 else (1, 0)):
-                    _epoch.grad_cuts_enabled(bool(cuts))
-                    theta, runner, opt, rows, state = runs[cuts]
-                    t0 = perf_counter()
-                    runner.run(theta, Xk, Y, None, rows, state, True, opt, LOSS_LOG, 1e-4,
-                               0.0, 2)
-                    if r >= 2:
-                        seconds[cuts].append(perf_counter() - t0)
-    finally:
-        _epoch.grad_cuts_enabled(old)
+    seconds = tuple([] for _ in setters)
+    with blas_threads(1):
+        for r in range(rounds + 2):  # two to warm up
+            order = list(range(len(setters)))
+            for j in (order[::-1] if r % 2 else order):
+                setters[j]()
+                theta, runner, opt, rows, state = runs[j]
+                t0 = perf_counter()
+                runner.run(theta, Xk, Y, None, rows, state, True, opt, LOSS_LOG, 1e-4,
+                           0.0, 2)
+                if r >= 2:
+                    seconds[j].append(perf_counter() - t0)
     return seconds
+
+
+def _rounds(w, epochs):
+    return max(3, epochs // (4 if w == "W3" else 1) // (20 if w == "W1" else 1))
+
+
+def _cases(workloads):
+    for w in workloads:
+        spec = WORKLOADS[w]
+        X, y = make_data(w)[:2]
+        units = [X.shape[1], *spec["hidden"], 10]
+        layout = Layout(units, ["relu"] * len(spec["hidden"]) + ["softmax"])
+        for dtype in (np.float32, np.float64):
+            yield w, layout, X.astype(dtype), np.eye(10, dtype=dtype)[y], spec["batch_size"], dtype
+
+
+def _ratio_cell(base, other):
+    ratio = np.array(base) / np.array(other)
+    q1, q2, q3 = np.percentile(ratio, [25, 50, 75])
+    return f"{q2:.3f} ({q1:.3f}-{q3:.3f})"
 
 
 def pair_cuts(workloads, epochs):
     print("| workload | dtype | whole chunks ms (min / median) | cut by time ms (min / median) "
           "| chunks / cuts, paired (median, quartiles) |")
     print("| --- | --- | ---: | ---: | ---: |")
-    for w in workloads:
-        spec = WORKLOADS[w]
-        X, y = make_data(w)[:2]
-        units = [X.shape[1], *spec["hidden"], 10]
-        layout = Layout(units, ["relu"] * len(spec["hidden"]) + ["softmax"])
-        rounds = max(3, epochs // (4 if w == "W3" else 1) // (20 if w == "W1" else 1))
-        for dtype in (np.float32, np.float64):
-            chunks, cuts = paired_cuts(layout, X.astype(dtype), np.eye(10, dtype=dtype)[y],
-                                       spec["batch_size"], dtype, rounds)
-            ratio = np.array(chunks) / np.array(cuts)
-            q1, q2, q3 = np.percentile(ratio, [25, 50, 75])
+    old = _epoch.grad_cuts_enabled(True)
+    try:
+        for w, layout, X, Y, batch, dtype in _cases(workloads):
+            chunks, cuts = paired(layout, X, Y, batch, dtype, _rounds(w, epochs),
+                                  [lambda: _epoch.grad_cuts_enabled(False),
+                                   lambda: _epoch.grad_cuts_enabled(True)])
             print(f"| {w} | {np.dtype(dtype).name} "
                   f"| {min(chunks) * 1e3:.3f} / {median(chunks) * 1e3:.3f} "
                   f"| {min(cuts) * 1e3:.3f} / {median(cuts) * 1e3:.3f} "
-                  f"| {q2:.3f} ({q1:.3f}-{q3:.3f}) |", flush=True)
+                  f"| {_ratio_cell(chunks, cuts)} |", flush=True)
+    finally:
+        _epoch.grad_cuts_enabled(old)
+
+
+def join_waits(workloads, epochs, waits_us):
+    """Two-thread epochs with thread 0 waiting up to each of waits_us for
+    the other thread before the first batch (0: it starts alone), in turn."""
+    print("| workload | dtype | wait (us) | ms (min / median) "
+          f"| wait {waits_us[0]:g} us / this, paired (median, quartiles) |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    old = _epoch.join_wait_seconds(0)[0]
+    try:
+        for w, layout, X, Y, batch, dtype in _cases(workloads):
+            times = paired(layout, X, Y, batch, dtype, _rounds(w, epochs),
+                           [lambda v=v: _epoch.join_wait_seconds(v * 1e-6) for v in waits_us])
+            for v, t in zip(waits_us, times):
+                print(f"| {w} | {np.dtype(dtype).name} | {v:g} "
+                      f"| {min(t) * 1e3:.3f} / {median(t) * 1e3:.3f} "
+                      f"| {_ratio_cell(times[0], t)} |", flush=True)
+    finally:
+        _epoch.join_wait_seconds(old)
 
 
 BUSY_LOOP = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
@@ -203,6 +240,10 @@ def main(argv=None):
     parser.add_argument("--pair-cuts", action="store_true",
                         help="two threads: the gradient stage cut by measured time against "
                              "whole update chunks, epoch by epoch in turn")
+    parser.add_argument("--join-wait", default=None,
+                        help="two threads: comma-separated longest waits (us) of thread 0 "
+                             "for the other before the first batch, epoch by epoch in turn; "
+                             "the first is the base (0: start alone)")
     args = parser.parse_args(argv)
     if args.gather:
         _epoch.rows_in_place_enabled(False)
@@ -220,6 +261,11 @@ def main(argv=None):
         pair_cuts(args.workloads.split(","), args.epochs)
         print(f"load average {os.getloadavg()[0]:.2f} at the end")
         return
+    if args.join_wait:
+        join_waits(args.workloads.split(","), args.epochs,
+                   [float(v) for v in args.join_wait.split(",")])
+        print(f"load average {os.getloadavg()[0]:.2f} at the end")
+        return
     if hasattr(_epoch, "barrier_seconds"):
         passes = [_epoch.barrier_seconds(2, 100_000)[0] for _ in range(3)]
         print(f"barrier, two threads: {min(passes) * 1e9:.0f} ns per pass (best of 3)")
@@ -231,7 +277,7 @@ def main(argv=None):
         X, y = make_data(w)[:2]
         units = [X.shape[1], *spec["hidden"], 10]
         layout = Layout(units, ["relu"] * len(spec["hidden"]) + ["softmax"])
-        rounds = max(3, args.epochs // (4 if w == "W3" else 1) // (20 if w == "W1" else 1))
+        rounds = _rounds(w, args.epochs)
         for dtype in (np.float32, np.float64):
             Xd = X.astype(dtype)
             Y = np.eye(10, dtype=dtype)[y]

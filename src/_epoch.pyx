@@ -53,7 +53,7 @@ product's, so with it they agree to rounding.
 """
 import numpy as np
 from cython cimport floating
-from libc.math cimport isfinite, pow, sqrt
+from libc.math cimport fabs, isfinite, pow, sqrt
 from cpython.exc cimport PyErr_CheckSignals
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
@@ -99,6 +99,7 @@ cdef extern from "fm_barrier.h":
     void fm_count_up(int* p) noexcept nogil
     int fm_wait_join(const int* join, const int* closed) noexcept nogil
     void fm_wait_value(const int* p, int v) noexcept nogil
+    double fm_wait_value_for(const int* p, int v, double limit) noexcept nogil
 
 # Signals (Ctrl-C) are looked at no more often than this, in seconds.
 cdef double SIGNAL_INTERVAL = 0.05
@@ -231,6 +232,15 @@ cdef double SOLO_SLACK = 200e-6
 # often be over before the others have woken up). Never in fits.
 cdef bint JOIN_AT_START = False
 
+# Else thread 0 waits for the others before its first batch, at most this
+# long (seconds) and 1 us per batch of the epoch (a split batch is 50 us or
+# more: a wait in vain costs at most 2% of an epoch); if they have not all
+# started by then it begins alone. W3's epochs with 30-300 us: 1.0-1.3%
+# faster than without (benchmarks/thread_split.py --join-wait), most
+# joining at batch 0.
+cdef double JOIN_WAIT = 100e-6
+cdef double JOIN_WAIT_PER_BATCH = 1e-6
+
 
 # Forward multiply-adds per batch below which a batch is not split: W2
 # (digits 64-100-10, batch 32: 237k) ran 0.71-0.86x as fast on two threads
@@ -351,6 +361,18 @@ def rebalanced_cuts(cuts, seconds):
     return np.asarray(c).tolist()
 
 
+def join_wait_seconds(double seconds, per_batch=None):
+    """Set how long thread 0 waits for the team before its first batch, at
+    most (and at most per_batch a batch of the epoch, if given); returns the
+    previous (seconds, per_batch), for benchmarks and tests."""
+    global JOIN_WAIT, JOIN_WAIT_PER_BATCH
+    old = (JOIN_WAIT, JOIN_WAIT_PER_BATCH)
+    JOIN_WAIT = seconds
+    if per_batch is not None:
+        JOIN_WAIT_PER_BATCH = per_batch
+    return old
+
+
 def join_at_start(bint wait):
     """Make the split epoch's thread 0 wait for the other threads before
     its first batch (for tests); returns the previous setting."""
@@ -370,6 +392,7 @@ cdef struct Split:
     int join_at            # the batch they join at (-1: not yet)
     int closed             # thread 0 has finished the epoch
     bint wait_team         # thread 0 waits for the others before batch 0
+    double join_wait       # else at most this long (seconds)
     bint in_place          # hidden deltas over the layer outputs, layer by layer
     bint x_in_place        # the first layer reads X's rows by index (no gather)
     # the problem
@@ -492,7 +515,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
     cdef Py_ssize_t n_done = 0
     cdef bint finite = True
     cdef long long t
-    cdef double waited = 0, worked = 0, t_batch = 0, wb = 0, t_grad
+    cdef double waited = 0, worked = 0, t_batch = 0, wb = 0, t_grad, t_start
     cdef Py_ssize_t n_timed = 0
     # Thread 0 starts alone: the others join at a batch boundary once they
     # have all started (waking a sleeping OpenMP thread can take longer than
@@ -501,10 +524,18 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
     cdef int j
     cdef unsigned long fpenv = fm_ftz_enter()
     fm_barrier_set_n(&S.bar, nth)
-    if tid == 0 and S.wait_team and nth > 1:
-        fm_wait_value(&S.ready, nth - 1)
-        fm_publish(&S.join_at, 0)
-        solo = False
+    if tid == 0 and nth > 1:
+        if S.wait_team:
+            fm_wait_value(&S.ready, nth - 1)
+            solo = False
+        elif S.join_wait > 0:
+            # A woken thread usually starts within tens of microseconds; a
+            # first batch alone costs W3 ~0.2 ms more than one split.
+            t_start = fm_wait_value_for(&S.ready, nth - 1, S.join_wait)
+            solo = t_start < 0
+            S.wait_s += fabs(t_start)
+        if not solo:
+            fm_publish(&S.join_at, 0)
     if tid != 0:
         fm_count_up(&S.ready)
         j = fm_wait_join(&S.join_at, &S.closed)
@@ -1020,6 +1051,8 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
         S.join_at = -1
         S.closed = 0
         S.wait_team = JOIN_AT_START
+        S.join_wait = min(JOIN_WAIT,
+                          JOIN_WAIT_PER_BATCH * ((n + batch_size - 1) // batch_size))
         S.nt = &nt
         S.csr = &csr
         S.pc = &pc

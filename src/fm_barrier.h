@@ -96,6 +96,12 @@ static inline void fm_barrier_wait(fm_barrier* b, int* local_sense) {
 }
 
 #include <time.h>
+static inline double fm_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 /* fm_barrier_wait, returning the seconds this thread waited (0 for the
    last to arrive, which does not wait). */
 static inline double fm_barrier_wait_timed(fm_barrier* b, int* local_sense) {
@@ -180,5 +186,28 @@ static inline void fm_wait_value(const int* p, int v) {
     while (fm_acquire(p) != v)
         fm_backoff(&spins);
 }
+
+#if FM_HAVE_SPIN_BARRIER
+/* Wait until *p == v, for at most `limit` seconds, spinning (no yield: the
+   limit is short); returns the seconds waited, negative if v was not seen. */
+static inline double fm_wait_value_for(const int* p, int v, double limit) {
+    double t0 = fm_seconds(), t = t0;
+    unsigned spins = 0;
+    while (fm_acquire(p) != v) {
+        FM_BARRIER_PAUSE();
+        if (++spins % 16 == 0) {
+            t = fm_seconds();
+            if (t - t0 > limit)
+                return -(t - t0);
+        }
+    }
+    return (spins >= 16 ? fm_seconds() : t) - t0;
+}
+#else
+static inline double fm_wait_value_for(const int* p, int v, double limit) {
+    (void)p; (void)v; (void)limit;
+    return -1;
+}
+#endif
 
 #endif

@@ -454,6 +454,38 @@ def test_every_batch_size_splits_to_the_same_bits(batch, hidden, every_batch_spl
         assert np.array_equal(one[0], two[0]) and one[2:] == two[2:]
 
 
+@pytest.mark.parametrize("wait", [0.0, 1e-9, 5.0])
+def test_waiting_for_the_team_at_the_start_keeps_the_bits(wait):
+    # Thread 0 waits up to `wait` for the other thread before the first
+    # batch, else starts alone and the other joins at a later batch: the
+    # same bits either way, and with a long wait every batch runs split.
+    layout, theta, X, Y, sw = split_problem(np.float64, [12, 24, 10, 4],
+                                            ["relu", "tanh", "softmax"])
+    make = lambda: Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
+    old_work = _epoch.split_min_work(0)
+    old_wait = _epoch.join_wait_seconds(wait, wait)
+    try:
+        one = epoch_twice(layout, theta, X, Y, sw, 10, make, 1)
+        runner = EpochRunner(layout, np.float64, 10)
+        opt = make()
+        th = theta.copy()
+        rows = np.arange(X.shape[0], dtype=np.int64)
+        state = np.array([5], dtype=np.uint64)
+        timing = np.zeros(3)
+        for _ in range(3):
+            timing[:] = 0
+            backing_off = runner.split_state[0] > 0  # one thread this epoch
+            runner.run(th, kernel_input(X), Y, sw, rows, state, True, opt, LOSS_LOG, 1e-3,
+                       0.0, 2, timing=timing)
+            # (unless thread 0 went on alone: a busy machine)
+            if wait == 5.0 and not backing_off and runner.split_state[1] == 0:
+                assert timing[2] == 15  # every batch ran split, the first too
+    finally:
+        _epoch.split_min_work(old_work)
+        _epoch.join_wait_seconds(*old_wait)
+    assert np.array_equal(th, one[0]) and np.array_equal(opt.state, one[1])
+
+
 def test_the_gradient_stage_gives_the_same_bits_wherever_it_is_cut(dtype, every_batch_split):
     # Two threads' gradient stage is cut where their measured times match,
     # wherever the machine's speed puts it: a cut one parameter from either
