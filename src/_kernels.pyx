@@ -15,7 +15,7 @@ from _simd cimport fm_isa, fm_set_isa
 from _small_gemm cimport (small_gemm_idx, tn_adam, FM_NN, FM_TN,
                           FM_NT, FM_EPI_NONE, FM_EPI_BIAS_RELU, SMALL_MAX_WORK, fm_pack_deep)
 from _adam_simd cimport adam_span
-from _vexp cimport fm_exp_shift
+from _vexp cimport fm_exp_shift, fm_exp_shift_f
 from _guard cimport all_finite, sum_squares
 from _losses cimport Classes, output_loss_delta, LOSS_LOG
 from _activations cimport ACT_SOFTMAX
@@ -198,24 +198,28 @@ def finite(const floating[::1] g, int n_threads=1):
     return bool(all_finite(&g[0], g.shape[0], n_threads))
 
 
-def exp_shift(double[::1] z, double m):
+def exp_shift(floating[::1] z, double m):
     """z[j] = exp(z[j] - m) in place, as the softmax log loss takes it
     (src/_vexp.pxd). False, doing nothing, without AVX2."""
     if z.shape[0] == 0:
         return True
-    return bool(fm_exp_shift(&z[0], z.shape[0], m))
+    if floating is double:
+        done = fm_exp_shift(&z[0], z.shape[0], m)
+    else:
+        done = fm_exp_shift_f(&z[0], z.shape[0], <float>m)
+    return bool(done)
 
 
-def softmax_log_loss(double[:, ::1] Z, const double[::1] b, classes,
+def softmax_log_loss(floating[:, ::1] Z, const floating[::1] b, classes,
                      const long long[::1] rows, sample_weight=None,
                      double inv_norm=1.0, int n_threads=1):
     """The training step's softmax log loss on outputs Z (rows of the batch,
     before the bias b) against class indices classes[rows] (uint8, uint16,
     int32 or int64): Z becomes the output delta in place; returns the rows'
-    losses (weights inv_norm * sample_weight[rows])."""
+    losses (weights inv_norm * sample_weight[rows], in Z's dtype)."""
     cdef const unsigned char[::1] cl = np.ascontiguousarray(classes).view(np.uint8)
-    cdef const double[::1] sw
-    cdef const double* swp = NULL
+    cdef const floating[::1] sw
+    cdef const floating* swp = NULL
     cdef Classes c
     cdef Py_ssize_t n = Z.shape[0], k = Z.shape[1]
     cdef double[::1] loss = np.zeros(max(n, 1))
@@ -229,6 +233,6 @@ def softmax_log_loss(double[:, ::1] Z, const double[::1] b, classes,
         sw = sample_weight
         swp = &sw[0]
     if n:
-        output_loss_delta(&Z[0, 0], &b[0], <const double*>NULL, c, k, swp, &rows[0], n,
+        output_loss_delta(&Z[0, 0], &b[0], <const floating*>NULL, c, k, swp, &rows[0], n,
                           inv_norm, LOSS_LOG, ACT_SOFTMAX, &loss[0], n_threads)
     return np.asarray(loss)[:n]

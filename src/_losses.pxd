@@ -11,7 +11,7 @@ from _activations cimport (ACT_IDENTITY, ACT_LOGISTIC, ACT_SOFTMAX, ACT_EXP, PAR
                            bias_row_max)
 from _mathf cimport fexp, flog, logistic, softplus
 from _cache cimport prefetch
-from _vexp cimport fm_softmax_lanes, fm_softmax_lanes_take
+from _vexp cimport fm_softmax_lanes, fm_softmax_lanes_f, fm_softmax_lanes_take
 
 # Class-index targets as the epoch reads them: 1, 2, 4 or 8 bytes an index
 # (uint8 up to 256 classes, uint16 up to 65536, int32, or a user's int64
@@ -180,6 +180,16 @@ cdef inline double row_loss_delta(floating* z, const floating* b,
     return loss_delta_row(z, b, Y + i * k, k, loss, out_act, w)
 
 
+cdef inline void softmax_lanes(floating* Z, const floating* b, Classes cls,
+                               const floating* sw, const long long* rows,
+                               double inv_norm, Py_ssize_t n, Py_ssize_t k,
+                               double* loss) noexcept nogil:
+    if floating is double:
+        fm_softmax_lanes(Z, b, cls.p, cls.size, sw, rows, inv_norm, n, k, loss)
+    else:
+        fm_softmax_lanes_f(Z, b, cls.p, cls.size, sw, rows, inv_norm, n, k, loss)
+
+
 cdef inline double output_loss_delta(
         floating* Z, const floating* b, const floating* Y, Classes cls,
         Py_ssize_t k, const floating* sw, const long long* rows,
@@ -205,19 +215,16 @@ cdef inline double output_loss_delta(
             prefetch(Y + rows[r] * k)
         if sw != NULL:
             prefetch(sw + rows[r])
-    if (floating is double and cls.p != NULL and out_act == ACT_SOFTMAX
-            and fm_softmax_lanes_take(k)):
+    if cls.p != NULL and out_act == ACT_SOFTMAX and fm_softmax_lanes_take(k):
         # a row to a vector lane (src/_vexp.pxd); blocks of eight rows on
         # the threads
         if n_threads > 1 and n_rows > 8 and n_rows * k >= PAR_MIN // 4:
             for c in prange((n_rows + 7) // 8, schedule='static',
                             num_threads=n_threads):
-                fm_softmax_lanes(Z + 8 * c * k, b, cls.p, cls.size, sw,
-                                 rows + 8 * c, inv_norm, min(8, n_rows - 8 * c),
-                                 k, row_loss + 8 * c)
+                softmax_lanes(Z + 8 * c * k, b, cls, sw, rows + 8 * c, inv_norm,
+                              min(8, n_rows - 8 * c), k, row_loss + 8 * c)
         else:
-            fm_softmax_lanes(Z, b, cls.p, cls.size, sw, rows, inv_norm, n_rows,
-                             k, row_loss)
+            softmax_lanes(Z, b, cls, sw, rows, inv_norm, n_rows, k, row_loss)
     elif n_threads > 1 and n_rows > 1 and n_rows * k >= PAR_MIN // 4:
         for r in prange(n_rows, schedule='static', num_threads=n_threads):
             i = rows[r]

@@ -389,6 +389,28 @@ def test_vector_exp_agrees_with_libm(cap):
         _kernels.set_isa_cap(old)
 
 
+def test_vector_exp_float32_within_an_ulp():
+    """The float32 softmax's exp (AVX2, degree-7 polynomial) within an ulp
+    of the exact value over a shifted logit's range, and its limits."""
+    if _kernels.isa() < 1:
+        pytest.skip("no AVX2")
+    rng = np.random.default_rng(2)
+    x = np.concatenate([-rng.random(20000) * 104, -rng.random(4000) * 2,
+                        rng.random(2000) * 88.7, [0.0, -0.0, 88.72, -87.3]]).astype(np.float32)
+    for n in (len(x), 1, 5, 8, 9, 17):
+        z = x[:n] + np.float32(3)
+        exact = np.exp((z - np.float32(3)).astype(np.float64))
+        assert _kernels.exp_shift(z, 3.0)
+        normal = exact >= np.finfo(np.float32).tiny
+        ulp = np.spacing(exact[normal].astype(np.float32)).astype(np.float64)
+        assert np.all(np.abs(z[normal] - exact[normal]) <= ulp)
+        assert np.all(z[~normal] <= np.finfo(np.float32).tiny)
+    z = np.array([np.nan, -np.inf, -200.0, 0.0, 1.0, 89.0, np.inf], np.float32)
+    _kernels.exp_shift(z, 0.0)
+    assert np.isnan(z[0]) and z[1] == 0 and z[2] == 0 and z[3] == 1
+    assert z[4] == np.float32(np.e) and z[5] == np.inf and z[6] == np.inf
+
+
 def test_vector_exp_same_bits_on_avx2_and_avx512():
     """vscalefpd's 2^n and AVX2's two products round alike, subnormal
     results included."""
@@ -422,20 +444,25 @@ def softmax_reference(Z, b, t, w):
 
 @pytest.mark.parametrize("k", [2, 10, 16, 17])
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 32, 101])
-def test_softmax_log_loss_rows_against_numpy_and_the_scalar_loop(n, k):
+def test_softmax_log_loss_rows_against_numpy_and_the_scalar_loop(n, k, dtype):
     """The class-index softmax loss and delta, a row to a vector lane on
     AVX-512 and AVX2 (k <= 16; lanes left idle by the last rows), against
     numpy and against the plain loop, for every class-index width, with and
-    without sample weights; the two instruction sets give the same bits."""
+    without sample weights; the two instruction sets give the same bits.
+    float32: eight rows to an AVX2 vector on both."""
     rng = np.random.default_rng(n * k)
     n_all = 3 * n + 5
     rows = rng.permutation(n_all)[:n].astype(np.int64)
-    Z = rng.standard_normal((n, k)) * 4
-    b = rng.standard_normal(k)
+    Z = (rng.standard_normal((n, k)) * 4).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
     labels = rng.integers(0, k, n_all)
-    for sw in (None, rng.random(n_all) + 0.5):
-        w = 0.25 * (sw[rows] if sw is not None else np.ones(n))
-        want_loss, want_delta = softmax_reference(Z, b, labels[rows], w)
+    f32 = dtype == np.float32
+    # float32: the target's delta w (p - 1) and the loss cancel to an ulp of w
+    rtol, atol_loss, atol = (1e-5, 2e-6, 1e-7) if f32 else (1e-13, 1e-15, 1e-16)
+    for sw in (None, (rng.random(n_all) + 0.5).astype(dtype)):
+        w = 0.25 * (sw[rows].astype(np.float64) if sw is not None else np.ones(n))
+        want_loss, want_delta = softmax_reference(Z.astype(np.float64), b.astype(np.float64),
+                                                  labels[rows], w)
         for cls_dtype in (np.uint8, np.uint16, np.int32, np.int64):
             bits = {}
             for cap in (2, 1, 0):
@@ -446,18 +473,18 @@ def test_softmax_log_loss_rows_against_numpy_and_the_scalar_loop(n, k):
                                                      sw, 0.25)
                 finally:
                     _kernels.set_isa_cap(old)
-                np.testing.assert_allclose(loss, want_loss, rtol=1e-13, atol=1e-15)
-                np.testing.assert_allclose(D, want_delta, rtol=1e-13, atol=1e-16)
+                np.testing.assert_allclose(loss, want_loss, rtol=rtol, atol=atol_loss)
+                np.testing.assert_allclose(D, want_delta, rtol=rtol, atol=atol)
                 bits[min(cap, _kernels.isa())] = (loss.tobytes(), D.tobytes())
             if k <= 16 and 1 in bits and 2 in bits:
                 assert bits[1] == bits[2]
 
 
-def test_softmax_log_loss_same_bits_on_any_thread_count():
+def test_softmax_log_loss_same_bits_on_any_thread_count(dtype):
     rng = np.random.default_rng(5)
     n, k = 1001, 10  # above the rows' threading threshold, a partial last block
-    Z = rng.standard_normal((n, k))
-    b = rng.standard_normal(k)
+    Z = rng.standard_normal((n, k)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
     labels = rng.integers(0, k, n).astype(np.uint8)
     rows = rng.permutation(n).astype(np.int64)
     out = []
