@@ -78,20 +78,6 @@ cdef extern from *:
         return _mm256_mul_pd(p, fm_pow2_yd(_mm256_sub_pd(nf, h)));
     }
 
-    FM_TARGET_AVX2 static void fm_exp_shift_avx2(double* z, Py_ssize_t n, double m) {
-        double t[4] __attribute__((aligned(32)));
-        Py_ssize_t i = 0;
-        for (; i + 4 <= n; i += 4)
-            _mm256_storeu_pd(z + i, fm_exp_yd(_mm256_sub_pd(_mm256_loadu_pd(z + i),
-                                                            _mm256_set1_pd(m))));
-        if (i < n) {
-            int j;
-            for (j = 0; j < 4; j++) t[j] = i + j < n ? z[i + j] : m;
-            _mm256_store_pd(t, fm_exp_yd(_mm256_sub_pd(_mm256_load_pd(t), _mm256_set1_pd(m))));
-            for (j = 0; i + j < n; j++) z[i + j] = t[j];
-        }
-    }
-
     FM_TARGET_AVX512 static void fm_exp_shift_avx512(double* z, Py_ssize_t n, double m) {
         for (Py_ssize_t i = 0; i < n; i += 8) {
             __mmask8 k = n - i >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - i)) - 1u);
@@ -168,58 +154,6 @@ cdef extern from *:
                 loss[r0 + r] = wl[r] * ((ml[r] + log(sl[r])) - zl[r]);
         }
     }
-    /* fm_softmax_lanes_avx512 with four rows to a vector. AVX2's gathers
-       and scatters are slow on some CPUs (microcoded on Zen 1): the block
-       of four rows is copied into lanes and back with plain moves. */
-    FM_TARGET_AVX2 static void fm_softmax_lanes_avx2(double* z, const double* b,
-            const void* cls, int cls_size, const double* sw, const long long* rows,
-            double inv_norm, Py_ssize_t n, Py_ssize_t k, double* loss) {
-        double e[16 * 4] __attribute__((aligned(32)));
-        long long tl[4] __attribute__((aligned(32)));
-        double wl[4] __attribute__((aligned(32))), ml[4] __attribute__((aligned(32))),
-               sl[4] __attribute__((aligned(32))), zl[4] __attribute__((aligned(32)));
-        for (Py_ssize_t r0 = 0; r0 < n; r0 += 4) {
-            int nr = n - r0 < 4 ? (int)(n - r0) : 4;
-            double* base = z + r0 * k;
-            for (int r = 0; r < 4; r++) {
-                long long i = rows[r0 + (r < nr ? r : 0)];  /* idle lanes: a real row */
-                tl[r] = fm_class_index(cls, cls_size, i);
-                wl[r] = inv_norm * (sw ? sw[i] : 1.0);
-                for (Py_ssize_t j = 0; j < k; j++)
-                    e[j * 4 + r] = r < nr ? base[r * k + j] : 0.0;
-            }
-            const __m256i ti = _mm256_load_si256((const __m256i*)tl);
-            const __m256d w = _mm256_load_pd(wl);
-            __m256d m = _mm256_set1_pd(-INFINITY), zt = _mm256_setzero_pd(), v, s, inv, is_t;
-            for (Py_ssize_t j = 0; j < k; j++) {
-                v = _mm256_add_pd(_mm256_load_pd(e + j * 4), _mm256_set1_pd(b[j]));
-                _mm256_store_pd(e + j * 4, v);
-                m = _mm256_max_pd(v, m);  /* a NaN v is passed over, as with AVX-512 */
-                is_t = _mm256_castsi256_pd(_mm256_cmpeq_epi64(ti, _mm256_set1_epi64x(j)));
-                zt = _mm256_blendv_pd(zt, v, is_t);
-            }
-            s = _mm256_setzero_pd();
-            for (Py_ssize_t j = 0; j < k; j++) {
-                v = fm_exp_yd(_mm256_sub_pd(_mm256_load_pd(e + j * 4), m));
-                _mm256_store_pd(e + j * 4, v);
-                s = _mm256_add_pd(s, v);
-            }
-            inv = _mm256_div_pd(w, s);
-            for (Py_ssize_t j = 0; j < k; j++) {
-                v = _mm256_mul_pd(_mm256_load_pd(e + j * 4), inv);
-                is_t = _mm256_castsi256_pd(_mm256_cmpeq_epi64(ti, _mm256_set1_epi64x(j)));
-                _mm256_store_pd(e + j * 4, _mm256_blendv_pd(v, _mm256_sub_pd(v, w), is_t));
-            }
-            for (int r = 0; r < nr; r++)
-                for (Py_ssize_t j = 0; j < k; j++)
-                    base[r * k + j] = e[j * 4 + r];
-            _mm256_store_pd(ml, m);
-            _mm256_store_pd(sl, s);
-            _mm256_store_pd(zl, zt);
-            for (int r = 0; r < nr; r++)
-                loss[r0 + r] = wl[r] * ((ml[r] + log(sl[r])) - zl[r]);
-        }
-    }
     /* float32: 2^n for integral n in [-126, 127], as fm_pow2_yd */
     static inline __attribute__((always_inline)) FM_TARGET_AVX2 __m256
     fm_pow2_ys(__m256 n) {
@@ -247,72 +181,90 @@ cdef extern from *:
         return _mm256_mul_ps(p, fm_pow2_ys(_mm256_sub_ps(nf, h)));
     }
 
-    FM_TARGET_AVX2 static void fm_exp_shift_avx2_f(float* z, Py_ssize_t n, float m) {
-        float t[8] __attribute__((aligned(32)));
-        Py_ssize_t i = 0;
-        for (; i + 8 <= n; i += 8)
-            _mm256_storeu_ps(z + i, fm_exp_ys(_mm256_sub_ps(_mm256_loadu_ps(z + i),
-                                                            _mm256_set1_ps(m))));
-        if (i < n) {
-            int j;
-            for (j = 0; j < 8; j++) t[j] = i + j < n ? z[i + j] : m;
-            _mm256_store_ps(t, fm_exp_ys(_mm256_sub_ps(_mm256_load_ps(t), _mm256_set1_ps(m))));
-            for (j = 0; i + j < n; j++) z[i + j] = t[j];
-        }
+    /* The AVX2 kernels, generated for float64 (four rows to a vector) and
+       float32 (eight): OP(x) names _mm256_x_pd or _mm256_x_ps, EXP the
+       vector exp, CMPEQ / SET1I the class lanes' integer compare and
+       broadcast, LOG the scalar log of the loss. */
+    #define FM_YD(x) _mm256_##x##_pd
+    #define FM_YS(x) _mm256_##x##_ps
+
+    /* z[i] = exp(z[i] - m) */
+    #define FM_DEFINE_EXP_SHIFT_AVX2(NAME, T, W, OP, EXP)                          \
+    FM_TARGET_AVX2 static void NAME(T* z, Py_ssize_t n, T m) {                    \
+        T t[W] __attribute__((aligned(32)));                                      \
+        Py_ssize_t i = 0;                                                         \
+        for (; i + W <= n; i += W)                                                \
+            OP(storeu)(z + i, EXP(OP(sub)(OP(loadu)(z + i), OP(set1)(m))));       \
+        if (i < n) {                                                              \
+            int j;                                                                \
+            for (j = 0; j < W; j++) t[j] = i + j < n ? z[i + j] : m;              \
+            OP(store)(t, EXP(OP(sub)(OP(load)(t), OP(set1)(m))));                 \
+            for (j = 0; i + j < n; j++) z[i + j] = t[j];                          \
+        }                                                                         \
     }
 
-    /* fm_softmax_lanes_avx2 in float32, eight rows to a vector: each row's
-       values as the scalar float loop computes them but for exp (and so
-       for every value after it). */
-    FM_TARGET_AVX2 static void fm_softmax_lanes_avx2_f(float* z, const float* b,
-            const void* cls, int cls_size, const float* sw, const long long* rows,
-            double inv_norm, Py_ssize_t n, Py_ssize_t k, double* loss) {
-        float e[16 * 8] __attribute__((aligned(32)));
-        int tl[8] __attribute__((aligned(32)));
-        float wl[8] __attribute__((aligned(32))), ml[8] __attribute__((aligned(32))),
-              sl[8] __attribute__((aligned(32))), zl[8] __attribute__((aligned(32)));
-        for (Py_ssize_t r0 = 0; r0 < n; r0 += 8) {
-            int nr = n - r0 < 8 ? (int)(n - r0) : 8;
-            float* base = z + r0 * k;
-            for (int r = 0; r < 8; r++) {
-                long long i = rows[r0 + (r < nr ? r : 0)];  /* idle lanes: a real row */
-                tl[r] = (int)fm_class_index(cls, cls_size, i);
-                wl[r] = (float)(inv_norm * (sw ? (double)sw[i] : 1.0));
-                for (Py_ssize_t j = 0; j < k; j++)
-                    e[j * 8 + r] = r < nr ? base[r * k + j] : 0.0f;
-            }
-            const __m256i ti = _mm256_load_si256((const __m256i*)tl);
-            const __m256 w = _mm256_load_ps(wl);
-            __m256 m = _mm256_set1_ps(-INFINITY), zt = _mm256_setzero_ps(), v, s, inv, is_t;
-            for (Py_ssize_t j = 0; j < k; j++) {
-                v = _mm256_add_ps(_mm256_load_ps(e + j * 8), _mm256_set1_ps(b[j]));
-                _mm256_store_ps(e + j * 8, v);
-                m = _mm256_max_ps(v, m);
-                is_t = _mm256_castsi256_ps(_mm256_cmpeq_epi32(ti, _mm256_set1_epi32((int)j)));
-                zt = _mm256_blendv_ps(zt, v, is_t);
-            }
-            s = _mm256_setzero_ps();
-            for (Py_ssize_t j = 0; j < k; j++) {
-                v = fm_exp_ys(_mm256_sub_ps(_mm256_load_ps(e + j * 8), m));
-                _mm256_store_ps(e + j * 8, v);
-                s = _mm256_add_ps(s, v);
-            }
-            inv = _mm256_div_ps(w, s);
-            for (Py_ssize_t j = 0; j < k; j++) {
-                v = _mm256_mul_ps(_mm256_load_ps(e + j * 8), inv);
-                is_t = _mm256_castsi256_ps(_mm256_cmpeq_epi32(ti, _mm256_set1_epi32((int)j)));
-                _mm256_store_ps(e + j * 8, _mm256_blendv_ps(v, _mm256_sub_ps(v, w), is_t));
-            }
-            for (int r = 0; r < nr; r++)
-                for (Py_ssize_t j = 0; j < k; j++)
-                    base[r * k + j] = e[j * 8 + r];
-            _mm256_store_ps(ml, m);
-            _mm256_store_ps(sl, s);
-            _mm256_store_ps(zl, zt);
-            for (int r = 0; r < nr; r++)
-                loss[r0 + r] = wl[r] * ((ml[r] + logf(sl[r])) - zl[r]);
-        }
+    /* fm_softmax_lanes_avx512 with W rows to an AVX2 vector. AVX2's
+       gathers and scatters are slow on some CPUs (microcoded on Zen 1): a
+       block of W rows is copied into lanes and back with plain moves. In
+       float32 each row's values are the scalar float loop's but for exp
+       (and so for every value after it). */
+    #define FM_DEFINE_SOFTMAX_LANES_AVX2(NAME, T, V, W, OP, EXP, IT, CMPEQ, SET1I, LOG) \
+    FM_TARGET_AVX2 static void NAME(T* z, const T* b, const void* cls, int cls_size,   \
+            const T* sw, const long long* rows, double inv_norm, Py_ssize_t n,       \
+            Py_ssize_t k, double* loss) {                                            \
+        T e[16 * W] __attribute__((aligned(32)));                                    \
+        IT tl[W] __attribute__((aligned(32)));                                       \
+        T wl[W] __attribute__((aligned(32))), ml[W] __attribute__((aligned(32))),    \
+          sl[W] __attribute__((aligned(32))), zl[W] __attribute__((aligned(32)));    \
+        for (Py_ssize_t r0 = 0; r0 < n; r0 += W) {                                   \
+            int nr = n - r0 < W ? (int)(n - r0) : W;                                 \
+            T* base = z + r0 * k;                                                    \
+            for (int r = 0; r < W; r++) {                                            \
+                long long i = rows[r0 + (r < nr ? r : 0)];  /* idle lanes: a real row */ \
+                tl[r] = (IT)fm_class_index(cls, cls_size, i);                         \
+                wl[r] = (T)(inv_norm * (sw ? (double)sw[i] : 1.0));                  \
+                for (Py_ssize_t j = 0; j < k; j++)                                   \
+                    e[j * W + r] = r < nr ? base[r * k + j] : (T)0;                  \
+            }                                                                        \
+            const __m256i ti = _mm256_load_si256((const __m256i*)tl);                \
+            const V w = OP(load)(wl);                                                \
+            V m = OP(set1)(-INFINITY), zt = OP(setzero)(), v, s, inv, is_t;          \
+            for (Py_ssize_t j = 0; j < k; j++) {                                     \
+                v = OP(add)(OP(load)(e + j * W), OP(set1)(b[j]));                    \
+                OP(store)(e + j * W, v);                                             \
+                m = OP(max)(v, m);  /* a NaN v is passed over, as with AVX-512 */    \
+                is_t = OP(castsi256)(CMPEQ(ti, SET1I((IT)j)));                        \
+                zt = OP(blendv)(zt, v, is_t);                                        \
+            }                                                                        \
+            s = OP(setzero)();                                                       \
+            for (Py_ssize_t j = 0; j < k; j++) {                                     \
+                v = EXP(OP(sub)(OP(load)(e + j * W), m));                            \
+                OP(store)(e + j * W, v);                                             \
+                s = OP(add)(s, v);                                                   \
+            }                                                                        \
+            inv = OP(div)(w, s);                                                     \
+            for (Py_ssize_t j = 0; j < k; j++) {                                     \
+                v = OP(mul)(OP(load)(e + j * W), inv);                               \
+                is_t = OP(castsi256)(CMPEQ(ti, SET1I((IT)j)));                        \
+                OP(store)(e + j * W, OP(blendv)(v, OP(sub)(v, w), is_t));            \
+            }                                                                        \
+            for (int r = 0; r < nr; r++)                                             \
+                for (Py_ssize_t j = 0; j < k; j++)                                   \
+                    base[r * k + j] = e[j * W + r];                                  \
+            OP(store)(ml, m);                                                        \
+            OP(store)(sl, s);                                                        \
+            OP(store)(zl, zt);                                                       \
+            for (int r = 0; r < nr; r++)                                             \
+                loss[r0 + r] = wl[r] * ((ml[r] + LOG(sl[r])) - zl[r]);               \
+        }                                                                            \
     }
+
+    FM_DEFINE_EXP_SHIFT_AVX2(fm_exp_shift_avx2, double, 4, FM_YD, fm_exp_yd)
+    FM_DEFINE_EXP_SHIFT_AVX2(fm_exp_shift_avx2_f, float, 8, FM_YS, fm_exp_ys)
+    FM_DEFINE_SOFTMAX_LANES_AVX2(fm_softmax_lanes_avx2, double, __m256d, 4, FM_YD, fm_exp_yd,
+                                 long long, _mm256_cmpeq_epi64, _mm256_set1_epi64x, log)
+    FM_DEFINE_SOFTMAX_LANES_AVX2(fm_softmax_lanes_avx2_f, float, __m256, 8, FM_YS, fm_exp_ys,
+                                 int, _mm256_cmpeq_epi32, _mm256_set1_epi32, logf)
     #endif
 
     /* 1 if done, 0 (nothing done) without AVX2 */
