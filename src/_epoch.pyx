@@ -53,7 +53,7 @@ product's, so with it they agree to rounding.
 """
 import numpy as np
 from cython cimport floating
-from libc.math cimport fabs, isfinite, pow, sqrt
+from libc.math cimport isfinite, pow, sqrt
 from cpython.exc cimport PyErr_CheckSignals
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
@@ -99,7 +99,7 @@ cdef extern from "fm_barrier.h":
     void fm_count_up(int* p) noexcept nogil
     int fm_wait_join(const int* join, const int* closed) noexcept nogil
     void fm_wait_value(const int* p, int v) noexcept nogil
-    double fm_wait_value_for(const int* p, int v, double limit) noexcept nogil
+    int fm_wait_value_for(const int* p, int v, double limit, double* waited) noexcept nogil
 
 # Signals (Ctrl-C) are looked at no more often than this, in seconds.
 cdef double SIGNAL_INTERVAL = 0.05
@@ -233,11 +233,12 @@ cdef double SOLO_SLACK = 200e-6
 cdef bint JOIN_AT_START = False
 
 # Else thread 0 waits for the others before its first batch, at most this
-# long (seconds) and 1 us per batch of the epoch (a split batch is 50 us or
-# more: a wait in vain costs at most 2% of an epoch); if they have not all
-# started by then it begins alone. W3's epochs with 30-300 us: 1.0-1.3%
-# faster than without (benchmarks/thread_split.py --join-wait), most
-# joining at batch 0.
+# long (seconds) and 1 us per batch of the epoch (a split batch, 1.5M
+# multiply-adds or more, takes ~40 us or more: a wait in vain costs a few
+# percent of an epoch at most); if they have not all started by then it
+# begins alone. W3's epochs (a 40 us cap): 0.9-2.8% faster than starting
+# alone every time, over three runs (benchmarks/thread_split.py
+# --join-wait 0,30,100), nearly all joining at batch 0.
 cdef double JOIN_WAIT = 100e-6
 cdef double JOIN_WAIT_PER_BATCH = 1e-6
 
@@ -515,11 +516,12 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
     cdef Py_ssize_t n_done = 0
     cdef bint finite = True
     cdef long long t
-    cdef double waited = 0, worked = 0, t_batch = 0, wb = 0, t_grad, t_start
+    cdef double waited = 0, worked = 0, t_batch = 0, wb = 0, t_grad, t_start = 0
     cdef Py_ssize_t n_timed = 0
-    # Thread 0 starts alone: the others join at a batch boundary once they
-    # have all started (waking a sleeping OpenMP thread can take longer than
-    # a batch, much longer on a busy machine), or not at all this epoch.
+    # Thread 0 waits a bounded time for the others (JOIN_WAIT), then starts
+    # alone: they join at a batch boundary once they have all started
+    # (waking a sleeping OpenMP thread can take longer than a batch, much
+    # longer on a busy machine), or not at all this epoch.
     cdef bint solo = True, gave_up = False
     cdef int j
     cdef unsigned long fpenv = fm_ftz_enter()
@@ -531,9 +533,8 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
         elif S.join_wait > 0:
             # A woken thread usually starts within tens of microseconds; a
             # first batch alone costs W3 ~0.2 ms more than one split.
-            t_start = fm_wait_value_for(&S.ready, nth - 1, S.join_wait)
-            solo = t_start < 0
-            S.wait_s += fabs(t_start)
+            solo = not fm_wait_value_for(&S.ready, nth - 1, S.join_wait, &t_start)
+            S.wait_s += t_start
         if not solo:
             fm_publish(&S.join_at, 0)
     if tid != 0:

@@ -189,24 +189,28 @@ static inline void fm_wait_value(const int* p, int v) {
 
 #if FM_HAVE_SPIN_BARRIER
 /* Wait until *p == v, for at most `limit` seconds, spinning (no yield: the
-   limit is short); returns the seconds waited, negative if v was not seen. */
-static inline double fm_wait_value_for(const int* p, int v, double limit) {
+   limit is short): 1 if v was seen, else 0; the seconds waited in *waited. */
+static inline int fm_wait_value_for(const int* p, int v, double limit, double* waited) {
     double t0 = fm_seconds(), t = t0;
     unsigned spins = 0;
     while (fm_acquire(p) != v) {
         FM_BARRIER_PAUSE();
         if (++spins % 16 == 0) {
             t = fm_seconds();
-            if (t - t0 > limit)
-                return -(t - t0);
+            if (t - t0 > limit) {
+                *waited = t - t0;
+                return 0;
+            }
         }
     }
-    return (spins >= 16 ? fm_seconds() : t) - t0;
+    *waited = (spins >= 16 ? fm_seconds() : t) - t0;
+    return 1;
 }
 #else
-static inline double fm_wait_value_for(const int* p, int v, double limit) {
+static inline int fm_wait_value_for(const int* p, int v, double limit, double* waited) {
     (void)p; (void)v; (void)limit;
-    return -1;
+    *waited = 0;
+    return 0;
 }
 #endif
 
