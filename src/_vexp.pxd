@@ -1,5 +1,5 @@
-# The softmax log loss of class-index targets in AVX-512 and AVX2 (float64),
-# exp included.
+# The softmax log loss of class-index targets in AVX-512 and AVX2, float64
+# and float32, exp included.
 #
 # The softmax of the log loss took one libm exp per output, and its scalar
 # bias add, maximum, sums and scaling: with 10 classes a thirteenth of a W2
@@ -20,8 +20,8 @@
 # on how rows are split over threads, nor on the instruction set.
 # float32 (AVX2 on both instruction sets: eight rows at once): the same
 # reduction with ln2 in float parts, the polynomial to degree 7 (r^8 / 8!
-# is below 5.1e-9), 2^n in two products: within two float32 ulps of the
-# exact value. Wider rows and CPUs without AVX2 keep the scalar loop.
+# is below 5.1e-9), 2^n in two products: within a float32 ulp of the exact
+# value. Wider rows and CPUs without AVX2 keep the scalar loop.
 from _simd cimport fm_isa
 
 cdef extern from *:
