@@ -18,7 +18,7 @@ user meets: the compiled epoch plus what runs between epochs.
     python benchmarks/thread_split.py [--epochs 200] [--workloads W2,W3] [--gather]
                                       [--separate-update]
     python benchmarks/thread_split.py --pair-cuts --epochs 1200 --workloads W3
-    python benchmarks/thread_split.py --join-wait 0,30,100 --epochs 800 --workloads W3
+    python benchmarks/thread_split.py --join-wait 0,30,100 --epochs 1600 --workloads W3
     python benchmarks/thread_split.py --fits 10,50 --workloads W3
     python benchmarks/thread_split.py --fits 2 --workloads W1 [--dropout 0.2] [--busy]
     python benchmarks/thread_split.py --fits 10 --workloads W1 --solver lbfgs [--busy]
