@@ -97,7 +97,8 @@ def epoch_only(X, y, params, epochs, one_row=False):
     a, kw = last
     if one_row:
         a = list(a)
-        a[6] = a[6][:1].copy()  # the row order (see run_epoch)
+        # the rows: a count (all rows, keyed order) or an index (run_epoch)
+        a[6] = 1 if isinstance(a[6], int) else a[6][:1].copy()
     t0 = time.process_time()
     for _ in range(epochs):
         run(*a, **kw)

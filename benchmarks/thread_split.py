@@ -56,13 +56,19 @@ from fastmlp.solvers.first_order import EpochRunner, Optimizer  # noqa: E402
 from fastmlp.solvers.objective import kernel_input  # noqa: E402
 
 
+def _all_rows(n):
+    """The rows of a fit's epochs: the count (a keyed order, no index) where
+    the build takes one, else an int32 index shuffled in place."""
+    return n if hasattr(_epoch, "epoch_order") else np.arange(n, dtype=np.int32)
+
+
 def epochs(layout, X, Y, batch, dtype, n_threads, rounds):
     """Seconds per epoch, and summed (work, wait, split batches, batches)."""
     rng = np.random.RandomState(0)
     theta = (rng.randn(layout.n_params) * 0.05).astype(dtype)
     runner = EpochRunner(layout, dtype, batch)
     opt = Optimizer("adam", layout.n_params, dtype, learning_rate_init=1e-3)
-    rows = np.arange(X.shape[0], dtype=np.int32)
+    rows = _all_rows(X.shape[0])
     state = np.array([1], dtype=np.uint64)
     Xk = kernel_input(X)
     timing = np.zeros(3)
@@ -96,7 +102,7 @@ def paired(layout, X, Y, batch, dtype, rounds, setters):
         theta = (np.random.RandomState(0).randn(layout.n_params) * 0.05).astype(dtype)
         opt = Optimizer("adam", layout.n_params, dtype, learning_rate_init=1e-3)
         runs.append((theta, EpochRunner(layout, dtype, batch), opt,
-                     np.arange(X.shape[0], dtype=np.int32), np.array([1], dtype=np.uint64)))
+                     _all_rows(X.shape[0]), np.array([1], dtype=np.uint64)))
     seconds = tuple([] for _ in setters)
     with blas_threads(1):
         for r in range(rounds + 2):  # two to warm up

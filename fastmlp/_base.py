@@ -554,8 +554,10 @@ class BaseMLP(BaseEstimator, ABC):
 
     def _stochastic_rows(self, X, Y, y, sample_weight, random_state, resume):
         """(train_rows, val_rows) of a first-order fit: the rows the epochs
-        shuffle (uint16 up to 65536 rows, int32 below 2**31) and the
-        held-out ones (or None)."""
+        shuffle and the held-out ones (or None). train_rows is the number
+        of samples n where the epochs take all of them (no index array:
+        each epoch orders range(n) by a keyed permutation, src/_rng.pxd),
+        else an index array (uint16 up to 65536 rows, int32 below 2**31)."""
         n = X.shape[0]
         val_rows = None
         if resume is not None:
@@ -571,7 +573,9 @@ class BaseMLP(BaseEstimator, ABC):
                     "or the size of your dataset."
                 )
         else:
-            train_rows = np.arange(n, dtype=row_index_dtype(n))
+            return n, None
+        if not isinstance(train_rows, np.ndarray):
+            return train_rows, val_rows  # a checkpoint's row count
         # The epoch shuffles the narrowest indices the row count allows (a
         # checkpoint may hold wider ones: same permutation, same epochs).
         return train_rows.astype(row_index_dtype(n), copy=False), val_rows
@@ -615,7 +619,7 @@ class BaseMLP(BaseEstimator, ABC):
             y_val = y[val_rows]
             sw_val = None if sample_weight is None else sample_weight[val_rows]
         self.__dict__.pop("_resume", None)
-        n_train = train_rows.shape[0]
+        n_train = train_rows if isinstance(train_rows, int) else train_rows.shape[0]
         batch_size = self._batch_size(n_train)
         runner = EpochRunner(self._layout, theta.dtype, batch_size, dropout)
         self._rng_streams = streams

@@ -66,8 +66,12 @@ def resume_rows(record, X, Y, sample_weight, early_stopping):
     train, val = record["train_rows"], record["val_rows"]
     if (val is not None) != bool(early_stopping):
         raise ValueError("this checkpoint was written with a different early_stopping setting")
-    rows = train if val is None else np.concatenate([train, val])
     n = Y.shape[0]
+    if not isinstance(train, np.ndarray):  # all rows, in a keyed order
+        if train != n:
+            raise ValueError(f"the checkpoint's row count {train} is not the {n} samples'")
+        return train, val
+    rows = train if val is None else np.concatenate([train, val])
     if (rows.shape[0] != n or (n and (rows.min() < 0 or rows.max() >= n))
             or not (np.bincount(rows, minlength=n) == 1).all()):
         raise ValueError("the checkpoint's training and validation rows are not a "

@@ -199,10 +199,16 @@ def _check_resume_record(record):
         rows = record[key]
         if rows is None and key == "val_rows":
             continue
+        # A row count: all rows, in the epochs' keyed order (no index).
+        if key == "train_rows" and isinstance(rows, int) and not isinstance(rows, bool):
+            if rows < 0:
+                _fail("_resume['train_rows']", f"must be a row count >= 0, got {rows}")
+            continue
         # uint16 and int32: the epoch's narrow row indices (up to 65536
         # rows, fewer than 2**31).
         if (not isinstance(rows, np.ndarray) or rows.ndim != 1
                 or rows.dtype not in (np.uint16, np.int32, np.int64)):
-            _fail(f"_resume[{key!r}]", "must be a 1-D uint16, int32 or int64 array")
+            _fail(f"_resume[{key!r}]", "must be a 1-D uint16, int32 or int64 array"
+                  + (" or a row count" if key == "train_rows" else ""))
     if not isinstance(record["fingerprint"], dict):
         _fail("_resume['fingerprint']", "must be a dict")

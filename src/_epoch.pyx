@@ -69,7 +69,7 @@ from _losses cimport Classes, class_at, output_loss_delta, LOSS_LOG
 from _activations cimport ACT_SOFTMAX, ACT_LOGISTIC
 from _updates cimport (Rule, Pieces, apply_step, step_chunks, sum_parts,
                       RULE_ADAM)
-from _rng cimport shuffle as rng_shuffle, next_u64
+from _rng cimport shuffle as rng_shuffle, next_u64, Perm, perm_init, perm_at
 from _dropout cimport Dropout
 from _guard cimport all_finite, span_bad, sum_squares
 from _small_gemm cimport (tn_adam, small_gemm_idx, FM_TN, FM_EPI_NONE,
@@ -145,10 +145,16 @@ cdef inline double weight_sum(const floating* sw, const long long* rows,
 
 cdef inline const long long* batch_rows(
         const unsigned short* i16, const int* i32, const long long* i64,
-        Py_ssize_t start, Py_ssize_t b, long long* buf) noexcept nogil:
+        const Perm* perm, Py_ssize_t start, Py_ssize_t b,
+        long long* buf) noexcept nogil:
     """Rows start..start+b of the epoch's order as int64: in place for an
-    int64 index, else widened into buf (b entries)."""
+    int64 index, else widened into buf (b entries), or computed into it
+    from the keyed permutation where there is no index."""
     cdef Py_ssize_t i
+    if perm != NULL:
+        for i in range(b):
+            buf[i] = perm_at(perm, start + i)
+        return buf
     if i64 != NULL:
         return i64 + start
     if i32 != NULL:
@@ -402,9 +408,10 @@ cdef struct Split:
     const Pieces* pc
     Rule rule              # rule.lr: the base rate
     Py_ssize_t s0, s1, n_feat, n, B
-    const unsigned short* idx16  # the epoch's rows (one of the three is set)
+    const unsigned short* idx16  # the epoch's rows (one of the three,
     const int* idx32
     const long long* idx64
+    const Perm* perm       # or the keyed order of all rows: no index)
     long long* brows       # n_threads x B: each thread's widened batch rows
     Classes cls
     int loss
@@ -559,7 +566,7 @@ cdef void split_worker(Split* S, floating* theta, floating* grad,
         b = min(S.B, S.n - start)
         if nt.drop != NULL:
             drop_own.key = next_u64(&d_stream)
-        rows = batch_rows(S.idx16, S.idx32, S.idx64, start, b, mine)
+        rows = batch_rows(S.idx16, S.idx32, S.idx64, S.perm, start, b, mine)
         if solo:
             r0 = 0
             r1 = b
@@ -807,9 +814,11 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
               part, step_count, double alpha, double l1, int n_threads,
               tuple dropout=None, sp_work=None, deltas=None, timing=None,
               split_state=None, rows_buf=None):
-    """Run one epoch over the samples idx (shuffled in place first; uint16,
-    int32, or int64: any, though fits take the narrowest the row count
-    allows).
+    """Run one epoch over the samples idx: an index array (shuffled in place
+    first; uint16, int32, or int64: any, though the narrowest the row count
+    allows is the least memory) or the number of samples n, for all of
+    range(n) in an order of their own (keyed from rng_state: no index
+    array, see _rng.Perm).
 
     The arrays are C-contiguous ndarrays; the workspaces and the floating
     arrays (grad, opt_state, acts, tmp, xbuf, sp_work, deltas, sample_weight)
@@ -954,7 +963,18 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
     cdef int ytyp
     cls.p = NULL
     cls.size = 0
-    cdef Py_ssize_t n = array_len(idx), n_y = array_len(Y), start, b, i
+    cdef Perm keyed
+    cdef const Perm* perm = NULL
+    cdef Py_ssize_t n, n_y = array_len(Y), start, b, i
+    if isinstance(idx, (int, np.integer)) and not isinstance(idx, (bool, np.bool_)):
+        n = idx
+        if n < 0:
+            raise ValueError(f"idx must be an index array or a row count >= 0, not {n}")
+        if n_y and n > cnp.PyArray_DIM(<cnp.ndarray>Y, 0):
+            raise ValueError(f"{n} rows asked of targets for {Y.shape[0]}")
+        perm = &keyed
+    else:
+        n = array_len(idx)
     if cnp.PyArray_NDIM(<cnp.ndarray>Y) not in (1, 2):
         raise ValueError("Y must be class indices (1-D) or targets (2-D)")
     if cnp.PyArray_NDIM(<cnp.ndarray>Y) == 1:
@@ -990,8 +1010,10 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
     cdef int* p32 = NULL
     cdef long long* p64 = NULL
     cdef const long long* rows
-    cdef int ityp = cnp.PyArray_TYPE(<cnp.ndarray>idx)
-    if cnp.PyArray_EquivTypenums(ityp, cnp.NPY_UINT16):
+    cdef int ityp = cnp.NPY_INT64 if perm != NULL else cnp.PyArray_TYPE(<cnp.ndarray>idx)
+    if perm != NULL:
+        pass
+    elif cnp.PyArray_EquivTypenums(ityp, cnp.NPY_UINT16):
         p16 = <unsigned short*>array_data(idx, ityp, 1, True, "idx") if n else NULL
     elif cnp.PyArray_EquivTypenums(ityp, cnp.NPY_INT32):
         p32 = <int*>array_data(idx, ityp, 1, True, "idx") if n else NULL
@@ -1066,6 +1088,7 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
         S.idx16 = p16
         S.idx32 = p32
         S.idx64 = p64
+        S.perm = perm
         S.brows = rb
         S.cls = cls
         S.loss = loss
@@ -1100,7 +1123,9 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
             S.scratch = array_data(split_scratch, ft, 1, True, "scratch")
             S.d_stream = d_state[0]
         with nogil:
-            if shuffle:
+            if perm != NULL:
+                perm_init(&keyed, n, rng, shuffle)
+            elif shuffle:
                 shuffle_rows(p16, p32, p64, n, rng)
             with parallel(num_threads=team):
                 split_worker(&S, th, gr, m1, m2, X_ptr, Yp, sw, xb, ac, dl)
@@ -1137,13 +1162,15 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
     cdef unsigned long fpenv = fm_ftz_enter()
     try:
         with nogil:
-            if shuffle:
+            if perm != NULL:
+                perm_init(&keyed, n, rng, shuffle)
+            elif shuffle:
                 shuffle_rows(p16, p32, p64, n, rng)
             t_last = now()
             start = 0
             while start < n:
                 b = min(batch_size, n - start)
-                rows = batch_rows(p16, p32, p64, start, b, rb)
+                rows = batch_rows(p16, p32, p64, perm, start, b, rb)
                 contiguous = rows_contiguous(X_ptr, s0, s1, n_feat, rows, b)
                 if x_in_place and not contiguous:
                     X0 = X_ptr
@@ -1213,6 +1240,25 @@ cdef void barrier_rounds(fm_barrier* bar, Py_ssize_t rounds,
         team[0] = fm_team_size()
     for i in range(rounds):
         fm_barrier_wait(bar, &sense)
+
+
+def epoch_order(Py_ssize_t n, rng_state, bint shuffle=True):
+    """The order in which an epoch given the row count n (no index array)
+    visits the rows, int64 (n,), drawing from rng_state (uint64, [state],
+    advanced in place) as the epoch does: for tests and benchmarks."""
+    cdef unsigned long long* rng = <unsigned long long*>array_data(
+        rng_state, cnp.NPY_UINT64, 1, True, "rng_state")
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    cdef Perm p
+    perm_init(&p, n, rng, shuffle)
+    out = np.empty(n, dtype=np.int64)
+    cdef long long[::1] o = out
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(n):
+            o[i] = perm_at(&p, i)
+    return out
 
 
 def barrier_seconds(int n_threads, Py_ssize_t rounds):

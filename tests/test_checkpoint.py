@@ -111,25 +111,26 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path, monkeypatch, case):
     assert os.listdir(tmp_path) == ["ckpt.fmlp"]
 
 
-def test_a_checkpoint_of_int32_indices_resumes_bit_identically(tmp_path, monkeypatch):
-    # Checkpoints written before fits kept narrow indices hold int32 training
-    # rows and a checksum of int32 class indices: they resume, to the bits
-    # of an uninterrupted fit.
+def test_a_checkpoint_of_an_index_array_resumes_bit_identically(tmp_path, monkeypatch):
+    # Checkpoints written before fits ordered all rows by a keyed
+    # permutation (a row count in the record) hold the shuffled index array,
+    # int32 before fits kept narrow indices, and a checksum of int32 class
+    # indices: they resume with that array, to the bits of an uninterrupted
+    # fit that shuffled one.
     kw = dict(hidden_layer_sizes=(16, 8), max_iter=9, random_state=3, n_threads=1,
               batch_size=64)
     yc = Y + 1  # not their own indices: the fit encodes them (uint8)
-    reference = quiet(MLPClassifier(**kw).fit, X, yc)
     path = tmp_path / "ckpt.fmlp"
-    real = BaseMLP._save_checkpoint
+    real_rows = BaseMLP._stochastic_rows
 
-    def save_as_before(self, record):
-        if record is not None:
-            assert record["train_rows"].dtype == np.uint16
-            record = dict(record, train_rows=record["train_rows"].astype(np.int32))
-        real(self, record)
+    def rows_as_before(self, *a):
+        train, val = real_rows(self, *a)
+        assert train == len(yc)  # the row count: no index array
+        return np.arange(train, dtype=np.int32), val
 
     with monkeypatch.context() as m:
-        m.setattr(BaseMLP, "_save_checkpoint", save_as_before)
+        m.setattr(BaseMLP, "_stochastic_rows", rows_as_before)
+        reference = quiet(MLPClassifier(**kw).fit, X, yc)
         crash_after(m, 4)
         with pytest.raises(Crash):
             quiet(MLPClassifier(checkpoint=str(path), **kw).fit, X, yc)
@@ -137,6 +138,14 @@ def test_a_checkpoint_of_int32_indices_resumes_bit_identically(tmp_path, monkeyp
     assert resumed.__dict__["_resume"]["train_rows"].dtype == np.int32
     quiet(resumed.fit, X, yc)
     assert_same_training(reference, resumed)
+    # Fits now record the row count instead (and order the rows otherwise).
+    with monkeypatch.context() as m:
+        crash_after(m, 4)
+        with pytest.raises(Crash):
+            quiet(MLPClassifier(checkpoint=str(path), **kw).fit, X, yc)
+    assert fastmlp.load(path).__dict__["_resume"]["train_rows"] == len(yc)
+    fresh = quiet(MLPClassifier(**kw).fit, X, yc)
+    assert not np.array_equal(fresh.coefs_[0], reference.coefs_[0])
 
 
 def test_the_fingerprint_checksums_class_indices_as_int32():

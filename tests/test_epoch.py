@@ -220,6 +220,93 @@ def test_shuffle_is_seeded():
     assert sorted(ra) == list(range(50))
 
 
+# Row counts around the keyed order's two kinds (a byte table up to 256
+# rows, a Feistel network beyond) and its powers of two (cycle walking).
+ORDER_SIZES = [0, 1, 2, 3, 7, 255, 256, 257, 300, 1000, 4096, 4097, 65536, 65537]
+
+
+@pytest.mark.parametrize("n", ORDER_SIZES)
+def test_the_keyed_order_is_a_seeded_permutation_of_the_rows(n):
+    # An epoch given the row count n visits each of range(n) once, in an
+    # order drawn from the shuffle stream: no index array.
+    orders = []
+    for seed in (7, 7, 8):
+        state = np.array([seed], dtype=np.uint64)
+        orders.append(_epoch.epoch_order(n, state))
+        assert state[0] != seed or n <= 1
+    assert orders[0].dtype == np.int64
+    assert np.array_equal(np.sort(orders[0]), np.arange(n))
+    assert np.array_equal(orders[0], orders[1])
+    if n >= 3:
+        assert not np.array_equal(orders[0], orders[2])
+        assert not np.array_equal(orders[0], np.arange(n))
+    state = np.array([7], dtype=np.uint64)
+    assert np.array_equal(_epoch.epoch_order(n, state, shuffle=False), np.arange(n))
+    assert state[0] == 7
+    with pytest.raises(ValueError, match="n must be"):
+        _epoch.epoch_order(-1, state)
+
+
+@pytest.mark.parametrize("n", [10, 300, 4000])
+def test_the_keyed_order_looks_random(n):
+    # Over 1,000 epochs: each row's position is uniform (chi-square over
+    # ten bins), and rows 1 apart and rows 2**(k // 2) apart (the same low
+    # half of the Feistel network's input) share a batch of 32 as often as
+    # chance has it. Four rounds of the network put the latter pair at
+    # n = 300 together 13% too often.
+    K, B = 1000, 32
+    state = np.array([3], dtype=np.uint64)
+    pos = np.argsort(np.stack([_epoch.epoch_order(n, state) for _ in range(K)]), axis=1)
+    bins = min(n, 10)
+    counts = np.stack([np.bincount(pos[:, i] * bins // n, minlength=bins)
+                       for i in range(min(n, 50))])
+    expected = K / bins
+    chi2 = ((counts - expected) ** 2 / expected).sum() / (counts.shape[0] * (bins - 1))
+    assert chi2 < 1.3
+    if n > B:
+        batch = pos // B
+        sizes = np.bincount(np.arange(n) // B)
+        chance = ((sizes * (sizes - 1)).sum() / (n * (n - 1)))
+        half = 1 << (int(np.ceil(np.log2(n))) // 2)
+        for d in (1, half):
+            together = (batch[:, :n - d] == batch[:, d:]).mean()
+            assert abs(together / chance - 1) < 0.06, (d, together / chance)
+
+
+@pytest.mark.parametrize("n,batch", [(150, 40), (400, 64)])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_an_epoch_over_a_row_count_is_the_epoch_over_its_keyed_order(n, batch, n_threads):
+    # Fits pass the row count: the epoch computes each batch's rows from the
+    # keyed order (in every thread); the same steps as over that order's
+    # index array.
+    layout, theta, X, Y, sw = split_problem(np.float64, [12, 24, 10, 4],
+                                            ["relu", "tanh", "softmax"], n=n)
+    make = lambda: Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
+    state = np.array([5], dtype=np.uint64)
+    a, b = theta.copy(), theta.copy()
+    oa, ob = make(), make()
+    runner = EpochRunner(layout, np.float64, batch)
+    la, fa = runner.run(a, X, Y, sw, n, state, True, oa, LOSS_LOG, 1e-3, 0.0, n_threads)
+    order = _epoch.epoch_order(n, np.array([5], dtype=np.uint64))
+    lb, fb = EpochRunner(layout, np.float64, batch).run(
+        b, X, Y, sw, order, np.array([5], dtype=np.uint64), False, ob, LOSS_LOG, 1e-3, 0.0,
+        n_threads)
+    assert fa and fb and la == lb
+    assert not np.array_equal(a, theta) and np.array_equal(a, b)
+    assert np.array_equal(oa.state, ob.state)
+    assert state[0] != 5
+
+
+def test_a_bad_row_count_is_refused():
+    layout, theta, X, Y, sw = problem(np.float64)
+    opt = Optimizer("sgd", layout.n_params, np.float64, learning_rate_init=0.1)
+    state = np.array([1], dtype=np.uint64)
+    runner = EpochRunner(layout, np.float64, 10)
+    for n, match in ((-1, "row count"), (51, "51 rows asked")):
+        with pytest.raises(ValueError, match=match):
+            runner.run(theta, X, Y, sw, n, state, True, opt, LOSS_LOG, 0.0, 0.0, 1)
+
+
 def test_thread_counts_agree():
     rng = np.random.RandomState(0)
     layout = Layout([300, 400, 200, 10], ["relu", "relu", "softmax"])
@@ -398,7 +485,8 @@ def epoch_twice(layout, theta, X, Y, sw, batch, make, n_threads, epochs=3, alpha
     runner = EpochRunner(layout, theta.dtype, batch)
     opt = make()
     th = theta.copy()
-    rows = np.arange(X.shape[0], dtype=idx_dtype)
+    # idx_dtype None: the row count, for all rows in a keyed order (fits)
+    rows = X.shape[0] if idx_dtype is None else np.arange(X.shape[0], dtype=idx_dtype)
     state = np.array([5], dtype=np.uint64)
     losses = []
     timing = np.zeros(3)
@@ -448,7 +536,7 @@ def test_every_batch_size_splits_to_the_same_bits(batch, hidden, every_batch_spl
     in_place = _epoch.split_in_place(layout.net, batch, False)
     assert in_place == (every_batch_split and hidden == ["relu", "relu"])
     make = lambda: Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
-    for idx_dtype in (np.int32, np.uint16):
+    for idx_dtype in (np.int32, np.uint16, None):
         one = epoch_twice(layout, theta, X, Y, sw, batch, make, 1, idx_dtype=idx_dtype)
         two = epoch_twice(layout, theta, X, Y, sw, batch, make, 2, idx_dtype=idx_dtype)
         assert np.array_equal(one[0], two[0]) and one[2:] == two[2:]

@@ -210,6 +210,9 @@ class EpochRunner:
             optimizer, loss_code, alpha, l1, n_threads, drop_state=None, timing=None):
         """One epoch over rows idx; returns (mean batch loss, finite).
 
+        idx: an index array (shuffled in place), or the number of samples n
+        for all of range(n) in a keyed order (no array; _epoch.run_epoch).
+
         drop_state: the dropout stream's state, a uint64 array of length 1
         updated in place; required when the runner has dropout.
         timing: None, or 3 float64 the two-core epoch fills (see
@@ -250,4 +253,5 @@ class EpochRunner:
                 optimizer.rule(), self.pieces, self.acts, self.tmp, self.xbuf,
                 self.row_loss, self.part, optimizer.step, alpha, l1, n_threads,
                 dropout, self.sp_work, deltas, timing, self.split_state, self.rows_buf)
-        return loss_sum / len(idx), finite
+        n = idx if isinstance(idx, (int, np.integer)) else len(idx)
+        return loss_sum / n, finite
