@@ -19,6 +19,7 @@ user meets: the compiled epoch plus what runs between epochs.
                                       [--separate-update]
     python benchmarks/thread_split.py --pair-cuts --epochs 1200 --workloads W3
     python benchmarks/thread_split.py --join-wait 0,30,100 --epochs 1600 --workloads W3
+    python benchmarks/thread_split.py --pair-rows --epochs 1600
     python benchmarks/thread_split.py --fits 10,50 --workloads W3
     python benchmarks/thread_split.py --fits 2 --workloads W1 [--dropout 0.2] [--busy]
     python benchmarks/thread_split.py --fits 10 --workloads W1 --solver lbfgs [--busy]
@@ -29,7 +30,9 @@ update chunks, alternating epoch by epoch in one process so that the
 machine's drift falls on both alike, and prints the median of the paired
 ratios. ``--join-wait 0,30,100`` does the same for how long thread 0 waits
 for the other thread before an epoch's first batch (0: it starts alone and
-the other joins at a later batch).
+the other joins at a later batch). ``--pair-rows`` does the same, on one
+and two threads, for epochs over a shuffled index array against epochs
+given the row count (each batch's rows computed from a keyed permutation).
 
 ``--solver lbfgs`` (or bfgs, hf) times full-batch fits of that many
 iterations instead: their passes run data parallel (src/_objective.pyx).
@@ -93,16 +96,18 @@ def epochs(layout, X, Y, batch, dtype, n_threads, rounds):
     return seconds, totals
 
 
-def paired(layout, X, Y, batch, dtype, rounds, setters):
-    """Two-thread epochs of one fit per setter, in turn epoch by epoch (each
-    setter called before its fit's epoch): seconds of each."""
+def paired(layout, X, Y, batch, dtype, rounds, setters, rows=None, n_threads=2):
+    """Epochs (two threads) of one fit per setter, in turn epoch by epoch
+    (each setter called before its fit's epoch): seconds of each. rows: each
+    fit's rows (default: the row count, as fits pass it)."""
     Xk = kernel_input(X)
     runs = []
-    for _ in setters:
+    for j in range(len(setters)):
         theta = (np.random.RandomState(0).randn(layout.n_params) * 0.05).astype(dtype)
         opt = Optimizer("adam", layout.n_params, dtype, learning_rate_init=1e-3)
         runs.append((theta, EpochRunner(layout, dtype, batch), opt,
-                     _all_rows(X.shape[0]), np.array([1], dtype=np.uint64)))
+                     _all_rows(X.shape[0]) if rows is None else rows[j],
+                     np.array([1], dtype=np.uint64)))
     seconds = tuple([] for _ in setters)
     with blas_threads(1):
         for r in range(rounds + 2):  # two to warm up
@@ -112,7 +117,7 @@ def paired(layout, X, Y, batch, dtype, rounds, setters):
                 theta, runner, opt, rows, state = runs[j]
                 t0 = perf_counter()
                 runner.run(theta, Xk, Y, None, rows, state, True, opt, LOSS_LOG, 1e-4,
-                           0.0, 2)
+                           0.0, n_threads)
                 if r >= 2:
                     seconds[j].append(perf_counter() - t0)
     return seconds
@@ -173,6 +178,26 @@ def join_waits(workloads, epochs, waits_us):
                       f"| {_ratio_cell(times[0], t)} |", flush=True)
     finally:
         _epoch.join_wait_seconds(old)
+
+
+def pair_rows(workloads, epochs):
+    """Epochs over a shuffled uint16 index array (what fits with a
+    validation split shuffle, and all fits before the keyed order) against
+    epochs given the row count (the keyed order), in turn."""
+    print("| workload | dtype | threads | index array ms (min / median) "
+          "| row count ms (min / median) | array / count, paired (median, quartiles) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for w, layout, X, Y, batch, dtype in _cases(workloads):
+        n = X.shape[0]
+        for n_threads in (1, 2):
+            rounds = _rounds(w, epochs) // (2 if n_threads == 1 else 1)
+            arr, count = paired(layout, X, Y, batch, dtype, rounds, [lambda: None] * 2,
+                                rows=[np.arange(n, dtype=np.uint16), n],
+                                n_threads=n_threads)
+            print(f"| {w} | {np.dtype(dtype).name} | {n_threads} "
+                  f"| {min(arr) * 1e3:.3f} / {median(arr) * 1e3:.3f} "
+                  f"| {min(count) * 1e3:.3f} / {median(count) * 1e3:.3f} "
+                  f"| {_ratio_cell(arr, count)} |", flush=True)
 
 
 BUSY_LOOP = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
@@ -250,6 +275,9 @@ def main(argv=None):
                         help="two threads: comma-separated longest waits (us) of thread 0 "
                              "for the other before the first batch, epoch by epoch in turn; "
                              "the first is the base (0: start alone)")
+    parser.add_argument("--pair-rows", action="store_true",
+                        help="one and two threads: epochs over a shuffled index array "
+                             "against epochs given the row count (keyed order), in turn")
     args = parser.parse_args(argv)
     if args.gather:
         _epoch.rows_in_place_enabled(False)
@@ -265,6 +293,10 @@ def main(argv=None):
         return
     if args.pair_cuts:
         pair_cuts(args.workloads.split(","), args.epochs)
+        print(f"load average {os.getloadavg()[0]:.2f} at the end")
+        return
+    if args.pair_rows:
+        pair_rows(args.workloads.split(","), args.epochs)
         print(f"load average {os.getloadavg()[0]:.2f} at the end")
         return
     if args.join_wait:

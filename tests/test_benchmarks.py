@@ -288,3 +288,15 @@ def test_thread_split_fits_with_dropout_beside_a_busy_core(capsys):
     assert len(rows) == 2 and all(float(r.split("|")[4]) > 0 for r in rows)
     with pytest.raises(SystemExit):
         thread_split.main(["--busy"])
+
+
+def test_thread_split_pairs_an_index_array_with_the_row_count(capsys):
+    import thread_split
+
+    thread_split.main(["--pair-rows", "--epochs", "3", "--workloads", "W2"])
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| W2 ")]
+    assert [(r.split("|")[2].strip(), r.split("|")[3].strip()) for r in rows] == [
+        ("float32", "1"), ("float32", "2"), ("float64", "1"), ("float64", "2")]
+    for r in rows:
+        median_ratio = float(r.split("|")[6].split()[0])
+        assert 0.2 < median_ratio < 5
