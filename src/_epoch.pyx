@@ -1010,17 +1010,17 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
     cdef int* p32 = NULL
     cdef long long* p64 = NULL
     cdef const long long* rows
-    cdef int ityp = cnp.NPY_INT64 if perm != NULL else cnp.PyArray_TYPE(<cnp.ndarray>idx)
-    if perm != NULL:
-        pass
-    elif cnp.PyArray_EquivTypenums(ityp, cnp.NPY_UINT16):
-        p16 = <unsigned short*>array_data(idx, ityp, 1, True, "idx") if n else NULL
-    elif cnp.PyArray_EquivTypenums(ityp, cnp.NPY_INT32):
-        p32 = <int*>array_data(idx, ityp, 1, True, "idx") if n else NULL
-    elif cnp.PyArray_EquivTypenums(ityp, cnp.NPY_INT64):
-        p64 = <long long*>array_data(idx, ityp, 1, True, "idx") if n else NULL
-    else:
-        raise ValueError(f"idx must be uint16, int32 or int64, not {idx.dtype}")
+    cdef int ityp
+    if perm == NULL:
+        ityp = cnp.PyArray_TYPE(<cnp.ndarray>idx)
+        if cnp.PyArray_EquivTypenums(ityp, cnp.NPY_UINT16):
+            p16 = <unsigned short*>array_data(idx, ityp, 1, True, "idx") if n else NULL
+        elif cnp.PyArray_EquivTypenums(ityp, cnp.NPY_INT32):
+            p32 = <int*>array_data(idx, ityp, 1, True, "idx") if n else NULL
+        elif cnp.PyArray_EquivTypenums(ityp, cnp.NPY_INT64):
+            p64 = <long long*>array_data(idx, ityp, 1, True, "idx") if n else NULL
+        else:
+            raise ValueError(f"idx must be uint16, int32 or int64, not {idx.dtype}")
     cdef bint x_in_place = (X_ptr != NULL and ROWS_IN_PLACE
                             and rows_in_place(&nt, batch_size, s1))
     if X_ptr != NULL and not x_in_place and array_len(xbuf) < batch_size * n_feat:

@@ -11,9 +11,11 @@ cdef inline unsigned long long next_u64(unsigned long long* s) noexcept nogil:
     return z ^ (z >> 31)
 
 
-# Row indices: 2 bytes up to 65536 rows, 4 below 2**31, 8 otherwise. The
-# draws do not depend on the width: all shuffle alike.
+# Row indices: 2 bytes up to 65536 rows, 4 below 2**31, 8 otherwise (and
+# Perm's table of bytes). The draws do not depend on the width: all shuffle
+# alike.
 ctypedef fused index_t:
+    unsigned char
     unsigned short
     int
     long long
@@ -29,7 +31,6 @@ cdef inline void shuffle(index_t* a, Py_ssize_t n,
         t = a[i]
         a[i] = a[j]
         a[j] = t
-
 
 
 # A keyed permutation of range(n) that needs no array: what a fit of all its
@@ -61,12 +62,11 @@ cdef struct Perm:
 
 
 cdef inline void perm_init(Perm* p, Py_ssize_t n, unsigned long long* s,
-                           bint shuffle) noexcept nogil:
-    """An epoch's order of range(n): drawn from stream s when shuffling (s
-    is not touched otherwise)."""
+                           bint shuffled) noexcept nogil:
+    """An epoch's order of range(n): drawn from stream s when shuffled (s is
+    not touched otherwise; range(n) in order)."""
     cdef int k = 0, r
-    cdef Py_ssize_t i, j
-    cdef unsigned char t
+    cdef Py_ssize_t i
     while k < 62 and (<unsigned long long>1 << k) < <unsigned long long>n:
         k += 1
     p.n = n
@@ -74,18 +74,14 @@ cdef inline void perm_init(Perm* p, Py_ssize_t n, unsigned long long* s,
     p.lo_mask = (<unsigned long long>1 << p.lo_bits) - 1
     p.lo_shift = 64 - p.lo_bits
     p.hi_shift = 64 - (k - p.lo_bits)
-    p.identity = not shuffle
-    p.tabled = shuffle and n <= PERM_TABLE
+    p.identity = not shuffled
+    p.tabled = shuffled and n <= PERM_TABLE
     if p.identity:
         return
     if p.tabled:
         for i in range(n):
             p.table[i] = <unsigned char>i
-        for i in range(n - 1, 0, -1):
-            j = <Py_ssize_t>(next_u64(s) % <unsigned long long>(i + 1))
-            t = p.table[i]
-            p.table[i] = p.table[j]
-            p.table[j] = t
+        shuffle(&p.table[0], n, s)
         return
     for r in range(PERM_ROUNDS):
         p.a[r] = next_u64(s) | 1

@@ -275,12 +275,15 @@ def test_the_keyed_order_looks_random(n):
 
 @pytest.mark.parametrize("n,batch", [(150, 40), (400, 64)])
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_an_epoch_over_a_row_count_is_the_epoch_over_its_keyed_order(n, batch, n_threads):
+@pytest.mark.parametrize("order", ["C", "csr"])
+def test_an_epoch_over_a_row_count_is_the_epoch_over_its_keyed_order(n, batch, n_threads,
+                                                                     order):
     # Fits pass the row count: the epoch computes each batch's rows from the
     # keyed order (in every thread); the same steps as over that order's
     # index array.
     layout, theta, X, Y, sw = split_problem(np.float64, [12, 24, 10, 4],
                                             ["relu", "tanh", "softmax"], n=n)
+    X = kernel_input(sp.csr_matrix(X)) if order == "csr" else X
     make = lambda: Optimizer("adam", layout.n_params, np.float64, learning_rate_init=0.01)
     state = np.array([5], dtype=np.uint64)
     a, b = theta.copy(), theta.copy()
