@@ -285,16 +285,20 @@ class BaseMLP(BaseEstimator, ABC):
     def _views_of(self, theta):
         """True if coefs_ and intercepts_ are still the views of theta that
         the current layout made."""
+        # Plain loops and type tests: every predict call runs this, and
+        # any()/sp.issparse took longer than a small network's pass.
         layout = self.__dict__.get("_layout_obj")
-        if layout is None or any(v.base is not theta for v in self.intercepts_):
+        if layout is None or len(self.coefs_) != len(layout.structure):
             return False
-        for l, W in enumerate(self.coefs_):
-            if layout.structure[l] is None:
-                if sp.issparse(W) or W.base is not theta:
+        for v in self.intercepts_:
+            if v.base is not theta:
+                return False
+        for W, structure in zip(self.coefs_, layout.structure):
+            if structure is None:
+                if type(W) is not np.ndarray or W.base is not theta:
                     return False
             elif not (sp.issparse(W) and W.format == "csc" and W.data.base is theta
-                      and W.indices is layout.structure[l][1]
-                      and W.indptr is layout.structure[l][0]):
+                      and W.indices is structure[1] and W.indptr is structure[0]):
                 return False
         return True
 
@@ -769,8 +773,7 @@ class BaseMLP(BaseEstimator, ABC):
                 n_threads = effective_n_threads(self.n_threads)
                 with predict_blas_threads(X.shape[0], n_threads):
                     out = _forward.predict_dense(theta, X, self._layout.net, n_threads)
-            if out is not None:
-                check_finite_output(out)
+            if out is not None:  # finite: predict_dense checked it
                 return out
         X = check_X_predict(self, X, theta.dtype)
         if X.shape[1] != self._layout.units[0]:

@@ -68,7 +68,7 @@ cdef inline int dense_rows(Net* nt, const floating* theta,
     sparse_work_len(net, min(n, DENSE_CHUNK)).
 
     Returns 0; 1 if X holds a non-finite value (out is then untouched);
-    -1 if the workspace cannot be allocated.
+    2 if an output is not finite; -1 if the workspace cannot be allocated.
     """
     cdef int L = nt.n_layers
     cdef Py_ssize_t n_feat = nt.units[0], k = nt.units[L], width = 0
@@ -98,7 +98,11 @@ cdef inline int dense_rows(Net* nt, const floating* theta,
         memcpy(out + start * k, slot(nt, acts, b, L), b * k * sizeof(floating))
         start += b
     free(acts)
-    return 0
+    # Here rather than in the caller: numpy's isfinite().all() costs more
+    # than a small network's whole pass.
+    for i in range(n * k):
+        finite = finite & (isfinite(out[i]) != 0)
+    return 0 if finite else 2
 
 
 def predict_dense(cnp.ndarray theta, object X, tuple net, int n_threads=1):
@@ -107,7 +111,8 @@ def predict_dense(cnp.ndarray theta, object X, tuple net, int n_threads=1):
     The fast path of predict: X must be a 2-D, C-contiguous, aligned,
     native-endian ndarray of theta's dtype, with at least one row, the
     network's input width, and only finite values. Anything else returns
-    None, and the caller validates X in full (with scikit-learn's errors).
+    None, and the caller validates X in full (with scikit-learn's errors);
+    so does an output that is not finite, for the caller's error.
     """
     if not cnp.PyArray_Check(X):
         return None

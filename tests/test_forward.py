@@ -74,6 +74,8 @@ def test_predict_dense_declines_what_it_cannot_read():
     for bad in [X.tolist(), np.asfortranarray(X), X[:, :2], X.astype(np.float32),
                 X[0], X[:0], X.reshape(2, 2, 3), swapped, unaligned, with_nan, with_inf]:
         assert _forward.predict_dense(theta, bad, layout.net, 1) is None
+    # So does an output that overflows: the caller's own pass raises for it.
+    assert _forward.predict_dense(np.full_like(theta, 1e308), X, layout.net, 1) is None
     np.testing.assert_allclose(_forward.predict_dense(theta, X, layout.net, 1),
                                X.sum(1, keepdims=True) + 1)
 
