@@ -771,8 +771,10 @@ class BaseMLP(BaseEstimator, ABC):
                 out = _forward.predict_dense(theta, X, self._layout.net, 1)
             else:
                 n_threads = effective_n_threads(self.n_threads)
-                with predict_blas_threads(X.shape[0], n_threads):
-                    out = _forward.predict_dense(theta, X, self._layout.net, n_threads)
+                net = self._layout.net
+                split = _forward.splits_rows(net, X.shape[0], n_threads)
+                with predict_blas_threads(X.shape[0], n_threads, split):
+                    out = _forward.predict_dense(theta, X, net, n_threads)
             if out is not None:  # finite: predict_dense checked it
                 return out
         X = check_X_predict(self, X, theta.dtype)

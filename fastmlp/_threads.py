@@ -125,13 +125,17 @@ def blas_threads(n_threads, wait=True):
         _limit.release()
 
 
-def predict_blas_threads(n_rows, n_threads):
+def predict_blas_threads(n_rows, n_threads, split_rows=False):
     """blas_threads(n_threads, wait=False) for a predict of n_rows, when it
     pays.
 
     Small predictions, and ones that may use every core anyway, leave BLAS
-    as it is.
+    as it is. With split_rows (each thread takes whole chunks of rows, every
+    product on that thread) BLAS is held at one thread: its own threads
+    would take the cores from the caller's.
     """
+    if split_rows:
+        return blas_threads(1, wait=False)
     if n_rows < BLAS_LIMIT_MIN_ROWS or n_threads >= cpu_count():
         return nullcontext()
     return blas_threads(n_threads, wait=False)

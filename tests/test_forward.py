@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from fastmlp import _forward
 from fastmlp._network import HIDDEN_ACTIVATIONS, Layout
+from fastmlp._threads import blas_threads
 
 from reference import forward as ref_forward
 
@@ -59,6 +60,47 @@ def test_predict_dense_matches_reference(n_rows, dtype):
     expected = ref_forward(layout, theta.astype(float), X.astype(float))
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
+
+
+def _split_case(dtype):
+    # 600 x 600 weights cut predict_dense's chunks to 184 rows (every product
+    # in the small kernels): 1,000 rows make six.
+    rng = np.random.RandomState(3)
+    layout = Layout([600, 600, 3], ["relu", "softmax"])
+    theta = (rng.randn(layout.n_params) * 0.05).astype(dtype)
+    return layout, theta, rng.randn(1000, 600).astype(dtype)
+
+
+def test_predict_dense_splits_rows_over_threads_with_the_same_outputs(dtype):
+    layout, theta, X = _split_case(dtype)
+    assert _forward.splits_rows(layout.net, 1000, 2)
+    assert not _forward.splits_rows(layout.net, 1000, 1)
+    assert not _forward.splits_rows(layout.net, 300, 2)  # fewer rows than two chunks
+    assert not _forward.splits_rows(Layout([13, 9, 4], ["tanh", "softmax"]).net, 1500, 2)
+    with blas_threads(1):
+        one = _forward.predict_dense(theta, X, layout.net, 1)
+        for n_threads in (2, 3):
+            np.testing.assert_array_equal(
+                _forward.predict_dense(theta, X, layout.net, n_threads), one)
+        # The row-index path takes the same chunks, so the same outputs.
+        out = np.empty_like(one)
+        _forward.predict(theta, X, layout.net, out, np.arange(1000, dtype=np.int64), 1024, 2)
+    np.testing.assert_array_equal(out, one)
+    expected = ref_forward(layout, theta.astype(float), X.astype(float))
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(one, expected, rtol=tol, atol=tol)
+
+
+def test_split_predict_declines_bad_input_or_output_in_any_chunk(dtype):
+    layout, theta, X = _split_case(dtype)
+    for row in (0, 500, 999):  # the first, a middle and the last chunk
+        bad = X.copy()
+        bad[row, 7] = np.nan
+        assert _forward.predict_dense(theta, bad, layout.net, 2) is None
+        big = X.copy()
+        big[row] = np.finfo(dtype).max  # finite input, overflowing sums
+        assert _forward.predict_dense(theta, big, layout.net, 2) is None
+    assert _forward.predict_dense(theta, X, layout.net, 2) is not None
 
 
 def test_predict_dense_declines_what_it_cannot_read():
