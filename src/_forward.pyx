@@ -11,19 +11,20 @@ from libc.math cimport isfinite
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 from _layers cimport (Net, Csr, forward, slot, batch_input, rows_contiguous)
-from _small_gemm cimport SMALL_MAX_WORK
+from _small_gemm cimport SMALL_MAX_WORK, kernels_take
 from _args cimport unpack_net, unpack_input, new_sparse_work, sparse_work_len
 from _sparse_layers cimport fm_simd_avx2
 
 cnp.import_array()
 
 # Rows per forward pass of predict_dense (its workspace holds this many),
-# fewer where that keeps every product in the small kernels: with each
-# thread calling OpenBLAS on its own chunks, 784-256-128-10's 10,000-row
-# float32 predict took 222-340 ms in chunks of 1024 (BLAS for the first
-# layer) against 141-174 in the kernels' chunks (AMD Zen 1, two threads);
-# one thread ran as fast either way. Not below DENSE_CHUNK_MIN, where
-# packing the weights for every chunk would cost more than BLAS saves.
+# fewer where that keeps every product in the small kernels, which alone
+# let threads take whole chunks (splits_rows_c): with each thread calling
+# OpenBLAS on its own chunks, 784-256-128-10's 10,000-row float32 predict
+# took 222-340 ms in chunks of 1024 (BLAS for the first layer) against
+# 141-174 in the kernels' chunks (AMD Zen 1, two threads); one thread ran
+# within 10% either way. Not below DENSE_CHUNK_MIN, where packing the
+# weights for every chunk would cost more than BLAS saves.
 cdef enum:
     DENSE_CHUNK = 1024
     DENSE_CHUNK_MIN = 128
@@ -114,11 +115,11 @@ cdef inline int dense_rows(Net* nt, const floating* theta,
     """out = outputs for the n rows of the C-contiguous X, chunk rows at a
     time (dense_chunk); sp_len is sparse_work_len(net, min(n, chunk)).
 
-    From n_threads chunks of rows up (splits_rows), each thread takes whole
-    chunks with its own workspace, every product on that thread (BLAS
-    should be held at one); fewer rows split each product instead. Either
-    way a chunk is the same chain of operations, so the outputs do not
-    depend on n_threads where BLAS is held at one thread.
+    From n_threads chunks of rows up, where the small kernels take every
+    product (splits_rows), each thread takes whole chunks with its own
+    workspace, every product on that thread (BLAS should be held at one);
+    else each product is split. Either way a chunk is the same chain of
+    operations, so the outputs do not depend on n_threads.
 
     Returns 0; 1 if X holds a non-finite value; 2 if an output is not
     finite; -1 if a workspace cannot be allocated (out is then
@@ -134,7 +135,7 @@ cdef inline int dense_rows(Net* nt, const floating* theta,
     cdef Net own
     for i in range(1, L + 1):
         width += nt.units[i]
-    if not splits_rows_c(n, chunk, n_threads):
+    if not splits_rows_c(nt, n, chunk, n_threads):
         # One block: the activations, then the pruned layers' workspace,
         # whose dense copies (the first sp.work_at values) must start as zeros.
         acts = <floating*>malloc((B * width + sp_len) * sizeof(floating))
@@ -181,16 +182,24 @@ cdef inline Py_ssize_t dense_chunk(const Net* nt) noexcept nogil:
     return DENSE_CHUNK if rows < DENSE_CHUNK_MIN else min(rows, <Py_ssize_t>DENSE_CHUNK)
 
 
-cdef inline bint splits_rows_c(Py_ssize_t n, Py_ssize_t chunk,
+cdef inline bint splits_rows_c(const Net* nt, Py_ssize_t n, Py_ssize_t chunk,
                                int n_threads) noexcept nogil:
-    return n_threads > 1 and n >= n_threads * chunk
+    """True if each thread takes whole chunks: at least one a thread, and
+    every dense product of a chunk in the small kernels."""
+    cdef int l
+    if n_threads < 2 or n < n_threads * chunk:
+        return False
+    for l in range(nt.n_layers):
+        if not kernels_take(chunk, nt.units[l], nt.units[l + 1]):
+            return False
+    return True
 
 
 def splits_rows(tuple net, Py_ssize_t n_rows, int n_threads):
     """True if predict_dense gives each of n_threads whole chunks of rows,
     every product on its thread: the caller should hold BLAS at one thread."""
     cdef Net nt = unpack_net(net)
-    return splits_rows_c(n_rows, dense_chunk(&nt), n_threads)
+    return splits_rows_c(&nt, n_rows, dense_chunk(&nt), n_threads)
 
 
 def predict_dense(cnp.ndarray theta, object X, tuple net, int n_threads=1):

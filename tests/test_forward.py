@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fastmlp import _forward
+from fastmlp import _forward, _kernels
 from fastmlp._network import HIDDEN_ACTIVATIONS, Layout
 from fastmlp._threads import blas_threads
 
@@ -73,10 +73,14 @@ def _split_case(dtype):
 
 def test_predict_dense_splits_rows_over_threads_with_the_same_outputs(dtype):
     layout, theta, X = _split_case(dtype)
-    assert _forward.splits_rows(layout.net, 1000, 2)
+    # Only where the small kernels take every product of a chunk.
+    assert _forward.splits_rows(layout.net, 1000, 2) == (_kernels.isa() != 0)
     assert not _forward.splits_rows(layout.net, 1000, 1)
     assert not _forward.splits_rows(layout.net, 300, 2)  # fewer rows than two chunks
     assert not _forward.splits_rows(Layout([13, 9, 4], ["tanh", "softmax"]).net, 1500, 2)
+    # 784 x 1024 weights: chunks of 1,024 rows would reach BLAS's products.
+    assert not _forward.splits_rows(Layout([784, 1024, 10], ["relu", "softmax"]).net,
+                                    10000, 2)
     with blas_threads(1):
         one = _forward.predict_dense(theta, X, layout.net, 1)
         for n_threads in (2, 3):
