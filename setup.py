@@ -70,6 +70,9 @@ extensions = [
         include_dirs=[np.get_include(), "src"],
         extra_compile_args=opt + omp_compile,
         extra_link_args=omp_link,
+        # dladdr/dlopen (src/_blas.pxd's probe of OpenBLAS's kernels): in
+        # libc from glibc 2.34, in libdl before
+        libraries=["dl"] if sys.platform.startswith("linux") else [],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
     )
     for path in sorted(glob(os.path.join("src", "*.pyx")))

@@ -6,6 +6,61 @@
 from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
+cdef extern from *:
+    """
+    #ifndef FM_BLAS_CORE_DEFINED
+    #define FM_BLAS_CORE_DEFINED
+    #if defined(__linux__) || defined(__APPLE__)
+    #include <dlfcn.h>
+    #include <strings.h>
+    #define FM_HAVE_DLADDR 1
+    #endif
+    static int fm_blas_avx512_v = -1;  /* racing first calls write the same value */
+
+    /* 1 if the BLAS behind fn (scipy's dgemm wrapper; the library is found
+       among its module's dependencies) is an OpenBLAS running AVX-512
+       kernels on this CPU, by its core name. Such a build's small-matrix
+       TN kernel beats src/_small_gemm.pxd's below ~1M multiply-adds; a
+       DYNAMIC_ARCH OpenBLAS that does not know the CPU (0.3.30 on AMD's
+       Zen 5 picks its Haswell kernels) runs at half the kernels' rate. 0
+       when it cannot tell. */
+    static int fm_blas_avx512_probe(void* fn) {
+        int v = 0;
+        if (fm_blas_avx512_v >= 0) return fm_blas_avx512_v;
+    #ifdef FM_HAVE_DLADDR
+        {
+            static const char* names[] = {
+                "scipy_openblas_get_corename", "openblas_get_corename",
+                "scipy_openblas_get_corename64_", "openblas_get_corename64_"};
+            static const char* avx512[] = {"skylakex", "cooperlake", "sapphirerapids"};
+            Dl_info info;
+            void* h = NULL;
+            size_t i, j;
+            if (fn && dladdr(fn, &info) && info.dli_fname)
+                h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+            for (i = 0; h && i < sizeof(names) / sizeof(names[0]); i++) {
+                char* (*corename)(void) = (char* (*)(void))dlsym(h, names[i]);
+                const char* core = corename ? corename() : NULL;
+                if (!core) continue;
+                for (j = 0; j < sizeof(avx512) / sizeof(avx512[0]); j++)
+                    v |= strcasecmp(core, avx512[j]) == 0;
+                break;
+            }
+            if (h) dlclose(h);
+        }
+    #endif
+        fm_blas_avx512_v = v;
+        return v;
+    }
+    #endif
+    """
+    int fm_blas_avx512_probe(void* fn) noexcept nogil
+
+
+cdef inline bint blas_avx512() noexcept nogil:
+    """True if scipy's BLAS is an OpenBLAS running AVX-512 kernels here."""
+    return fm_blas_avx512_probe(<void*>dgemm) != 0
+
 
 cdef inline void gemm(char ta, char tb, int m, int n, int k, floating alpha,
                       const floating* a, int lda, const floating* b, int ldb,

@@ -10,7 +10,7 @@ from cython cimport floating
 
 import numpy as np
 
-from _blas cimport mm_nn, mm_tn, mm_nt
+from _blas cimport mm_nn, mm_tn, mm_nt, blas_avx512
 from _simd cimport fm_isa, fm_set_isa
 from _small_gemm cimport (small_gemm_idx, tn_adam, FM_NN, FM_TN,
                           FM_NT, FM_EPI_NONE, FM_EPI_BIAS_RELU, SMALL_MAX_WORK, fm_pack_deep)
@@ -28,6 +28,13 @@ MAX_WORK = SMALL_MAX_WORK
 def isa():
     """The kernels' instruction set: 0 none (BLAS), 1 AVX2, 2 AVX-512."""
     return fm_isa()
+
+
+def blas_has_avx512():
+    """True if scipy's BLAS is an OpenBLAS running AVX-512 kernels on this
+    CPU: A^T delta products below TN_MIN_WORK then go to it where the bits
+    need not be the kernels' (src/_small_gemm.pxd, prod_tn)."""
+    return blas_avx512()
 
 
 def set_isa_cap(int cap):

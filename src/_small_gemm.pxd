@@ -26,7 +26,7 @@
 # as before.
 from cython cimport floating
 from cython.parallel cimport prange
-from _blas cimport mm_nn, mm_tn, mm_nt
+from _blas cimport mm_nn, mm_tn, mm_nt, blas_avx512
 from _simd cimport fm_isa, FM_ISA_AVX512
 # For its C: the Adam epilogue below uses _adam_simd's vector macros, which
 # this cimport places ahead of this file's C in every module.
@@ -603,8 +603,10 @@ cdef enum:
     # W1's 200 x 784 x 256 (both dtypes); at 512^3 its TN is faster, and
     # so is its float64 NN above ~400 x 1024 x 256. Below ~1M OpenBLAS's
     # small-matrix TN kernel (in its AVX-512 builds) is a little faster and
-    # is used on AVX-512 CPUs; on AMD's Zen 1 (AVX2, OpenBLAS's Haswell
-    # kernels) the kernels here were 1.03-1.5x as fast below 1M. Except where a
+    # is used where OpenBLAS runs its AVX-512 kernels (_blas.blas_avx512);
+    # on AMD's Zen 1 (AVX2, OpenBLAS's Haswell kernels) the kernels here
+    # were 1.03-1.5x as fast below 1M, and 2.5-3x on Zen 5 (AVX-512, where
+    # OpenBLAS 0.3.30 falls back to its Haswell kernels). Except where a
     # network's epoch may run split (prod_tn's exact): the kernels here
     # give the same bits for any split of the output's columns; OpenBLAS
     # does not (src/_epoch.pyx).
@@ -745,11 +747,12 @@ cdef inline void prod_tn(const floating* A, int lda, const floating* B,
                          int n_threads, bint exact) noexcept nogil:
     """C[k, c] = A[r, k].T @ B[r, c] + beta C. exact: in the kernels here
     up to SMALL_MAX_WORK, which give the same bits for any split of C's columns
-    (the two-core epoch's), though OpenBLAS is faster below TN_MIN_WORK on
-    AVX-512 CPUs."""
+    (the two-core epoch's), though an OpenBLAS running AVX-512 kernels is
+    faster below TN_MIN_WORK."""
     cdef Py_ssize_t work = <Py_ssize_t>r * k * c
     if (work > SMALL_MAX_WORK
-            or (work <= TN_MIN_WORK and not exact and fm_isa() == FM_ISA_AVX512)
+            or (work <= TN_MIN_WORK and not exact and fm_isa() == FM_ISA_AVX512
+                and blas_avx512())
             or not small_gemm(FM_TN, k, c, r, A, lda, B, c, C, c,
                               beta != 0, n_threads)):
         mm_tn(A, lda, B, C, r, k, c, beta)

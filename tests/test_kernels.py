@@ -319,6 +319,36 @@ def test_environment_caps_the_instruction_set(tmp_path, child_env):
     assert levels["FASTMLP_NO_AVX512"] == min(1, _kernels.isa())
 
 
+AVX512_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+
+
+def scipy_openblas_core():
+    """The core name of the OpenBLAS under scipy.linalg (None if another BLAS)."""
+    from threadpoolctl import threadpool_info
+
+    for lib in threadpool_info():
+        if lib["internal_api"] == "openblas" and "scipy.libs" in lib["filepath"]:
+            return lib.get("architecture")
+    return None
+
+
+def test_blas_core_probe_reads_openblas_kernels(tmp_path, child_env):
+    """Small A^T delta products go to BLAS only where OpenBLAS runs AVX-512
+    kernels: the probe agrees with threadpoolctl's reading of its core, and
+    follows OPENBLAS_CORETYPE."""
+    core = scipy_openblas_core()
+    assert _kernels.blas_has_avx512() == (core is not None and core.lower() in AVX512_CORES)
+    if core is None:
+        return
+    code = "from fastmlp import _kernels; print(int(_kernels.blas_has_avx512()))"
+    forced = ["Haswell"] + (["SkylakeX"] if _kernels.isa() == 2 else [])
+    for coretype in forced:
+        res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True,
+                             env=dict(child_env, OPENBLAS_CORETYPE=coretype),
+                             capture_output=True, text=True)
+        assert res.stdout.strip() == str(int(coretype == "SkylakeX")), coretype
+
+
 @needs_kernels
 def test_fit_is_reproducible_and_thread_count_free(dtype):
     """Same random_state: the same bits; 1 and 2 threads: the same fit to
