@@ -7,7 +7,9 @@ input rows are not copied where the first layer's kernels read them by
 index (small and medium first layers, input of unit column stride).
 
 With two or more threads, an epoch of dense layers with enough work per
-batch (src/_layers.pxd, rows_split) runs as one parallel region in which
+batch (src/_layers.pxd, rows_split: SPLIT_ALWAYS_WORK, or SPLIT_MIN_WORK
+where the cores exchange a cache line fast, exchange_fast) runs as one
+parallel region in which
 every thread walks the same batches (split_worker): the per-operation
 parallel loops of the one-thread path cost a futex wake-up per region under
 OMP_WAIT_POLICY=PASSIVE, more than a small batch's work, and BLAS's own
@@ -34,8 +36,8 @@ BLAS on one thread. Per batch:
    cache);
 4. barrier; every thread adds the chunks' sums in chunk order.
 
-With batches of at least IN_PLACE_MIN_WORK forward multiply-adds of relu
-layers whose deltas the one-thread epoch writes over their outputs, stages
+With batches of at least IN_PLACE_MIN_WORK (or below SPLIT_ALWAYS_WORK)
+forward multiply-adds of relu layers whose deltas the one-thread epoch writes over their outputs, stages
 1 and 2 go layer by layer instead, with no buffer of hidden deltas: from
 the output layer down, each thread computes the layer's entries of its own
 update chunks over all rows (each layer's chunks shared between the
@@ -249,13 +251,82 @@ cdef double JOIN_WAIT = 100e-6
 cdef double JOIN_WAIT_PER_BATCH = 1e-6
 
 
-# Forward multiply-adds per batch below which a batch is not split: W2
-# (digits 64-100-10, batch 32: 237k) ran 0.71-0.86x as fast on two threads
-# as on one, W3 (40-100-100-10, batch 100: 1.5M) 1.14-1.29x, on an idle
-# 2-core machine (benchmarks/thread_split.py); the exchange of activations,
-# gradients and parameters between the cores each batch outweighs the
-# halved arithmetic of small batches.
-cdef Py_ssize_t SPLIT_MIN_WORK = 524288
+# Forward multiply-adds per batch below which a batch is never split, and
+# from which it is split whatever the cores' exchange costs. In between it
+# is split where a pass of two threads through the barrier (one cache line
+# each way) takes at most FAST_EXCHANGE seconds (exchange_fast, measured at
+# run time). Each batch exchanges activations, gradients and parameters
+# between the cores, so what the halved arithmetic saves depends on how fast
+# a cache line crosses (benchmarks/thread_split.py, idle 2-core machines):
+# W2 (digits 64-100-10, batch 32: 237k) ran 0.71-0.86x as fast on two
+# threads as on one where a pass took 170-200 ns (Zen 1), 1.2x (float32)
+# and 1.33x (float64) where it took 22-48 ns (Zen 5), where splitting paid
+# from ~100k (118k: 1.09-1.23x; 59k, float32: 0.96x); W3 (40-100-100-10,
+# batch 100: 1.5M) 1.14-1.29x and 1.5x. The structure (Net.exact_tn, the
+# fused first-layer step) follows SPLIT_MIN_WORK alone, so that whether a
+# batch runs split changes no bits.
+cdef Py_ssize_t SPLIT_MIN_WORK = 98304
+cdef Py_ssize_t SPLIT_ALWAYS_WORK = 524288
+cdef double FAST_EXCHANGE = 100e-9
+# The measurement is redone when older than this (seconds): on a shared
+# machine the pass time moved between ~25 and ~290 ns from minute to minute
+# (the virtual cores moved, or a neighbour shared them), and a busy core
+# makes it slow for a while.
+cdef double EXCHANGE_TTL = 1.0
+cdef double exchange_s = 0, exchange_at = -1e300
+
+
+cdef double exchange_seconds(int n_threads, Py_ssize_t rounds,
+                             int* team) noexcept nogil:
+    """Seconds per pass of n_threads threads through the barrier, timed
+    after a first pass (the team's start-up is not a pass); team: the size
+    OpenMP gave."""
+    cdef fm_barrier bar
+    cdef double t[2]
+    t[0] = t[1] = 0
+    team[0] = 1
+    fm_barrier_init(&bar, n_threads)
+    with parallel(num_threads=n_threads):
+        exchange_rounds(&bar, rounds, team, t)
+    return (t[1] - t[0]) / max(1, rounds)
+
+
+cdef void exchange_rounds(fm_barrier* bar, Py_ssize_t rounds, int* team,
+                          double* t) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int sense = 0
+    fm_barrier_set_n(bar, fm_team_size())
+    fm_barrier_wait(bar, &sense)
+    if fm_team_id() == 0:
+        team[0] = fm_team_size()
+        t[0] = now()
+    for i in range(rounds):
+        fm_barrier_wait(bar, &sense)
+    if fm_team_id() == 0:
+        t[1] = now()
+
+
+cdef bint exchange_fast() noexcept nogil:
+    """True if two threads pass the barrier within FAST_EXCHANGE (the best
+    of two timings of 1,000 passes: 0.1-0.6 ms; kept for EXCHANGE_TTL
+    seconds)."""
+    global exchange_s, exchange_at
+    cdef int team = 1, team2 = 1
+    cdef double t = now()
+    if t - exchange_at > EXCHANGE_TTL:
+        exchange_s = min(exchange_seconds(2, 1000, &team),
+                         exchange_seconds(2, 1000, &team2))
+        if team < 2 or team2 < 2:
+            exchange_s = 1.0  # no second thread to split with
+        exchange_at = now()
+    return exchange_s <= FAST_EXCHANGE
+
+
+cdef bint split_now(const Net* nt, Py_ssize_t B, int n_threads) noexcept nogil:
+    """True if an epoch of this network on n_threads runs split."""
+    return (n_threads >= 2 and FM_HAVE_SPIN_BARRIER
+            and rows_split(nt, B, SPLIT_MIN_WORK)
+            and (rows_split(nt, B, SPLIT_ALWAYS_WORK) or exchange_fast()))
 
 
 # Forward multiply-adds per batch from which the two-core epoch writes the
@@ -274,8 +345,14 @@ cdef bint ROWS_IN_PLACE = True
 
 
 cdef inline bint split_in_place_c(const Net* nt, Py_ssize_t B) noexcept nogil:
+    # Below SPLIT_ALWAYS_WORK too: there a deltas buffer put a small
+    # network's fit over the issue's memory bound (W2 float32: 1.027x it;
+    # the parameters, their gradient and moments are most of the fit), and
+    # in place costs 8-9% of a W2 epoch split (0.273 -> 0.295 ms float32,
+    # 0.436 -> 0.477 float64, against 0.350 / 0.610 on one thread).
     return (not backward_uses_tmp(nt, B)
-            and rows_split(nt, B, IN_PLACE_MIN_WORK))
+            and (rows_split(nt, B, IN_PLACE_MIN_WORK)
+                 or not rows_split(nt, B, SPLIT_ALWAYS_WORK)))
 
 
 def split_in_place(tuple net, Py_ssize_t batch_size, bint dropout):
@@ -333,13 +410,45 @@ def needs_xbuf(tuple net, Py_ssize_t batch_size, X):
 
 
 def split_min_work(Py_ssize_t work):
-    """Set the forward multiply-adds per batch from which an epoch runs
-    split (for tests: 0 splits every network that can be); returns the
-    previous setting."""
-    global SPLIT_MIN_WORK
+    """Set the forward multiply-adds per batch from which an epoch may run
+    split (for tests: 0 splits every network that can be, whatever the
+    exchange costs); returns the previous setting."""
+    global SPLIT_MIN_WORK, SPLIT_ALWAYS_WORK
     old = SPLIT_MIN_WORK
     SPLIT_MIN_WORK = work
+    if work == 0:
+        SPLIT_ALWAYS_WORK = 0
+    elif old == 0:
+        SPLIT_ALWAYS_WORK = 524288
     return old
+
+
+def fast_exchange(double seconds, double ttl=1.0):
+    """Set the barrier pass time at most which networks between the two
+    split thresholds run split (0: never; 1: always), and how long a
+    measurement is kept (0: measure again at every epoch); returns the
+    previous (seconds, ttl). For tests and benchmarks."""
+    global FAST_EXCHANGE, EXCHANGE_TTL, exchange_at
+    old = (FAST_EXCHANGE, EXCHANGE_TTL)
+    FAST_EXCHANGE = seconds
+    EXCHANGE_TTL = ttl
+    exchange_at = -1e300
+    return old
+
+
+def exchange_pass_seconds():
+    """The barrier pass time the split choice last measured (measuring it
+    if none is kept): seconds, 1.0 where OpenMP gives one thread."""
+    exchange_fast()
+    return exchange_s
+
+
+def split_runs(tuple net, Py_ssize_t batch_size, int n_threads):
+    """True if an epoch of this network on n_threads runs split now (the
+    split structure applies and, between the thresholds, the cores exchange
+    fast); split_applies tells whether it may."""
+    cdef Net nt = unpack_net(net)
+    return bool(split_now(&nt, batch_size, n_threads))
 
 
 # Cut the gradient stage where the threads take equal time (split_worker),
@@ -1046,8 +1155,7 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
     cdef int team
     cdef object split_scratch
     cdef floating* dl
-    if (n_threads >= 2 and FM_HAVE_SPIN_BARRIER
-            and rows_split(&nt, batch_size, SPLIT_MIN_WORK)):
+    if split_now(&nt, batch_size, n_threads):
         # Where the one-thread backward writes every hidden delta over its
         # layer's output, so does the split epoch of large batches (layer
         # by layer): no deltas buffer, the largest beyond the issue's bound.
@@ -1276,8 +1384,10 @@ def barrier_seconds(int n_threads, Py_ssize_t rounds):
 
 
 def split_applies(tuple net, Py_ssize_t batch_size):
-    """True if an epoch of this network runs
-    split over the threads when given two or more (see the module's
-    docstring); else it runs the one-thread path with its parallel loops."""
+    """True if an epoch of this network may run split over the threads when
+    given two or more (see the module's docstring; split_runs tells whether
+    it does now): the one-thread path then takes the split path's
+    arithmetic, so that the thread count and the choice change no bits.
+    Else it runs the one-thread path with its parallel loops."""
     cdef Net nt = unpack_net(net)
     return bool(FM_HAVE_SPIN_BARRIER) and rows_split(&nt, batch_size, SPLIT_MIN_WORK)

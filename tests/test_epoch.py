@@ -658,16 +658,32 @@ def test_the_split_barrier_passes_with_the_threads_openmp_gives():
     assert _epoch.barrier_seconds(1, 10)[1] == 1
 
 
-def test_small_batches_do_not_split_by_default():
-    # Below _epoch's SPLIT_MIN_WORK forward multiply-adds per batch the
-    # exchange between cores costs more than the halved arithmetic saves.
-    assert not _epoch.split_applies(Layout([64, 100, 10], ["relu", "softmax"]).net, 32)
-    assert _epoch.split_applies(Layout([40, 100, 100, 10], ["relu", "relu", "softmax"]).net, 100)
-    old = _epoch.split_min_work(0)
+def test_split_thresholds_and_the_cores_exchange():
+    # Below SPLIT_MIN_WORK forward multiply-adds a batch never splits; from
+    # SPLIT_ALWAYS_WORK it always does; in between (digits 64-100-10 on 32
+    # rows), where two threads pass the barrier within fast_exchange's time.
+    small = Layout([32, 40, 10], ["relu", "softmax"]).net
+    mid = Layout([64, 100, 10], ["relu", "softmax"]).net
+    big = Layout([40, 100, 100, 10], ["relu", "relu", "softmax"]).net
+    assert not _epoch.split_applies(small, 32) and not _epoch.split_runs(small, 32, 2)
+    assert _epoch.split_applies(mid, 32) and _epoch.split_applies(big, 100)
+    assert not _epoch.split_runs(mid, 32, 1) and not _epoch.split_runs(big, 100, 1)
+    old = _epoch.fast_exchange(0.0)
     try:
-        assert _epoch.split_applies(Layout([64, 100, 10], ["relu", "softmax"]).net, 32)
+        assert not _epoch.split_runs(mid, 32, 2) and _epoch.split_runs(big, 100, 2)
+        _epoch.fast_exchange(1.0)
+        seconds = _epoch.exchange_pass_seconds()
+        assert 0 < seconds <= 1.0
+        assert _epoch.split_runs(mid, 32, 2) == (seconds < 1.0)  # 1.0: OpenMP gave one thread
+        _epoch.fast_exchange(0.0)
+        old_work = _epoch.split_min_work(0)
+        try:
+            assert _epoch.split_runs(small, 32, 2)
+        finally:
+            _epoch.split_min_work(old_work)
+        assert not _epoch.split_runs(mid, 32, 2)
     finally:
-        _epoch.split_min_work(old)
+        _epoch.fast_exchange(*old)
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])

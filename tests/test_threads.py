@@ -326,7 +326,7 @@ def test_a_two_thread_fit_beside_a_busy_core_finishes_with_the_one_thread_result
 
 
 def test_two_threads_fit_the_one_thread_bits_below_the_split_size(dtype):
-    # 64-100-10 on batches of 32 is below _epoch.SPLIT_MIN_WORK: the one-thread
+    # 64-40-10 on batches of 32 is below _epoch.SPLIT_MIN_WORK: the one-thread
     # path runs on both counts, and must still give the same bits.
     from sklearn.datasets import load_digits
 
@@ -334,12 +334,38 @@ def test_two_threads_fit_the_one_thread_bits_below_the_split_size(dtype):
     from fastmlp._network import Layout
 
     X, y = load_digits(return_X_y=True)
-    assert not _epoch.split_applies(Layout([64, 100, 10], ["relu", "softmax"]).net, 32)
-    make = lambda n: MLPClassifier(hidden_layer_sizes=(100,), batch_size=32, max_iter=3,
+    assert not _epoch.split_applies(Layout([64, 40, 10], ["relu", "softmax"]).net, 32)
+    make = lambda n: MLPClassifier(hidden_layer_sizes=(40,), batch_size=32, max_iter=3,
                                    random_state=0, n_threads=n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert_same_fit(make, lambda est: est.fit((X / 16).astype(dtype), y))
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_whether_a_mid_sized_network_splits_changes_no_bits(dtype, split):
+    # 64-100-10 on batches of 32 splits over two threads only where the
+    # cores exchange fast (_epoch.fast_exchange): the same bits either way,
+    # and on one thread.
+    from sklearn.datasets import load_digits
+
+    from fastmlp import _epoch
+    from fastmlp._network import Layout
+
+    X, y = load_digits(return_X_y=True)
+    net = Layout([64, 100, 10], ["relu", "softmax"]).net
+    old = _epoch.fast_exchange(1.0 if split else 0.0)
+    old_join = _epoch.join_at_start(True)
+    try:
+        assert _epoch.split_runs(net, 32, 2) == (split and _epoch.exchange_pass_seconds() < 1)
+        make = lambda n: MLPClassifier(hidden_layer_sizes=(100,), batch_size=32, max_iter=3,
+                                       random_state=0, n_threads=n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert_same_fit(make, lambda est: est.fit((X / 16).astype(dtype), y))
+    finally:
+        _epoch.fast_exchange(*old)
+        _epoch.join_at_start(old_join)
 
 
 @pytest.mark.parametrize("n_threads,kind,expected", [
