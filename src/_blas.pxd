@@ -15,18 +15,19 @@ cdef extern from *:
     #include <strings.h>
     #define FM_HAVE_DLADDR 1
     #endif
-    static int fm_blas_avx512_v = -1;  /* racing first calls write the same value */
+    static int fm_blas_core_v = -1;  /* racing first calls write the same value */
 
-    /* 1 if the BLAS behind fn (scipy's dgemm wrapper; the library is found
-       among its module's dependencies) is an OpenBLAS running AVX-512
-       kernels on this CPU, by its core name. Such a build's small-matrix
-       TN kernel beats src/_small_gemm.pxd's below ~1M multiply-adds; a
-       DYNAMIC_ARCH OpenBLAS that does not know the CPU (0.3.30 on AMD's
-       Zen 5 picks its Haswell kernels) runs at half the kernels' rate. 0
-       when it cannot tell. */
-    static int fm_blas_avx512_probe(void* fn) {
+    /* What kernels the BLAS behind fn runs (fn: scipy's dgemm wrapper; the
+       library is found among its module's dependencies), by OpenBLAS's core
+       name: 2 AVX-512 ones, 1 others (a DYNAMIC_ARCH OpenBLAS that does not
+       know the CPU runs older kernels: 0.3.30 on AMD's Zen 5 picks Haswell,
+       at half src/_small_gemm.pxd's AVX-512 rate), 0 when it cannot tell
+       (another BLAS). An OpenBLAS running AVX-512 kernels has a small-matrix
+       A^T B kernel faster than src/_small_gemm.pxd's below ~1M multiply-adds,
+       and is faster from ~64M up. */
+    static int fm_blas_core_probe(void* fn) {
         int v = 0;
-        if (fm_blas_avx512_v >= 0) return fm_blas_avx512_v;
+        if (fm_blas_core_v >= 0) return fm_blas_core_v;
     #ifdef FM_HAVE_DLADDR
         {
             static const char* names[] = {
@@ -42,24 +43,31 @@ cdef extern from *:
                 char* (*corename)(void) = (char* (*)(void))dlsym(h, names[i]);
                 const char* core = corename ? corename() : NULL;
                 if (!core) continue;
+                v = 1;
                 for (j = 0; j < sizeof(avx512) / sizeof(avx512[0]); j++)
-                    v |= strcasecmp(core, avx512[j]) == 0;
+                    if (strcasecmp(core, avx512[j]) == 0) v = 2;
                 break;
             }
             if (h) dlclose(h);
         }
     #endif
-        fm_blas_avx512_v = v;
+        fm_blas_core_v = v;
         return v;
     }
     #endif
     """
-    int fm_blas_avx512_probe(void* fn) noexcept nogil
+    int fm_blas_core_probe(void* fn) noexcept nogil
 
 
 cdef inline bint blas_avx512() noexcept nogil:
     """True if scipy's BLAS is an OpenBLAS running AVX-512 kernels here."""
-    return fm_blas_avx512_probe(<void*>dgemm) != 0
+    return fm_blas_core_probe(<void*>dgemm) == 2
+
+
+cdef inline bint blas_pre_avx512() noexcept nogil:
+    """True if scipy's BLAS is an OpenBLAS running kernels older than
+    AVX-512 here (on an AVX-512 CPU: one it does not know)."""
+    return fm_blas_core_probe(<void*>dgemm) == 1
 
 
 cdef inline void gemm(char ta, char tb, int m, int n, int k, floating alpha,

@@ -11,7 +11,7 @@ from libc.math cimport isfinite
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 from _layers cimport (Net, Csr, forward, slot, batch_input, rows_contiguous)
-from _small_gemm cimport SMALL_MAX_WORK, kernels_take
+from _small_gemm cimport small_max_work, kernels_take
 from _args cimport unpack_net, unpack_input, new_sparse_work, sparse_work_len
 from _sparse_layers cimport fm_simd_avx2
 
@@ -178,7 +178,7 @@ cdef inline Py_ssize_t dense_chunk(const Net* nt) noexcept nogil:
     cdef int l
     for l in range(nt.n_layers):
         widest = max(widest, <Py_ssize_t>nt.units[l] * nt.units[l + 1])
-    rows = SMALL_MAX_WORK // widest // 8 * 8
+    rows = small_max_work() // widest // 8 * 8
     return DENSE_CHUNK if rows < DENSE_CHUNK_MIN else min(rows, <Py_ssize_t>DENSE_CHUNK)
 
 

@@ -10,10 +10,11 @@ from cython cimport floating
 
 import numpy as np
 
-from _blas cimport mm_nn, mm_tn, mm_nt, blas_avx512
+from _blas cimport mm_nn, mm_tn, mm_nt, blas_avx512, blas_pre_avx512
 from _simd cimport fm_isa, fm_set_isa
 from _small_gemm cimport (small_gemm_idx, tn_adam, FM_NN, FM_TN,
-                          FM_NT, FM_EPI_NONE, FM_EPI_BIAS_RELU, SMALL_MAX_WORK, fm_pack_deep)
+                          FM_NT, FM_EPI_NONE, FM_EPI_BIAS_RELU, small_max_work,
+                          fm_pack_deep)
 from _adam_simd cimport adam_span
 from _vexp cimport fm_exp_shift, fm_exp_shift_f
 from _guard cimport all_finite, sum_squares
@@ -21,13 +22,23 @@ from _losses cimport Classes, output_loss_delta, LOSS_LOG
 from _activations cimport ACT_SOFTMAX
 
 KINDS = {"nn": 0, "tn": 1, "nt": 2}
-# Multiply-adds beyond which a product goes to BLAS.
-MAX_WORK = SMALL_MAX_WORK
+
+
+def max_work():
+    """Multiply-adds beyond which a product goes to BLAS (sys.maxsize: none,
+    where the kernels are AVX-512 and OpenBLAS's are not)."""
+    return small_max_work()
 
 
 def isa():
     """The kernels' instruction set: 0 none (BLAS), 1 AVX2, 2 AVX-512."""
     return fm_isa()
+
+
+def blas_core():
+    """What scipy's BLAS runs here: 2 an OpenBLAS with AVX-512 kernels, 1
+    an OpenBLAS with older ones, 0 unknown (another BLAS)."""
+    return 2 if blas_avx512() else 1 if blas_pre_avx512() else 0
 
 
 def blas_has_avx512():

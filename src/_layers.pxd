@@ -11,7 +11,7 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 from _small_gemm cimport (prod_nn, prod_tn, prod_nt, small_gemm, kernels_take,
                           prod_nn_bias_relu, prod_nt_relu_grad, FM_KC,
-                          FM_NN, FM_TN, FM_NT, SMALL_MAX_WORK,
+                          FM_NN, FM_TN, FM_NT, small_max_work,
                           small_gemm_epi, small_gemm_idx, FM_EPI_NONE,
                           FM_EPI_BIAS_RELU, FM_EPI_RELU_GRAD)
 from _blas cimport gemm, mm_nn, mm_nt
@@ -34,7 +34,7 @@ cdef struct Net:
     const Dropout* drop         # NULL: no dropout (all but the training epoch)
     const long long* b_off      # b_l at theta[b_off[l]]
     SpNet sp                    # pruned layers (_sparse_layers.pxd)
-    bint exact_tn               # A^T delta in the small kernels up to SMALL_MAX_WORK
+    bint exact_tn               # A^T delta in the small kernels up to small_max_work()
                                 # where a batch may split (rows_split): set by the epoch
     const long long* xrows      # not NULL: the first layer's input is rows xrows[]
                                 # of X0 (row stride ld0), read in place (rows_in_place)
@@ -359,7 +359,7 @@ cdef inline bint backward_uses_tmp(const Net* net, Py_ssize_t B) noexcept nogil:
     for l in range(1, net.n_layers):
         if (net.sp.mode[l] != SP_DENSE or net.act[l - 1] != ACT_RELU
                 or net.units[l + 1] > FM_KC
-                or B * net.units[l] * net.units[l + 1] > SMALL_MAX_WORK):
+                or B * net.units[l] * net.units[l + 1] > small_max_work()):
             return True
     return False
 
@@ -430,11 +430,11 @@ cdef inline bint rows_split(const Net* net, Py_ssize_t B,
 cdef inline bint grad_cut_free(const Net* net, Py_ssize_t B) noexcept nogil:
     """True if grad_range's entries are the same bits whatever range of
     theta it is asked for: every weight gradient in the small kernels,
-    whose chains do not depend on the block; BLAS (past SMALL_MAX_WORK, or
+    whose chains do not depend on the block; BLAS (past small_max_work(), or
     on a CPU without the kernels) may split its sums by the block."""
     cdef int l
     for l in range(net.n_layers):
-        if fm_isa() == 0 or B * net.units[l] * net.units[l + 1] > SMALL_MAX_WORK:
+        if fm_isa() == 0 or B * net.units[l] * net.units[l + 1] > small_max_work():
             return False
     return True
 
@@ -495,11 +495,11 @@ cdef inline void forward_rows(const Net* net, const floating* theta,
                 bias_act(Z, theta + net.b_off[l], nr, n_out, net.act[l],
                          <floating>net.slope, 1)
         elif not (l < L - 1 and net.act[l] == ACT_RELU
-                and B * n_in * n_out <= SMALL_MAX_WORK
+                and B * n_in * n_out <= small_max_work()
                 and prod_nn_bias_relu(A, <int>lda, theta + net.w_off[l], Z,
                                       <int>nr, <int>n_in, <int>n_out,
                                       theta + net.b_off[l], 1)):
-            if (B * n_in * n_out > SMALL_MAX_WORK
+            if (B * n_in * n_out > small_max_work()
                     or not small_gemm(FM_NN, nr, n_out, n_in, A, lda,
                                       theta + net.w_off[l], n_out, Z, n_out,
                                       0, 1)):
@@ -544,7 +544,7 @@ cdef inline void delta_rows(const Net* net, const floating* theta,
         out = slot(net, deltas, B, l) + r0 * n_in
         d = delta_slot(net, acts, deltas, B, l + 1) + r0 * n_out
         # prod_nt's choice, made for the whole batch
-        if (B * n_in * n_out > SMALL_MAX_WORK
+        if (B * n_in * n_out > small_max_work()
                 or not small_gemm(FM_NT, nr, n_in, n_out, d, n_out,
                                   theta + net.w_off[l], n_out, out, n_in, 0, 1)):
             mm_nt(d, theta + net.w_off[l], out, <int>nr, <int>n_out, <int>n_in, 0)
@@ -585,7 +585,7 @@ cdef inline void grad_block(const floating* A, Py_ssize_t lda,
     columns, A n_in; with ridx, A's rows are rows ridx[] of A, whose
     products rows_in_place keeps in the kernels)."""
     # prod_tn's choice with exact set, made for the whole product
-    if (B * n_in * n_out > SMALL_MAX_WORK
+    if (B * n_in * n_out > small_max_work()
             or not small_gemm_idx(FM_TN, i1 - i0, j1 - j0, B, A + i0, lda, ridx,
                                   D + j0, n_out, dW + i0 * n_out + j0, n_out, 0,
                                   FM_EPI_NONE, <const floating*>NULL,

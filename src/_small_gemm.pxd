@@ -26,7 +26,8 @@
 # as before.
 from cython cimport floating
 from cython.parallel cimport prange
-from _blas cimport mm_nn, mm_tn, mm_nt, blas_avx512
+from _blas cimport mm_nn, mm_tn, mm_nt, blas_avx512, blas_pre_avx512
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from _simd cimport fm_isa, FM_ISA_AVX512
 # For its C: the Adam epilogue below uses _adam_simd's vector macros, which
 # this cimport places ahead of this file's C in every module.
@@ -601,7 +602,9 @@ cdef enum:
     # aligned as training's are. With deep or wide B packed in panels, the
     # kernels beat OpenBLAS 0.3.30 on all three products up to 400^3 and
     # W1's 200 x 784 x 256 (both dtypes); at 512^3 its TN is faster, and
-    # so is its float64 NN above ~400 x 1024 x 256. Below ~1M OpenBLAS's
+    # so is its float64 NN above ~400 x 1024 x 256 (small_max_work: no limit
+    # where the kernels are AVX-512 and OpenBLAS's are not, 1.7-2.1x its
+    # speed on Zen 5 up to 1024^3). Below ~1M OpenBLAS's
     # small-matrix TN kernel (in its AVX-512 builds) is a little faster and
     # is used where OpenBLAS runs its AVX-512 kernels (_blas.blas_avx512);
     # on AMD's Zen 1 (AVX2, OpenBLAS's Haswell kernels) the kernels here
@@ -615,6 +618,14 @@ cdef enum:
     # Multiply-adds above which the rows are split over threads.
     SMALL_PAR_MIN = 262144
     SMALL_ROW_ALIGN = 8     # thread row splits fall on whole row blocks
+
+
+cdef inline Py_ssize_t small_max_work() noexcept nogil:
+    """Multiply-adds above which a product goes to BLAS: SMALL_MAX_WORK, or
+    no limit where these kernels are AVX-512 and OpenBLAS's are not."""
+    if fm_isa() == FM_ISA_AVX512 and blas_pre_avx512():
+        return PY_SSIZE_T_MAX
+    return SMALL_MAX_WORK
 
 
 cdef inline int small_gemm(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -736,7 +747,7 @@ cdef inline void prod_nn(const floating* A, int lda, const floating* B,
                          floating* C, int r, int k, int c, floating beta,
                          int n_threads) noexcept nogil:
     """C[r, c] = A[r, k] @ B[k, c] + beta C."""
-    if (<Py_ssize_t>r * k * c > SMALL_MAX_WORK
+    if (<Py_ssize_t>r * k * c > small_max_work()
             or not small_gemm(FM_NN, r, c, k, A, lda, B, c, C, c,
                               beta != 0, n_threads)):
         mm_nn(A, lda, B, C, r, k, c, beta)
@@ -746,11 +757,11 @@ cdef inline void prod_tn(const floating* A, int lda, const floating* B,
                          floating* C, int r, int k, int c, floating beta,
                          int n_threads, bint exact) noexcept nogil:
     """C[k, c] = A[r, k].T @ B[r, c] + beta C. exact: in the kernels here
-    up to SMALL_MAX_WORK, which give the same bits for any split of C's columns
+    up to small_max_work(), which give the same bits for any split of C's columns
     (the two-core epoch's), though an OpenBLAS running AVX-512 kernels is
     faster below TN_MIN_WORK."""
     cdef Py_ssize_t work = <Py_ssize_t>r * k * c
-    if (work > SMALL_MAX_WORK
+    if (work > small_max_work()
             or (work <= TN_MIN_WORK and not exact and fm_isa() == FM_ISA_AVX512
                 and blas_avx512())
             or not small_gemm(FM_TN, k, c, r, A, lda, B, c, C, c,
@@ -762,7 +773,7 @@ cdef inline void prod_nt(const floating* A, const floating* B, floating* C,
                          int r, int c, int k, floating beta,
                          int n_threads) noexcept nogil:
     """C[r, k] = A[r, c] @ B[k, c].T + beta C."""
-    if (<Py_ssize_t>r * k * c > SMALL_MAX_WORK
+    if (<Py_ssize_t>r * k * c > small_max_work()
             or not small_gemm(FM_NT, r, k, c, A, c, B, c, C, k,
                               beta != 0, n_threads)):
         mm_nt(A, B, C, r, c, k, beta)
@@ -775,7 +786,7 @@ cdef inline bint prod_nn_bias_relu(const floating* A, int lda,
     """C[r, c] = max(A[r, k] @ B[k, c] + bias, 0) in the kernels, the bias
     and relu applied to the sums in registers (bias_act's arithmetic, one
     pass over C fewer). False, doing nothing, where prod_nn would use BLAS."""
-    return (<Py_ssize_t>r * k * c <= SMALL_MAX_WORK
+    return (<Py_ssize_t>r * k * c <= small_max_work()
             and small_gemm_epi(FM_NN, r, c, k, A, lda, B, c, C, c, 0,
                                FM_EPI_BIAS_RELU, bias, <floating*>NULL,
                                n_threads) != 0)
@@ -791,7 +802,7 @@ cdef inline bint prod_nt_relu_grad(const floating* A, const floating* B,
     order). False, doing nothing, where prod_nt would use BLAS or the shared
     dimension c spans more than one packed panel (C would be overwritten by
     partial sums before the last one reads it)."""
-    if <Py_ssize_t>r * k * c > SMALL_MAX_WORK or c > FM_KC or fm_isa() == 0:
+    if <Py_ssize_t>r * k * c > small_max_work() or c > FM_KC or fm_isa() == 0:
         return False
     if not cs_add:
         memset(cs, 0, k * sizeof(floating))
@@ -806,4 +817,4 @@ cdef inline bint kernels_take(Py_ssize_t r, Py_ssize_t k,
     outputs on r rows all run in the kernels above (none goes to BLAS), for
     r and any fewer rows."""
     cdef Py_ssize_t work = r * k * c
-    return fm_isa() != 0 and work <= SMALL_MAX_WORK
+    return fm_isa() != 0 and work <= small_max_work()

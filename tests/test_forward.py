@@ -1,5 +1,6 @@
 """The compiled prediction pass against the numpy reference forward."""
 
+import sys
 import warnings
 
 import numpy as np
@@ -64,23 +65,25 @@ def test_predict_dense_matches_reference(n_rows, dtype):
 
 def _split_case(dtype):
     # 600 x 600 weights cut predict_dense's chunks to 184 rows (every product
-    # in the small kernels): 1,000 rows make six.
+    # in the small kernels), or, where the kernels take any product
+    # (_kernels.max_work), leave them at 1,024: 2,500 rows make 14 or 3.
     rng = np.random.RandomState(3)
     layout = Layout([600, 600, 3], ["relu", "softmax"])
     theta = (rng.randn(layout.n_params) * 0.05).astype(dtype)
-    return layout, theta, rng.randn(1000, 600).astype(dtype)
+    return layout, theta, rng.randn(2500, 600).astype(dtype)
 
 
 def test_predict_dense_splits_rows_over_threads_with_the_same_outputs(dtype):
     layout, theta, X = _split_case(dtype)
     # Only where the small kernels take every product of a chunk.
-    assert _forward.splits_rows(layout.net, 1000, 2) == (_kernels.isa() != 0)
-    assert not _forward.splits_rows(layout.net, 1000, 1)
+    assert _forward.splits_rows(layout.net, 2500, 2) == (_kernels.isa() != 0)
+    assert not _forward.splits_rows(layout.net, 2500, 1)
     assert not _forward.splits_rows(layout.net, 300, 2)  # fewer rows than two chunks
     assert not _forward.splits_rows(Layout([13, 9, 4], ["tanh", "softmax"]).net, 1500, 2)
-    # 784 x 1024 weights: chunks of 1,024 rows would reach BLAS's products.
-    assert not _forward.splits_rows(Layout([784, 1024, 10], ["relu", "softmax"]).net,
-                                    10000, 2)
+    # 784 x 1024 weights: chunks of 1,024 rows would reach BLAS's products,
+    # unless the kernels take products of any size.
+    assert _forward.splits_rows(Layout([784, 1024, 10], ["relu", "softmax"]).net,
+                                10000, 2) == (_kernels.max_work() == sys.maxsize)
     with blas_threads(1):
         one = _forward.predict_dense(theta, X, layout.net, 1)
         for n_threads in (2, 3):
@@ -88,7 +91,7 @@ def test_predict_dense_splits_rows_over_threads_with_the_same_outputs(dtype):
                 _forward.predict_dense(theta, X, layout.net, n_threads), one)
         # The row-index path takes the same chunks, so the same outputs.
         out = np.empty_like(one)
-        _forward.predict(theta, X, layout.net, out, np.arange(1000, dtype=np.int64), 1024, 2)
+        _forward.predict(theta, X, layout.net, out, np.arange(2500, dtype=np.int64), 1024, 2)
     np.testing.assert_array_equal(out, one)
     expected = ref_forward(layout, theta.astype(float), X.astype(float))
     tol = 1e-10 if dtype == np.float64 else 1e-4
@@ -97,7 +100,7 @@ def test_predict_dense_splits_rows_over_threads_with_the_same_outputs(dtype):
 
 def test_split_predict_declines_bad_input_or_output_in_any_chunk(dtype):
     layout, theta, X = _split_case(dtype)
-    for row in (0, 500, 999):  # the first, a middle and the last chunk
+    for row in (0, 1200, 2499):  # the first, a middle and the last chunk
         bad = X.copy()
         bad[row, 7] = np.nan
         assert _forward.predict_dense(theta, bad, layout.net, 2) is None

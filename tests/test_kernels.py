@@ -338,15 +338,22 @@ def test_blas_core_probe_reads_openblas_kernels(tmp_path, child_env):
     follows OPENBLAS_CORETYPE."""
     core = scipy_openblas_core()
     assert _kernels.blas_has_avx512() == (core is not None and core.lower() in AVX512_CORES)
+    assert _kernels.blas_core() == (0 if core is None else 2 if _kernels.blas_has_avx512() else 1)
+    # the kernels take products of any size only over an OpenBLAS of older kernels
+    unbounded = _kernels.isa() == 2 and _kernels.blas_core() == 1
+    assert (_kernels.max_work() == sys.maxsize) == unbounded
+    assert unbounded or _kernels.max_work() == 2**26
     if core is None:
         return
-    code = "from fastmlp import _kernels; print(int(_kernels.blas_has_avx512()))"
+    code = ("from fastmlp import _kernels; import sys; "
+            "print(_kernels.blas_core(), int(_kernels.max_work() == sys.maxsize))")
     forced = ["Haswell"] + (["SkylakeX"] if _kernels.isa() == 2 else [])
     for coretype in forced:
         res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True,
                              env=dict(child_env, OPENBLAS_CORETYPE=coretype),
                              capture_output=True, text=True)
-        assert res.stdout.strip() == str(int(coretype == "SkylakeX")), coretype
+        want = "2 0" if coretype == "SkylakeX" else f"1 {int(_kernels.isa() == 2)}"
+        assert res.stdout.strip() == want, coretype
 
 
 @needs_kernels
