@@ -15,6 +15,11 @@ Usage::
     python benchmarks/small_gemm.py --nn-grid  # about five minutes
     python benchmarks/small_gemm.py --quick    # a few shapes (CI)
     python benchmarks/small_gemm.py --no-pack  # deep products read B in place
+    python benchmarks/small_gemm.py --large    # products past SMALL_MAX_WORK too
+
+With --large, the ladder goes on past SMALL_MAX_WORK (2^26), where the
+kernels are used only if they are AVX-512 and OpenBLAS runs older kernels
+(_kernels.max_work()).
 """
 
 import argparse
@@ -38,6 +43,8 @@ LAYERS = {
 LADDER = [(64, 64, 64), (128, 128, 128), (160, 160, 160), (200, 200, 200),
           (256, 256, 256), (320, 320, 320), (200, 512, 256), (400, 400, 400),
           (512, 512, 512), (200, 1024, 512)]
+LARGE = [(512, 1024, 1024), (1024, 1024, 1024), (200, 4096, 1024), (256, 2048, 2048),
+         (2000, 784, 256)]
 GRID_ROWS = (50, 100, 200, 400)
 GRID_INPUTS = (128, 256, 512, 784, 1024)
 GRID_OUTPUTS = (64, 128, 256, 384, 512)
@@ -82,6 +89,8 @@ def main(argv=None):
     parser.add_argument("--no-pack", action="store_true",
                         help="the kernels read a deep NN or TN product's B in place "
                              "instead of packing it in panels")
+    parser.add_argument("--large", action="store_true",
+                        help="also products past SMALL_MAX_WORK (up to 1024^3)")
     args = parser.parse_args(argv)
 
     import threadpoolctl
@@ -95,7 +104,7 @@ def main(argv=None):
     _products.pack_deep_enabled(not args.no_pack)
     rng = np.random.default_rng(0)
     shapes = [(w, s) for w, ls in LAYERS.items() for s in ls]
-    shapes += [("-", s) for s in LADDER]
+    shapes += [("-", s) for s in LADDER + (LARGE if args.large else [])]
     if args.quick:
         shapes = shapes[3:5]
     min_time = 0.002 if args.quick else args.min_time

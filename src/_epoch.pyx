@@ -37,8 +37,8 @@ BLAS on one thread. Per batch:
 4. barrier; every thread adds the chunks' sums in chunk order.
 
 With batches of at least IN_PLACE_MIN_WORK (or below SPLIT_ALWAYS_WORK)
-forward multiply-adds of relu layers whose deltas the one-thread epoch writes over their outputs, stages
-1 and 2 go layer by layer instead, with no buffer of hidden deltas: from
+forward multiply-adds of relu layers whose deltas the one-thread epoch
+writes over their outputs, stages 1 and 2 go layer by layer instead, with no buffer of hidden deltas: from
 the output layer down, each thread computes the layer's entries of its own
 update chunks over all rows (each layer's chunks shared between the
 threads), a barrier, then the delta of the layer's input for its own rows
@@ -265,8 +265,10 @@ cdef double JOIN_WAIT_PER_BATCH = 1e-6
 # batch 100: 1.5M) 1.14-1.29x and 1.5x. The structure (Net.exact_tn, the
 # fused first-layer step) follows SPLIT_MIN_WORK alone, so that whether a
 # batch runs split changes no bits.
+cdef enum:
+    SPLIT_ALWAYS_DEFAULT = 524288
 cdef Py_ssize_t SPLIT_MIN_WORK = 98304
-cdef Py_ssize_t SPLIT_ALWAYS_WORK = 524288
+cdef Py_ssize_t SPLIT_ALWAYS_WORK = SPLIT_ALWAYS_DEFAULT
 cdef double FAST_EXCHANGE = 100e-9
 # The measurement is redone when older than this (seconds): on a shared
 # machine the pass time moved between ~25 and ~290 ns from minute to minute
@@ -416,10 +418,7 @@ def split_min_work(Py_ssize_t work):
     global SPLIT_MIN_WORK, SPLIT_ALWAYS_WORK
     old = SPLIT_MIN_WORK
     SPLIT_MIN_WORK = work
-    if work == 0:
-        SPLIT_ALWAYS_WORK = 0
-    elif old == 0:
-        SPLIT_ALWAYS_WORK = 524288
+    SPLIT_ALWAYS_WORK = 0 if work == 0 else SPLIT_ALWAYS_DEFAULT
     return old
 
 
@@ -1339,17 +1338,6 @@ def run_epoch(floating[::1] theta, grad, opt_state, X, Y, sample_weight, idx,
     return total, n_done, finite
 
 
-cdef void barrier_rounds(fm_barrier* bar, Py_ssize_t rounds,
-                         int* team) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef int sense = 0
-    fm_barrier_set_n(bar, fm_team_size())
-    if fm_team_id() == 0:
-        team[0] = fm_team_size()
-    for i in range(rounds):
-        fm_barrier_wait(bar, &sense)
-
-
 def epoch_order(Py_ssize_t n, rng_state, bint shuffle=True):
     """The order in which an epoch given the row count n (no index array)
     visits the rows, int64 (n,), drawing from rng_state (uint64, [state],
@@ -1371,16 +1359,14 @@ def epoch_order(Py_ssize_t n, rng_state, bint shuffle=True):
 
 def barrier_seconds(int n_threads, Py_ssize_t rounds):
     """Wall seconds per pass through the two-core epoch's barrier
-    (src/fm_barrier.h) by n_threads threads doing nothing else, and the
-    team size OpenMP gave (benchmarks/thread_split.py)."""
-    cdef fm_barrier bar
+    (src/fm_barrier.h) by n_threads threads doing nothing else, the team's
+    start-up left out, and the team size OpenMP gave
+    (benchmarks/thread_split.py)."""
     cdef int team = 1
-    cdef double t0
-    fm_barrier_init(&bar, n_threads)
-    t0 = now()
-    with nogil, parallel(num_threads=n_threads):
-        barrier_rounds(&bar, rounds, &team)
-    return (now() - t0) / max(1, rounds), team
+    cdef double seconds
+    with nogil:
+        seconds = exchange_seconds(n_threads, rounds, &team)
+    return seconds, team
 
 
 def split_applies(tuple net, Py_ssize_t batch_size):

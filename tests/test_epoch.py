@@ -638,7 +638,8 @@ def test_the_gradient_cuts_move_halfway_to_equal_times():
     assert _epoch.rebalanced_cuts([0, 320, 640, 960], [1.0, 0.0, 1.0]) == [0, 320, 640, 960]
 
 
-def test_products_beyond_the_small_kernels_split_over_blas(dtype, every_batch_split, request):
+def test_products_beyond_the_small_kernels_split_over_blas(dtype, every_batch_split, request,
+                                                         child_env, tmp_path):
     # 200 x 580 x 580 multiply-adds exceed the kernels' range: each thread
     # calls BLAS on its own rows and gradient columns. Results agree with
     # one thread's to rounding (BLAS may sum a block's products in another
@@ -649,8 +650,8 @@ def test_products_beyond_the_small_kernels_split_over_blas(dtype, every_batch_sp
         # its AVX-512 ones and the kernels' range ends.
         assert os.environ.get("OPENBLAS_CORETYPE") != "SkylakeX"
         res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                              request.node.nodeid], cwd=request.config.rootpath,
-                             env=dict(os.environ, OPENBLAS_CORETYPE="SkylakeX"),
+                              f"{request.node.path}::{request.node.name}"], cwd=tmp_path,
+                             env=dict(child_env, OPENBLAS_CORETYPE="SkylakeX"),
                              capture_output=True, text=True)
         assert res.returncode == 0 and "1 passed" in res.stdout, res.stdout + res.stderr
         return
