@@ -603,7 +603,7 @@ cdef enum:
     # kernels beat OpenBLAS 0.3.30 on all three products up to 400^3 and
     # W1's 200 x 784 x 256 (both dtypes); at 512^3 its TN is faster, and
     # so is its float64 NN above ~400 x 1024 x 256 (small_max_work: no limit
-    # where the kernels are AVX-512 and OpenBLAS's are not, 1.7-2.1x its
+    # where the kernels are AVX-512 and OpenBLAS's are not, 1.65-2.1x its
     # speed on Zen 5 up to 1024^3). Below ~1M OpenBLAS's
     # small-matrix TN kernel (in its AVX-512 builds) is a little faster and
     # is used where OpenBLAS runs its AVX-512 kernels (_blas.blas_avx512);
