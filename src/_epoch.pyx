@@ -8,7 +8,7 @@ index (small and medium first layers, input of unit column stride).
 
 With two or more threads, an epoch of dense layers with enough work per
 batch (src/_layers.pxd, rows_split: SPLIT_ALWAYS_WORK, or SPLIT_MIN_WORK
-where the cores exchange a cache line fast, exchange_fast) runs as one
+where the cores exchange a cache line fast enough, exchange_pass) runs as one
 parallel region in which
 every thread walks the same batches (split_worker): the per-operation
 parallel loops of the one-thread path cost a futex wake-up per region under
@@ -36,7 +36,7 @@ BLAS on one thread. Per batch:
    cache);
 4. barrier; every thread adds the chunks' sums in chunk order.
 
-With batches of at least IN_PLACE_MIN_WORK (or below SPLIT_ALWAYS_WORK)
+With batches of at least IN_PLACE_MIN_WORK (or below SPLIT_MID_WORK)
 forward multiply-adds of relu layers whose deltas the one-thread epoch
 writes over their outputs, stages 1 and 2 go layer by layer instead, with no buffer of hidden deltas: from
 the output layer down, each thread computes the layer's entries of its own
@@ -252,24 +252,31 @@ cdef double JOIN_WAIT_PER_BATCH = 1e-6
 
 
 # Forward multiply-adds per batch below which a batch is never split, and
-# from which it is split whatever the cores' exchange costs. In between it
+# from which it is split whatever the cores' exchange costs. Below that it
 # is split where a pass of two threads through the barrier (one cache line
-# each way) takes at most FAST_EXCHANGE seconds (exchange_fast, measured at
-# run time). Each batch exchanges activations, gradients and parameters
-# between the cores, so what the halved arithmetic saves depends on how fast
-# a cache line crosses (benchmarks/thread_split.py, idle 2-core machines):
-# W2 (digits 64-100-10, batch 32: 237k) ran 0.71-0.86x as fast on two
-# threads as on one where a pass took 170-200 ns (Zen 1), 1.2x (float32)
-# and 1.33x (float64) where it took 22-48 ns (Zen 5), where splitting paid
-# from ~100k (118k: 1.09-1.23x; 59k, float32: 0.96x); W3 (40-100-100-10,
-# batch 100: 1.5M) 1.14-1.29x and 1.5x. The structure (Net.exact_tn, the
-# fused first-layer step) follows SPLIT_MIN_WORK alone, so that whether a
-# batch runs split changes no bits.
+# each way, exchange_pass, measured at run time) takes at most
+# FAST_EXCHANGE seconds (below SPLIT_MID_WORK) or SLOW_EXCHANGE (from it).
+# Each batch exchanges activations, gradients and parameters between the
+# cores, so what the halved arithmetic saves depends on how fast a cache
+# line crosses (benchmarks/thread_split.py, idle 2-core machines): W2
+# (digits 64-100-10, batch 32: 237k) ran 0.71-0.86x as fast on two threads
+# as on one where a pass took 170-200 ns (Zen 1), 1.2x (float32) and 1.33x
+# (float64) where it took 22-57 ns (Zen 5), and 0.54x in minutes where it
+# took ~290 ns (the same Zen 5); splitting paid from ~100k (118k:
+# 1.09-1.23x; 59k, float32: 0.96x). W3 (40-100-100-10, batch 100: 1.5M)
+# ran 1.14-1.29x at 170-200 ns, 1.5-1.6x at 22-57 ns and 0.86x (float32),
+# 0.93x (float64) at ~350 ns. Larger batches were not measured in a slow
+# minute; W1 (47M) ran 1.6-1.7x at 22-57 ns. The structure (Net.exact_tn,
+# the fused first-layer step) follows SPLIT_MIN_WORK alone, so that
+# whether a batch runs split changes no bits.
 cdef enum:
-    SPLIT_ALWAYS_DEFAULT = 524288
+    SPLIT_MID_DEFAULT = 524288
+    SPLIT_ALWAYS_DEFAULT = 4194304
 cdef Py_ssize_t SPLIT_MIN_WORK = 98304
+cdef Py_ssize_t SPLIT_MID_WORK = SPLIT_MID_DEFAULT
 cdef Py_ssize_t SPLIT_ALWAYS_WORK = SPLIT_ALWAYS_DEFAULT
 cdef double FAST_EXCHANGE = 100e-9
+cdef double SLOW_EXCHANGE = 250e-9
 # The measurement is redone when older than this (seconds): on a shared
 # machine the pass time moved between ~25 and ~290 ns from minute to minute
 # (the virtual cores moved, or a neighbour shared them), and a busy core
@@ -308,27 +315,34 @@ cdef void exchange_rounds(fm_barrier* bar, Py_ssize_t rounds, int* team,
         t[1] = now()
 
 
-cdef bint exchange_fast() noexcept nogil:
-    """True if two threads pass the barrier within FAST_EXCHANGE (the best
-    of two timings of 1,000 passes: 0.1-0.6 ms; kept for EXCHANGE_TTL
-    seconds)."""
+cdef double exchange_pass() noexcept nogil:
+    """Seconds per pass of two threads through the barrier (1.0 where
+    OpenMP gives one thread), kept for EXCHANGE_TTL seconds: 200 passes
+    (~10 us on a fast pair of cores), and 200 more only if those were slow
+    (a hiccup is forgiven; a busy core, ~12 us a pass, costs ~5 ms a
+    second)."""
     global exchange_s, exchange_at
-    cdef int team = 1, team2 = 1
+    cdef int team = 1
     cdef double t = now()
     if t - exchange_at > EXCHANGE_TTL:
-        exchange_s = min(exchange_seconds(2, 1000, &team),
-                         exchange_seconds(2, 1000, &team2))
-        if team < 2 or team2 < 2:
+        exchange_s = exchange_seconds(2, 200, &team)
+        if team == 2 and exchange_s > FAST_EXCHANGE:
+            exchange_s = min(exchange_s, exchange_seconds(2, 200, &team))
+        if team < 2:
             exchange_s = 1.0  # no second thread to split with
         exchange_at = now()
-    return exchange_s <= FAST_EXCHANGE
+    return exchange_s
 
 
 cdef bint split_now(const Net* nt, Py_ssize_t B, int n_threads) noexcept nogil:
     """True if an epoch of this network on n_threads runs split."""
-    return (n_threads >= 2 and FM_HAVE_SPIN_BARRIER
-            and rows_split(nt, B, SPLIT_MIN_WORK)
-            and (rows_split(nt, B, SPLIT_ALWAYS_WORK) or exchange_fast()))
+    if (n_threads < 2 or not FM_HAVE_SPIN_BARRIER
+            or not rows_split(nt, B, SPLIT_MIN_WORK)):
+        return False
+    if rows_split(nt, B, SPLIT_ALWAYS_WORK):
+        return True
+    return exchange_pass() <= (SLOW_EXCHANGE if rows_split(nt, B, SPLIT_MID_WORK)
+                               else FAST_EXCHANGE)
 
 
 # Forward multiply-adds per batch from which the two-core epoch writes the
@@ -347,14 +361,14 @@ cdef bint ROWS_IN_PLACE = True
 
 
 cdef inline bint split_in_place_c(const Net* nt, Py_ssize_t B) noexcept nogil:
-    # Below SPLIT_ALWAYS_WORK too: there a deltas buffer put a small
+    # Below SPLIT_MID_WORK too: there a deltas buffer put a small
     # network's fit over the issue's memory bound (W2 float32: 1.027x it;
     # the parameters, their gradient and moments are most of the fit), and
     # in place costs 8-9% of a W2 epoch split (0.273 -> 0.295 ms float32,
     # 0.436 -> 0.477 float64, against 0.350 / 0.610 on one thread).
     return (not backward_uses_tmp(nt, B)
             and (rows_split(nt, B, IN_PLACE_MIN_WORK)
-                 or not rows_split(nt, B, SPLIT_ALWAYS_WORK)))
+                 or not rows_split(nt, B, SPLIT_MID_WORK)))
 
 
 def split_in_place(tuple net, Py_ssize_t batch_size, bint dropout):
@@ -415,22 +429,26 @@ def split_min_work(Py_ssize_t work):
     """Set the forward multiply-adds per batch from which an epoch may run
     split (for tests: 0 splits every network that can be, whatever the
     exchange costs); returns the previous setting."""
-    global SPLIT_MIN_WORK, SPLIT_ALWAYS_WORK
+    global SPLIT_MIN_WORK, SPLIT_MID_WORK, SPLIT_ALWAYS_WORK
     old = SPLIT_MIN_WORK
     SPLIT_MIN_WORK = work
+    SPLIT_MID_WORK = 0 if work == 0 else SPLIT_MID_DEFAULT
     SPLIT_ALWAYS_WORK = 0 if work == 0 else SPLIT_ALWAYS_DEFAULT
     return old
 
 
-def fast_exchange(double seconds, double ttl=1.0):
-    """Set the barrier pass time at most which networks between the two
-    split thresholds run split (0: never; 1: always), and how long a
-    measurement is kept (0: measure again at every epoch); returns the
-    previous (seconds, ttl). For tests and benchmarks."""
-    global FAST_EXCHANGE, EXCHANGE_TTL, exchange_at
-    old = (FAST_EXCHANGE, EXCHANGE_TTL)
+def fast_exchange(double seconds, double ttl=1.0, slow=None):
+    """Set the barrier pass times at most which batches below SPLIT_MID_WORK
+    (seconds) and from it up to SPLIT_ALWAYS_WORK (slow, if given) run
+    split (0: never; 1: always), and how long a measurement is kept (0:
+    measure again at every epoch); returns the previous (seconds, ttl,
+    slow). For tests and benchmarks."""
+    global FAST_EXCHANGE, SLOW_EXCHANGE, EXCHANGE_TTL, exchange_at
+    old = (FAST_EXCHANGE, EXCHANGE_TTL, SLOW_EXCHANGE)
     FAST_EXCHANGE = seconds
     EXCHANGE_TTL = ttl
+    if slow is not None:
+        SLOW_EXCHANGE = slow
     exchange_at = -1e300
     return old
 
@@ -438,8 +456,7 @@ def fast_exchange(double seconds, double ttl=1.0):
 def exchange_pass_seconds():
     """The barrier pass time the split choice last measured (measuring it
     if none is kept): seconds, 1.0 where OpenMP gives one thread."""
-    exchange_fast()
-    return exchange_s
+    return exchange_pass()
 
 
 def split_runs(tuple net, Py_ssize_t batch_size, int n_threads):

@@ -36,16 +36,11 @@ def isa():
 
 
 def blas_core():
-    """What scipy's BLAS runs here: 2 an OpenBLAS with AVX-512 kernels, 1
-    an OpenBLAS with older ones, 0 unknown (another BLAS)."""
+    """What scipy's BLAS runs here: 2 an OpenBLAS with AVX-512 kernels (A^T
+    delta products below TN_MIN_WORK then go to it where the bits need not
+    be the kernels': src/_small_gemm.pxd, prod_tn), 1 an OpenBLAS with
+    older ones (max_work), 0 unknown (another BLAS)."""
     return 2 if blas_avx512() else 1 if blas_pre_avx512() else 0
-
-
-def blas_has_avx512():
-    """True if scipy's BLAS is an OpenBLAS running AVX-512 kernels on this
-    CPU: A^T delta products below TN_MIN_WORK then go to it where the bits
-    need not be the kernels' (src/_small_gemm.pxd, prod_tn)."""
-    return blas_avx512()
 
 
 def set_isa_cap(int cap):

@@ -498,6 +498,9 @@ def epoch_twice(layout, theta, X, Y, sw, batch, make, n_threads, epochs=3, alpha
     losses = []
     timing = np.zeros(3)
     split = 0
+    # whether it runs split now (between the thresholds, the measured
+    # exchange, kept for longer than these epochs take)
+    splits = _epoch.split_runs(layout.net, batch, n_threads)
     for _ in range(epochs):
         loss_value, finite = runner.run(th, kernel_input(X), Y, sw, rows, state, True, opt,
                                         loss, alpha, l1, n_threads, timing=timing)
@@ -505,7 +508,7 @@ def epoch_twice(layout, theta, X, Y, sw, batch, make, n_threads, epochs=3, alpha
         losses.append(loss_value)
         split += timing[2]
     # (thread 0's count of batches run split)
-    if n_threads > 1 and _epoch.split_applies(layout.net, batch) and X.shape[0] > 2 * batch:
+    if splits and X.shape[0] > 2 * batch:
         assert split > 0
     return th, opt.state.copy(), int(opt.step[0]), losses
 
@@ -676,28 +679,35 @@ def test_the_split_barrier_passes_with_the_threads_openmp_gives():
 
 def test_split_thresholds_and_the_cores_exchange():
     # Below SPLIT_MIN_WORK forward multiply-adds a batch never splits; from
-    # SPLIT_ALWAYS_WORK it always does; in between (digits 64-100-10 on 32
-    # rows), where two threads pass the barrier within fast_exchange's time.
+    # SPLIT_ALWAYS_WORK it always does; in between where two threads pass
+    # the barrier fast enough: within fast_exchange's first time below
+    # SPLIT_MID_WORK (digits 64-100-10 on 32 rows), its slow time from it
+    # (40-100-100-10 on 100 rows).
     small = Layout([32, 40, 10], ["relu", "softmax"]).net
     mid = Layout([64, 100, 10], ["relu", "softmax"]).net
-    big = Layout([40, 100, 100, 10], ["relu", "relu", "softmax"]).net
+    upper = Layout([40, 100, 100, 10], ["relu", "relu", "softmax"]).net
+    big = Layout([40, 400, 400, 10], ["relu", "relu", "softmax"]).net
     assert not _epoch.split_applies(small, 32) and not _epoch.split_runs(small, 32, 2)
-    assert _epoch.split_applies(mid, 32) and _epoch.split_applies(big, 100)
-    assert not _epoch.split_runs(mid, 32, 1) and not _epoch.split_runs(big, 100, 1)
-    old = _epoch.fast_exchange(0.0)
+    assert all(_epoch.split_applies(*c) for c in ((mid, 32), (upper, 100), (big, 100)))
+    assert not any(_epoch.split_runs(n, b, 1) for n, b in ((mid, 32), (upper, 100), (big, 100)))
+    old = _epoch.fast_exchange(0.0, slow=0.0)
     try:
-        assert not _epoch.split_runs(mid, 32, 2) and _epoch.split_runs(big, 100, 2)
-        _epoch.fast_exchange(1.0)
+        assert not _epoch.split_runs(mid, 32, 2) and not _epoch.split_runs(upper, 100, 2)
+        assert _epoch.split_runs(big, 100, 2)
+        _epoch.fast_exchange(0.0, slow=1.0)
         seconds = _epoch.exchange_pass_seconds()
         assert 0 < seconds <= 1.0
-        assert _epoch.split_runs(mid, 32, 2) == (seconds < 1.0)  # 1.0: OpenMP gave one thread
-        _epoch.fast_exchange(0.0)
+        two = seconds < 1.0  # 1.0: OpenMP gave one thread
+        assert not _epoch.split_runs(mid, 32, 2) and _epoch.split_runs(upper, 100, 2) == two
+        _epoch.fast_exchange(1.0, slow=0.0)
+        assert _epoch.split_runs(mid, 32, 2) == two and not _epoch.split_runs(upper, 100, 2)
+        _epoch.fast_exchange(0.0, slow=0.0)
         old_work = _epoch.split_min_work(0)
         try:
-            assert _epoch.split_runs(small, 32, 2)
+            assert _epoch.split_runs(small, 32, 2) and _epoch.split_runs(upper, 100, 2)
         finally:
             _epoch.split_min_work(old_work)
-        assert not _epoch.split_runs(mid, 32, 2)
+        assert not _epoch.split_runs(mid, 32, 2) and not _epoch.split_runs(upper, 100, 2)
     finally:
         _epoch.fast_exchange(*old)
 
